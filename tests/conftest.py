@@ -1,0 +1,29 @@
+"""Shared fixtures: the real nuclei image and its instance ground truth from ../shared/."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+NUCLEI_DIR = SHARED_DIR / "data" / "dsb2018_nuclei"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The shared data folder beside the checkout (read-only in CI)."""
+    assert SHARED_DIR.is_dir(), f"expected shared data at {SHARED_DIR}"
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def nuclei_image() -> np.ndarray:
+    """512 x 512 uint16 fluorescence image of nuclei (DSB 2018, CC0)."""
+    return tifffile.imread(NUCLEI_DIR / "image.tif")
+
+
+@pytest.fixture(scope="session")
+def nuclei_labels() -> np.ndarray:
+    """512 x 512 instance ground truth for `nuclei_image` (0 = background)."""
+    return tifffile.imread(NUCLEI_DIR / "labels.tif")

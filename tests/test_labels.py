@@ -1,0 +1,81 @@
+"""Label convention, automatic boundaries and training targets, on real nuclei ground truth."""
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from skimage.draw import disk
+
+from workbench.errors import WorkbenchError
+from workbench.labels import (derive_boundaries, label_statistics, labels_from_instances, painted_objects,
+                              training_targets, validate_labels)
+
+
+def _disk_labels(width=2):
+    labels = np.zeros((64, 64), np.uint8)
+    labels[:, :5] = 1  # a background stroke
+    labels[disk((32, 32), 10)] = 2
+    return labels
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_boundary_band_has_the_requested_width(width):
+    labels = _disk_labels()
+    band = derive_boundaries(labels, width)
+    obj = labels == 2
+    assert band.any() and not band[~obj].any()
+    inner = obj & ~band
+    # Eroding the object by `width` (4-connected steps) gives exactly the interior.
+    eroded = ndi.binary_erosion(obj, ndi.generate_binary_structure(2, 1), iterations=width)
+    np.testing.assert_array_equal(inner, eroded)
+
+
+def test_image_edge_is_not_a_boundary():
+    labels = np.ones((40, 40), np.uint8)
+    labels[:, :20] = 2  # object cut by the left, top and bottom edges
+    band = derive_boundaries(labels, 2)
+    assert band[:, 18:20].all() and not band[:, :18].any()
+
+
+def test_targets_keep_painted_background_and_ignore_unpainted():
+    labels = _disk_labels()
+    t = training_targets(labels, "instance", boundary_width=2)
+    assert (t[labels == 0] == -1).all()
+    assert (t[labels == 1] == 0).all()
+    assert set(np.unique(t[labels == 2])) == {1, 2}
+    s = training_targets(labels, "semantic")
+    assert (s == labels.astype(int) - 1).all()
+    with pytest.raises(WorkbenchError, match="one object"):
+        training_targets(np.full((4, 4), 3, np.uint8), "instance")
+
+
+def test_touching_real_nuclei_are_separated(nuclei_labels):
+    labels = labels_from_instances(nuclei_labels)
+    objects, count = painted_objects(labels)
+    n_gt = len(np.unique(nuclei_labels)) - 1
+    # Touching nuclei stay apart; a GT object joined only at a corner may count twice.
+    assert n_gt <= count <= n_gt + 3
+    # Every painted object lies inside exactly one GT object.
+    pairs = np.unique(np.stack([objects[objects > 0], nuclei_labels[objects > 0]]), axis=1)
+    assert len(np.unique(pairs[0])) == pairs.shape[1]
+    # Only contact lines were given up: at most a few percent of object pixels.
+    lost = (nuclei_labels > 0).sum() - (labels == 2).sum()
+    assert 0 < lost < 0.05 * (nuclei_labels > 0).sum()
+    targets = training_targets(labels, "instance", boundary_width=2)
+    # Boundaries sit on GT object outlines: within 2 px of a GT boundary.
+    from skimage.segmentation import find_boundaries
+    gt_edges = find_boundaries(nuclei_labels, mode="inner")
+    near_edge = ndi.distance_transform_edt(~gt_edges) <= 2
+    assert near_edge[targets == 2].mean() > 0.99
+
+
+def test_validate_and_statistics(nuclei_labels):
+    with pytest.raises(WorkbenchError, match="same shape"):
+        validate_labels(np.zeros((3, 3), np.uint8), shape=(4, 4))
+    with pytest.raises(WorkbenchError, match="non-integer"):
+        validate_labels(np.full((3, 3), 0.5))
+    with pytest.raises(WorkbenchError, match="negative"):
+        validate_labels(np.full((3, 3), -1))
+    labels = labels_from_instances(nuclei_labels)
+    stats = label_statistics(labels, ["background", "nucleus"], "instance")
+    assert stats["pixels"]["nucleus"] == (labels == 2).sum()
+    assert stats["annotated_fraction"] == 1.0 and stats["objects"] >= 125

@@ -1,0 +1,474 @@
+"""Reading microscope images lazily, in one canonical axis order, and writing results atomically.
+
+Every image the engine handles has one of four axis orders: ``YX``, ``CYX``, ``ZYX`` or
+``ZCYX``. Readers translate whatever a file says (tifffile's ``SYX``, ``TZCYX``, OME-Zarr axis
+names, or nothing at all for PNG and ``.npy``) into one of those, through `ImageSource`, whose
+``__getitem__`` reads only the requested region from disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from workbench.errors import WorkbenchError
+
+CANONICAL_AXES = ("YX", "CYX", "ZYX", "ZCYX")
+TIFF_SUFFIXES = (".tif", ".tiff")
+PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# Non-spatial axes of at most this length without a name are taken as channels, longer ones as z.
+MAX_GUESSED_CHANNELS = 4
+
+__all__ = [
+    "CANONICAL_AXES",
+    "ImageSource",
+    "PlaneView",
+    "open_image",
+    "as_image_source",
+    "write_image",
+    "atomic_write",
+    "write_json_atomic",
+    "iter_blocks",
+]
+
+
+@dataclass
+class ImageSource:
+    """A lazily read image in canonical axis order.
+
+    Parameters
+    ----------
+    raw : array-like
+        The array as stored (numpy memmap, zarr array, tifffile zarr store...).
+    raw_axes : str
+        One letter per axis of `raw` (``Y``, ``X``, ``C``, ``Z`` or ``1`` for a singleton to drop).
+    name : str
+        A short name for the image (the file stem).
+    pixel_size : tuple of float or None
+        Size of a pixel in micrometres, ``(y, x)``, when the file says.
+    """
+
+    raw: Any
+    raw_axes: str
+    name: str = "image"
+    pixel_size: tuple[float, float] | None = None
+    source: str | None = None
+    _keep_open: list = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        kept = "".join(a for a in self.raw_axes if a != "1")
+        self.axes = "".join(a for a in "ZCYX" if a in kept)
+        if self.axes not in CANONICAL_AXES:
+            raise WorkbenchError(
+                f"image {self.name!r}: axes {self.raw_axes!r} give {self.axes!r}, but only "
+                f"{', '.join(CANONICAL_AXES)} are supported; pass axes= to say what each axis is"
+            )
+        self._order = [kept.index(a) for a in self.axes]
+        self.shape = tuple(int(self.raw.shape[self.raw_axes.index(a)]) for a in self.axes)
+        self.dtype = np.dtype(self.raw.dtype)
+        self.ndim = len(self.shape)
+
+    @property
+    def spatial_shape(self) -> tuple[int, int]:
+        return self.shape[-2:]
+
+    @property
+    def n_channels(self) -> int:
+        return self.shape[self.axes.index("C")] if "C" in self.axes else 1
+
+    @property
+    def n_slices(self) -> int:
+        return self.shape[0] if "Z" in self.axes else 1
+
+    def __getitem__(self, key) -> np.ndarray:
+        """Read a region given in canonical axis order (basic slicing only)."""
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1 :]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        by_axis = dict(zip(self.axes, key))
+        raw_key = tuple(0 if a == "1" else by_axis[a] for a in self.raw_axes)
+        block = np.asarray(self.raw[raw_key])
+        # Axes indexed with an integer vanish; order the survivors canonically.
+        surviving = [a for a in self.raw_axes if a != "1" and not isinstance(by_axis[a], (int, np.integer))]
+        wanted = [a for a in self.axes if a in surviving]
+        return np.transpose(block, [surviving.index(a) for a in wanted])
+
+    def __array__(self, dtype=None, copy=None):
+        data = self[...]
+        return data.astype(dtype) if dtype is not None else data
+
+    def plane(self, z: int = 0) -> "PlaneView":
+        """One z-plane as a lazy ``CYX`` view (channels first, even for a single channel)."""
+        if not 0 <= int(z) < self.n_slices:
+            raise WorkbenchError(f"image {self.name!r} has {self.n_slices} z-slices; slice {z} does not exist")
+        return PlaneView(self, z)
+
+
+class PlaneView:
+    """One z-plane of an `ImageSource` as a lazy ``CYX`` array: only sliced regions are read."""
+
+    def __init__(self, source: "ImageSource", z: int = 0):
+        self.source = source
+        self.z = int(z)
+        self.shape = (source.n_channels, *source.spatial_shape)
+        self.dtype = source.dtype
+        self.ndim = 3
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        c, y, x = key
+        lead = (self.z,) if "Z" in self.source.axes else ()
+        if "C" in self.source.axes:
+            return self.source[lead + (c, y, x)]
+        block = self.source[lead + (y, x)]
+        return block[None][c] if not isinstance(c, (int, np.integer)) else block
+
+    def __array__(self, dtype=None, copy=None):
+        data = self[:, :, :]
+        return data.astype(dtype) if dtype is not None else data
+
+
+def _guess_axes(shape: Sequence[int]) -> str:
+    """Axis letters for an array whose file does not say, by the usual conventions."""
+    ndim = len(shape)
+    if ndim == 2:
+        return "YX"
+    if ndim == 3:
+        if shape[-1] <= MAX_GUESSED_CHANNELS and shape[0] > MAX_GUESSED_CHANNELS:
+            return "YXC"
+        return "CYX" if shape[0] <= MAX_GUESSED_CHANNELS else "ZYX"
+    if ndim == 4:
+        if shape[-1] <= MAX_GUESSED_CHANNELS and shape[1] > MAX_GUESSED_CHANNELS:
+            return "ZYXC"
+        if shape[1] <= MAX_GUESSED_CHANNELS * 2:
+            return "ZCYX"
+        if shape[0] <= MAX_GUESSED_CHANNELS * 2:
+            return "CZYX"
+    raise WorkbenchError(
+        f"cannot tell the axes of a {ndim}-D array of shape {tuple(shape)}; supported are 2-D (YX), "
+        "3-D (CYX, YXC or ZYX) and 4-D (ZCYX) images: pass axes= (for example axes='TCYX' "
+        "with a single time point), or save one time point / position per file"
+    )
+
+
+def _normalise_axes(axes: str, shape: Sequence[int], name: str) -> str:
+    """Map file axis letters onto Y, X, C, Z and '1' (singleton to drop)."""
+    axes = axes.upper()
+    if len(axes) != len(shape):
+        raise WorkbenchError(
+            f"image {name!r}: axes {axes!r} has {len(axes)} letters but the array has "
+            f"{len(shape)} dimensions {tuple(shape)}"
+        )
+    letters = []
+    for letter, size in zip(axes, shape):
+        if letter == "S":  # tifffile: samples (RGB) are channels
+            letter = "C"
+        if letter in "YXCZ":
+            letters.append(letter)
+        elif size == 1:
+            letters.append("1")
+        else:
+            letters.append("?")
+    unknown = [i for i, a in enumerate(letters) if a == "?"]
+    for i in unknown:
+        size = shape[i]
+        if axes[i] == "T":
+            raise WorkbenchError(
+                f"image {name!r} is a time series ({size} time points, axes {axes!r}); the workbench "
+                "segments single time points: save each time point as its own file"
+            )
+        if "C" not in letters and size <= MAX_GUESSED_CHANNELS:
+            letters[i] = "C"
+        elif "Z" not in letters:
+            letters[i] = "Z"
+        elif "C" not in letters:
+            letters[i] = "C"
+        else:
+            raise WorkbenchError(
+                f"image {name!r} has axes {axes!r} of shape {tuple(shape)}: more than z, channels, "
+                "y and x (5-D or more) is not supported; save one time point / position per file"
+            )
+    for a in "YXCZ":
+        if letters.count(a) > 1:
+            raise WorkbenchError(f"image {name!r}: axis {a} appears twice in {axes!r}")
+    if "Y" not in letters or "X" not in letters:
+        raise WorkbenchError(f"image {name!r}: axes {axes!r} need both a Y and an X axis")
+    return "".join(letters)
+
+
+def _check_dtype(dtype: np.dtype, name: str) -> None:
+    if dtype.kind not in "biuf":
+        raise WorkbenchError(
+            f"image {name!r} has pixel type {dtype}; expected integers or floats (uint8, uint16, "
+            "float32...): convert the image before adding it"
+        )
+
+
+def _open_tiff(path: Path, stack: contextlib.ExitStack):
+    import tifffile
+    import zarr
+
+    try:
+        tif = stack.enter_context(tifffile.TiffFile(path))
+        series = tif.series[0]
+        axes = series.axes
+        pixel_size = _tiff_pixel_size(tif)
+        store = series.aszarr()
+        raw = zarr.open(store, mode="r")
+        if not hasattr(raw, "shape"):  # a pyramid: level 0 is the full resolution
+            raw = raw["0"]
+        return raw, axes, pixel_size, [tif, store]
+    except (tifffile.TiffFileError, ValueError, KeyError, IndexError, OSError) as exc:
+        raise WorkbenchError(f"cannot read TIFF file {path}: {exc}; is it a complete TIFF file?") from exc
+
+
+def _tiff_pixel_size(tif) -> tuple[float, float] | None:
+    try:
+        if tif.is_ome:
+            import xml.etree.ElementTree as ET
+
+            root = ET.fromstring(tif.ome_metadata)
+            for el in root.iter():
+                if el.tag.endswith("Pixels") and "PhysicalSizeX" in el.attrib:
+                    x = float(el.attrib["PhysicalSizeX"])
+                    y = float(el.attrib.get("PhysicalSizeY", x))
+                    return (y, x)
+        if tif.is_imagej and tif.imagej_metadata and tif.imagej_metadata.get("unit") in ("micron", "um", "µm"):
+            page = tif.pages[0]
+            x_res = page.tags.get("XResolution")
+            y_res = page.tags.get("YResolution")
+            if x_res and y_res:
+                xn, xd = x_res.value
+                yn, yd = y_res.value
+                if xn and yn:
+                    return (yd / yn, xd / xn)
+    except Exception:  # metadata is a nicety; a malformed tag must not stop the image loading
+        return None
+    return None
+
+
+def _open_zarr(path: Path):
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:
+        raise WorkbenchError(f"cannot open Zarr store {path}: {exc}") from exc
+    if hasattr(node, "shape"):
+        return node, None, None
+    attrs = dict(node.attrs)
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if not multiscales:
+        arrays = [name for name, _ in node.arrays()]
+        if len(arrays) == 1:
+            return node[arrays[0]], None, None
+        raise WorkbenchError(
+            f"Zarr group {path} is not OME-Zarr (no 'multiscales' metadata) and holds "
+            f"{len(arrays)} arrays; point to the array itself, e.g. {path}/<array>"
+        )
+    ms = multiscales[0]
+    level0 = ms["datasets"][0]
+    raw = node[level0["path"]]
+    axes = None
+    if "axes" in ms:
+        names = [a["name"] if isinstance(a, dict) else a for a in ms["axes"]]
+        axes = "".join(n[0].upper() for n in names)
+    pixel_size = None
+    for transform in level0.get("coordinateTransformations", []):
+        if transform.get("type") == "scale" and len(transform.get("scale", [])) >= 2:
+            scale = transform["scale"]
+            pixel_size = (float(scale[-2]), float(scale[-1]))
+    return raw, axes, pixel_size
+
+
+def open_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageSource:
+    """Open an image file lazily, in canonical axis order.
+
+    Parameters
+    ----------
+    path : path-like
+        TIFF / OME-TIFF, PNG / JPEG, Zarr / OME-Zarr (a folder) or ``.npy``.
+    axes : str, optional
+        Axis letters of the stored array (for example ``"ZCYX"`` or ``"YXC"``) when the file
+        does not say or says wrongly.
+
+    Returns
+    -------
+    ImageSource
+
+    Raises
+    ------
+    WorkbenchError
+        When the file is missing, unreadable, of an unsupported type or shape.
+
+    Examples
+    --------
+    >>> src = open_image("nuclei.tif")          # doctest: +SKIP
+    >>> src.axes, src.shape                     # doctest: +SKIP
+    ('YX', (512, 512))
+    """
+    path = Path(path)
+    if not path.exists():
+        raise WorkbenchError(f"image file {path} does not exist")
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", *TIFF_SUFFIXES, ".zarr", ".npy", *PLAIN_IMAGE_SUFFIXES):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    lower = path.name.lower()
+    keep_open: list = []
+    pixel_size = None
+    file_axes = None
+    if lower.endswith(TIFF_SUFFIXES):
+        stack = contextlib.ExitStack()
+        raw, file_axes, pixel_size, keep_open = _open_tiff(path, stack)
+        keep_open.append(stack)
+    elif path.is_dir() or lower.endswith(".zarr"):
+        raw, file_axes, pixel_size = _open_zarr(path)
+    elif lower.endswith(".npy"):
+        try:
+            raw = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise WorkbenchError(f"cannot read {path} as a numpy array: {exc}") from exc
+    elif lower.endswith(PLAIN_IMAGE_SUFFIXES):
+        import imageio.v3 as iio
+
+        try:
+            raw = np.asarray(iio.imread(path))
+        except Exception as exc:
+            raise WorkbenchError(f"cannot read image {path}: {exc}; is the file complete?") from exc
+        if raw.ndim == 3 and raw.shape[-1] == 4:
+            raw = raw[..., :3]  # alpha carries no signal
+        file_axes = "YXC" if raw.ndim == 3 else "YX"
+    else:
+        raise WorkbenchError(
+            f"unsupported image type {path.suffix!r} for {path}; use TIFF/OME-TIFF, PNG/JPEG, "
+            "Zarr/OME-Zarr or .npy"
+        )
+    return as_image_source(raw, axes=axes or file_axes, name=name, pixel_size=pixel_size,
+                           source=str(path), _keep_open=keep_open)
+
+
+def as_image_source(array, *, axes: str | None = None, name: str = "image", pixel_size=None,
+                    source: str | None = None, _keep_open=None) -> ImageSource:
+    """Wrap an in-memory or zarr array as an `ImageSource`, checking its type and axes."""
+    if isinstance(array, ImageSource):
+        return array
+    if not hasattr(array, "shape") or not hasattr(array, "dtype"):
+        array = np.asarray(array)
+    dtype = np.dtype(array.dtype)
+    _check_dtype(dtype, name)
+    if dtype.kind == "b":
+        array = np.asarray(array).astype(np.uint8)
+    shape = tuple(array.shape)
+    if len(shape) < 2:
+        raise WorkbenchError(f"image {name!r} has shape {shape}; an image needs at least 2 dimensions (y, x)")
+    if axes is None:
+        squeezed = [s for s in shape if s != 1]
+        guessed = _guess_axes(squeezed if len(squeezed) >= 2 else shape[-2:])
+        if len(squeezed) != len(shape):
+            it = iter(guessed)
+            axes = "".join("1" if s == 1 and len(squeezed) >= 2 else next(it) for s in shape)
+        else:
+            axes = guessed
+    raw_axes = _normalise_axes(axes, shape, name)
+    return ImageSource(array, raw_axes, name=name, pixel_size=pixel_size, source=source,
+                       _keep_open=list(_keep_open or []))
+
+
+def iter_blocks(shape: Sequence[int], block: int = 1024) -> Iterator[tuple[slice, slice]]:
+    """Yield (y, x) slices covering a 2-D extent in blocks of at most ``block`` pixels a side."""
+    height, width = shape[-2:]
+    for y in range(0, height, block):
+        for x in range(0, width, block):
+            yield slice(y, min(y + block, height)), slice(x, min(x + block, width))
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` in one step.
+
+    A crash or an exception inside the block leaves the previous file untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-1:]),
+                               dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON so that readers see either the old or the new file, never half of one."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default))
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} in JSON")
+
+
+def write_image(path: str | os.PathLike, array, *, axes: str | None = None, block: int = 2048) -> Path:
+    """Write an array (numpy or zarr) as TIFF, PNG/JPEG or Zarr, chosen by the file extension.
+
+    TIFF and PNG are written to a temporary file and renamed, so a crash leaves the old file.
+    Zarr output is written block by block (never the whole array in memory).
+    """
+    path = Path(path)
+    lower = path.name.lower()
+    if lower.endswith(".zarr"):
+        import zarr
+
+        shape = tuple(array.shape)
+        chunks = tuple(min(s, 1024) if i >= len(shape) - 2 else 1 for i, s in enumerate(shape))
+        out = zarr.open_array(str(path), mode="w", shape=shape, dtype=array.dtype, chunks=chunks)
+        if axes:
+            out.attrs["axes"] = axes
+        lead = (slice(None),) * (len(shape) - 2)
+        for ys, xs in iter_blocks(shape, block):
+            out[lead + (ys, xs)] = np.asarray(array[lead + (ys, xs)])
+        return path
+    data = np.asarray(array)
+    if lower.endswith(TIFF_SUFFIXES):
+        import tifffile
+
+        with atomic_write(path) as tmp:
+            tifffile.imwrite(tmp, data, compression="zlib",
+                             metadata={"axes": axes} if axes else None,
+                             bigtiff=data.nbytes > 2**31)
+        return path
+    if lower.endswith(PLAIN_IMAGE_SUFFIXES):
+        import imageio.v3 as iio
+
+        with atomic_write(path) as tmp:
+            iio.imwrite(tmp, data, extension=path.suffix)
+        return path
+    raise WorkbenchError(f"cannot write {path}: use a .tif, .png or .zarr file name")
