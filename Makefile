@@ -1,0 +1,42 @@
+# Two entry points on a fresh machine: `make app` (the guided Voila app on the sample project)
+# and `make test` (everything the tests need, then the tests). Both create .venv as needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8866
+
+.PHONY: setup system-deps app demo test test-fast benchmarks clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch and torchvision first, pinned, so nothing pulls another build.
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+# Debian's Chromium drives the real-browser tests (Playwright cannot download browsers here).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+app: setup
+	$(VENV)/bin/workbench app --port $(PORT)
+
+demo: setup
+	$(VENV)/bin/workbench demo
+
+test: setup system-deps
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not browser and not slow"
+
+benchmarks: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) demo-output sample-project

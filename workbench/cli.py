@@ -1,0 +1,272 @@
+"""The `workbench` command: everything the widgets do, from a terminal or a script.
+
+User mistakes (a missing file, a wrong option, bad labels) print one line starting with
+``error:`` and exit with code 2; no traceback. Long steps show a progress bar on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _classes(text: str) -> list[str]:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if len(names) < 2:
+        raise argparse.ArgumentTypeError(f"give at least two comma-separated classes, e.g. background,nucleus; got {text!r}")
+    return names
+
+
+def _weights(text: str) -> str:
+    # "none" stays a string so that "not given" (the preset's default) differs from "no weights".
+    return "none" if text.lower() == "none" else text
+
+
+def _pixel_size(text: str) -> tuple[float, float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"pixel size must be numbers in µm, e.g. 0.65 or 0.65,0.65; got {text!r}")
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"pixel size must be one or two positive numbers (y,x); got {text!r}")
+    return tuple(values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workbench",
+        description="Microscopy segmentation workbench: projects, partial labels, U-Net or Random Forest "
+                    "training, tiled prediction, instances and measurements.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("new", help="create a project folder")
+    p.add_argument("dir", type=Path, help="project folder to create")
+    p.add_argument("--mode", choices=["semantic", "instance"], default="semantic",
+                   help="semantic: one class per pixel; instance: separate touching objects (default: semantic)")
+    p.add_argument("--classes", type=_classes, default=["background", "foreground"],
+                   help="comma-separated class names, background first (default: background,foreground)")
+    p.add_argument("--boundary-width", type=int, default=2,
+                   help="width in pixels of the automatic boundary class in instance mode (default: 2)")
+
+    p = sub.add_parser("add", help="add images to a project (TIFF/OME-TIFF, PNG/JPEG, Zarr/OME-Zarr, .npy)")
+    p.add_argument("dir", type=Path, help="project folder")
+    p.add_argument("images", type=Path, nargs="+", help="image files or Zarr folders")
+    p.add_argument("--axes", help="axis letters of the files when they do not say, e.g. ZCYX or YXC")
+    p.add_argument("--pixel-size", type=_pixel_size, help="pixel size in µm (y,x or one number)")
+
+    p = sub.add_parser("labels", help="import labels for an image of the project")
+    p.add_argument("dir", type=Path, help="project folder")
+    p.add_argument("image", help="image name in the project (see `workbench info`)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from", dest="from_file", type=Path,
+                        help="label image: 0 = not annotated, 1 = background, 2.. = classes")
+    source.add_argument("--instances", type=Path, help="instance mask: 0 = background, 1.. = objects")
+    p.add_argument("--z", type=int, help="z-slice of a z-stack the labels belong to")
+
+    p = sub.add_parser("train", help="train a model on the project's labels")
+    p.add_argument("dir", type=Path, help="project folder")
+    p.add_argument("--method", choices=["unet", "forest"], default="unet",
+                   help="unet: deep learning (default); forest: filter features + Random Forest")
+    p.add_argument("--minutes", type=float, help="training time budget in minutes (U-Net)")
+    p.add_argument("--epochs", type=int, help="number of epochs (U-Net; with --minutes, whichever ends first)")
+    p.add_argument("--encoder", help="U-Net encoder / preset name (default: the fast CPU preset)")
+    p.add_argument("--weights", type=_weights,
+                   help="encoder start: 'imagenet' (downloads), a local weights file, or 'none'")
+    p.add_argument("--resume", action="store_true", help="continue from the project's last model of this method")
+    p.add_argument("--augment", type=float, help="augmentation strength 0 (none) .. 1 (strong)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", help="cpu, cuda or mps (default: the fastest available)")
+
+    p = sub.add_parser("predict", help="segment a project image or an image file, tile by tile")
+    p.add_argument("dir", type=Path, help="project folder")
+    p.add_argument("image", nargs="?", help="image name in the project or an image file / Zarr path "
+                                            "(default: every image of the project, into the project)")
+    p.add_argument("--out", type=Path, help="output label image (.tif or .zarr); "
+                                            "instances in instance mode, class map in semantic mode")
+    p.add_argument("--probabilities", type=Path, help="also write class probabilities (.tif or .zarr)")
+    p.add_argument("--model", type=int, help="model version (default: the latest)")
+    p.add_argument("--tile-size", type=int, default=256, help="tile edge in pixels (default: 256)")
+    p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default: 0.25)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (flips and rotations)")
+    p.add_argument("--device", help="cpu, cuda or mps (default: the fastest available)")
+
+    p = sub.add_parser("measure", help="per-object measurements of the predicted instances")
+    p.add_argument("dir", type=Path, help="project folder")
+    p.add_argument("--out", type=Path, required=True, help="table file (.csv or .parquet)")
+    p.add_argument("--image", action="append", help="only these project images (repeatable)")
+
+    p = sub.add_parser("info", help="show a project's images, labels and models")
+    p.add_argument("dir", type=Path, help="project folder")
+
+    p = sub.add_parser("demo", help="build the sample project, train, predict, write an overlay and a table")
+    p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default: demo-output)")
+    p.add_argument("--minutes", type=float, default=2.0, help="training time in minutes (default: 2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    return parser
+
+
+def _progress_bar(desc: str):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=100, desc=desc, unit="%", file=sys.stderr, leave=True)
+
+    def update(fraction: float, message: str = "") -> None:
+        bar.n = round(100 * min(max(fraction, 0.0), 1.0), 1)
+        if message:
+            bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    update.close = bar.close  # type: ignore[attr-defined]
+    return update
+
+
+def _cmd_new(args) -> None:
+    from workbench.project import Project
+
+    project = Project.create(args.dir, mode=args.mode, classes=args.classes, boundary_width=args.boundary_width)
+    print(f"created {args.mode} project {project.path} with classes {', '.join(project.class_names)}")
+
+
+def _cmd_add(args) -> None:
+    from workbench.project import Project
+
+    project = Project.open(args.dir)
+    for image in args.images:
+        bar = _progress_bar(f"adding {image.name}")
+        try:
+            name = project.add_image(image, axes=args.axes, pixel_size=args.pixel_size, progress=bar)
+        finally:
+            bar.close()
+        info = project.image_info(name)
+        print(f"added {name}: axes {info['axes']}, shape {tuple(info['shape'])}, {info['dtype']}")
+
+
+def _cmd_labels(args) -> None:
+    from workbench.project import Project
+
+    project = Project.open(args.dir)
+    path = args.instances or args.from_file
+    project.import_labels(args.image, path, instances=args.instances is not None, z=args.z)
+    stats = project.label_stats(args.image)
+    pixels = ", ".join(f"{k}: {v}" for k, v in stats["pixels"].items())
+    objects = f", {stats['objects']} objects" if "objects" in stats else ""
+    print(f"labels of {args.image}: {pixels}{objects} ({100 * stats['annotated_fraction']:.1f}% annotated)")
+
+
+def _cmd_train(args) -> None:
+    from workbench import pipeline
+    from workbench.project import Project
+
+    project = Project.open(args.dir)
+    settings = {k: v for k, v in {
+        "minutes": args.minutes, "epochs": args.epochs, "encoder": args.encoder, "weights": args.weights,
+        "augment": args.augment, "seed": args.seed, "device": args.device,
+    }.items() if v is not None}
+    record = pipeline.train_model(project, method=args.method, resume=args.resume, settings=settings,
+                                  progress=True)
+    metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in record["metrics"].items() if not isinstance(v, (list, dict)))
+    print(f"model version {record['version']} ({record['method']}) saved in {project.path / record['path']}: {metrics}")
+
+
+def _cmd_predict(args) -> None:
+    from workbench import pipeline
+    from workbench.project import Project
+
+    project = Project.open(args.dir)
+    options = dict(model_version=args.model, tile_size=args.tile_size, overlap=args.overlap, tta=args.tta,
+                   device=args.device)
+    if args.image is None or args.image in project.image_names:
+        names = [args.image] if args.image else project.image_names
+        bar = _progress_bar("predicting")
+        try:
+            summary = pipeline.predict_project(project, names=names, progress=bar, **options)
+        finally:
+            bar.close()
+        for name, info in summary.items():
+            print(f"{name}: {info}")
+        if args.out:
+            if len(names) != 1:
+                raise WorkbenchError("--out writes one image: name the project image to export")
+            pipeline.export_prediction(project, names[0], args.out, probabilities=args.probabilities)
+            print(f"wrote {args.out}")
+        return
+    if args.out is None:
+        raise WorkbenchError(f"{args.image!r} is not an image of the project; to segment a file give --out FILE")
+    bar = _progress_bar(f"predicting {Path(args.image).name}")
+    try:
+        info = pipeline.predict_file(project, args.image, args.out, probabilities=args.probabilities,
+                                     progress=bar, **options)
+    finally:
+        bar.close()
+    print(f"wrote {args.out}: {info}")
+
+
+def _cmd_measure(args) -> None:
+    from workbench import pipeline
+    from workbench.project import Project
+
+    project = Project.open(args.dir)
+    table = pipeline.measure_project(project, args.out, names=args.image)
+    print(f"wrote {args.out}: {len(table)} objects from {table['image'].nunique() if len(table) else 0} image(s)")
+
+
+def _cmd_info(args) -> None:
+    from workbench.project import Project
+
+    project = Project.open(args.dir)
+    print(f"project {project.path} ({project.mode}; classes {', '.join(project.class_names)}; "
+          f"boundary width {project.boundary_width})")
+    for name in project.image_names:
+        info = project.image_info(name)
+        stats = project.label_stats(name)
+        predicted = "predicted" if project.prediction(name, "probabilities") is not None else "not predicted"
+        print(f"  image {name}: {info['axes']} {tuple(info['shape'])} {info['dtype']}, "
+              f"{100 * stats['annotated_fraction']:.1f}% annotated, {predicted}")
+    for m in project.models:
+        print(f"  model v{m['version']} {m['method']} ({m['created']}): "
+              + ", ".join(f"{k} {v:.4g}" for k, v in m["metrics"].items() if isinstance(v, (int, float))))
+
+
+def _cmd_demo(args) -> None:
+    from workbench import pipeline
+
+    result = pipeline.run_demo(args.out, minutes=args.minutes, seed=args.seed)
+    print("demo finished:")
+    for key, value in result.items():
+        print(f"  {key}: {value}")
+
+
+COMMANDS = {"new": _cmd_new, "add": _cmd_add, "labels": _cmd_labels, "train": _cmd_train,
+            "predict": _cmd_predict, "measure": _cmd_measure, "info": _cmd_info, "demo": _cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except WorkbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; the project keeps its last saved state", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
