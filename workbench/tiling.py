@@ -1,0 +1,485 @@
+"""Smooth tiled prediction of images larger than memory, for any predictor callable.
+
+The image is cut into overlapping square tiles that are read one at a time
+(numpy, zarr or any array-like that can be sliced), sent to the predictor in
+batches, and blended with a smooth window so no seams show where tiles meet.
+Finished regions are written straight to ``out`` (a numpy or zarr array) and
+forgotten, so the memory held does not grow with the image height.
+
+Tiling knows nothing about torch or forests: a predictor is any callable
+``predictor(batch (B, C, h, w) float32) -> (B, K, h, w) float32``. Predictors
+that need context around a tile (a Random Forest's filter bank, a U-Net's
+receptive field) ask for a ``halo``: extra pixels read around every tile and
+cropped off after prediction, separate from the blending ``overlap``.
+
+Example
+-------
+>>> import numpy as np
+>>> image = np.random.default_rng(0).random((1, 300, 200), dtype=np.float32)
+>>> def predictor(batch):
+...     return np.concatenate([batch, 1 - batch], axis=1)
+>>> probabilities = predict_tiled(image, predictor, 2, tile_size=128)
+>>> bool(np.allclose(probabilities[0], image[0]))
+True
+"""
+
+from __future__ import annotations
+
+import itertools
+import numbers
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.errors import WorkbenchError
+
+__all__ = ["WINDOWS", "TilingError", "predict_tiled", "predict_tiled_zarr"]
+
+Predictor = Callable[[np.ndarray], Any]
+Progress = Callable[[float, str], None]
+
+
+class TilingError(WorkbenchError, ValueError):
+    """Tiled prediction got an argument, or a predictor answer, it cannot use."""
+
+
+def _ramp_spline(t: np.ndarray) -> np.ndarray:
+    # Second-order spline: flat at both ends, so the blend has no kink.
+    return np.where(t < 0.5, 2 * t**2, 1 - 2 * (1 - t) ** 2)
+
+
+def _ramp_hann(t: np.ndarray) -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(np.pi * t)
+
+
+def _ramp_gaussian(t: np.ndarray) -> np.ndarray:
+    return np.exp(-0.5 * ((1 - t) / 0.35) ** 2)
+
+
+def _ramp_triangle(t: np.ndarray) -> np.ndarray:
+    return t
+
+
+def _ramp_constant(t: np.ndarray) -> np.ndarray:
+    return np.ones_like(t)
+
+
+#: Blending windows by name. Each maps t in (0, 1) across the overlap, from the
+#: tile edge inwards, to a weight rising towards 1; the tile centre weighs 1.
+WINDOWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "spline": _ramp_spline,
+    "hann": _ramp_hann,
+    "gaussian": _ramp_gaussian,
+    "triangle": _ramp_triangle,
+    "constant": _ramp_constant,
+}
+
+# No tile weight is ever exactly zero, so every pixel has a defined average.
+_MIN_WEIGHT = 1e-3
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """Where the tiles lie along one image axis, and their normalised weights."""
+
+    size: int
+    tile_size: int
+    starts: tuple[int, ...]
+    weights: tuple[np.ndarray, ...]  # per tile, already divided by the summed window
+
+    def extent(self, index: int) -> int:
+        """Output pixels of tile ``index`` inside the image (the last tile may run past it)."""
+        return min(self.tile_size, self.size - self.starts[index])
+
+    def finished_end(self, index: int) -> int:
+        """First coordinate still needed by a later tile after tile ``index``."""
+        return self.starts[index + 1] if index + 1 < len(self.starts) else self.size
+
+
+def _plan_axis(size: int, tile_size: int, overlap: int, ramp: Callable) -> _Axis:
+    # A regular grid: every pair of neighbours overlaps by exactly `overlap`, and
+    # the last tile runs past the border (reflected input, cropped output) rather
+    # than being pulled back. So the carried rows stay `overlap` high and every
+    # finished block is one step square, aligned with output chunks of one step.
+    step = tile_size - overlap
+    n_tiles = 1 + max(0, -(-(size - tile_size) // step))
+    starts = tuple(index * step for index in range(n_tiles))
+    rising = np.maximum(ramp((np.arange(overlap) + 0.5) / max(overlap, 1)), _MIN_WEIGHT)
+
+    windows = []
+    for index, start in enumerate(starts):
+        extent = min(tile_size, size - start)
+        window = np.ones(tile_size, dtype=np.float64)
+        # Tiles at the image border keep weight 1 up to the border pixel.
+        if index > 0 and overlap:
+            window[:overlap] = rising
+        if index < n_tiles - 1 and overlap:
+            window[tile_size - overlap :] = rising[::-1]
+        windows.append(window[:extent])
+
+    summed = np.zeros(size, dtype=np.float64)
+    for start, window in zip(starts, windows):
+        summed[start : start + len(window)] += window
+    weights = tuple(
+        (window / summed[start : start + len(window)]).astype(np.float32)
+        for start, window in zip(starts, windows)
+    )
+    return _Axis(size=size, tile_size=tile_size, starts=starts, weights=weights)
+
+
+def _overlap_pixels(overlap: float | int, tile_size: int) -> int:
+    if isinstance(overlap, bool) or not isinstance(overlap, numbers.Real):
+        raise TilingError(
+            f"`overlap` must be a fraction of the tile in [0, 1) or a number of pixels, got {overlap!r}."
+        )
+    if isinstance(overlap, numbers.Integral):
+        pixels = int(overlap)
+    elif 0 <= overlap < 1:
+        pixels = int(round(float(overlap) * tile_size))
+    else:
+        raise TilingError(
+            f"`overlap` {overlap!r} is neither a fraction in [0, 1) nor a whole number of pixels; "
+            "pass e.g. 0.25 or 64."
+        )
+    if not 0 <= pixels < tile_size:
+        raise TilingError(
+            f"`overlap` of {pixels} pixels must be at least 0 and smaller than `tile_size` ({tile_size})."
+        )
+    return pixels
+
+
+def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise TilingError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _image_shape(image: Any) -> tuple[int, int, int]:
+    shape = getattr(image, "shape", None)
+    if shape is None or not hasattr(image, "__getitem__"):
+        raise TilingError(
+            f"`image` must be a sliceable array with a .shape (numpy, zarr), got {type(image).__name__}."
+        )
+    if len(shape) == 2:
+        return 1, int(shape[0]), int(shape[1])
+    if len(shape) != 3 or min(shape) < 1:
+        raise TilingError(
+            f"`image` must be CYX (or YX for one channel) with no empty axis, got shape {tuple(shape)}; "
+            "move the channel axis first, e.g. np.moveaxis(image, -1, 0)."
+        )
+    return int(shape[0]), int(shape[1]), int(shape[2])
+
+
+def _check_out(out: Any, expected: tuple[int, int, int]) -> None:
+    shape = getattr(out, "shape", None)
+    if shape is None or not hasattr(out, "__setitem__"):
+        raise TilingError(
+            f"`out` must be a writable array (numpy or zarr) of shape {expected}, got {type(out).__name__}."
+        )
+    if tuple(shape) != expected:
+        raise TilingError(
+            f"`out` has shape {tuple(shape)} but the prediction is (n_outputs, Y, X) = {expected}; "
+            "create it with that shape, or pass out=None."
+        )
+    dtype = getattr(out, "dtype", None)
+    if dtype is not None and not np.issubdtype(np.dtype(dtype), np.floating):
+        raise TilingError(f"`out` must have a floating dtype (float32), got {dtype}.")
+
+
+def _read_region(image: Any, two_dimensional: bool, rows: tuple[int, int], cols: tuple[int, int],
+                 height: int, width: int) -> np.ndarray:
+    """Read rows/cols of the image as float32 CYX, reflecting where they leave it."""
+    (y0, y1), (x0, x1) = rows, cols
+    inside_y = (max(y0, 0), min(y1, height))
+    inside_x = (max(x0, 0), min(x1, width))
+    if two_dimensional:
+        region = np.asarray(image[inside_y[0] : inside_y[1], inside_x[0] : inside_x[1]])[None]
+    else:
+        region = np.asarray(image[:, inside_y[0] : inside_y[1], inside_x[0] : inside_x[1]])
+    region = region.astype(np.float32, copy=False)
+    pad = ((0, 0), (inside_y[0] - y0, y1 - inside_y[1]), (inside_x[0] - x0, x1 - inside_x[1]))
+    if any(before or after for before, after in pad):
+        region = np.pad(region, pad, mode="reflect")
+    return region
+
+
+def _checked(prediction: Any, batch_shape: tuple[int, ...], n_outputs: int) -> np.ndarray:
+    try:
+        prediction = np.asarray(prediction, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise TilingError(
+            f"the predictor must return an array (B, K, h, w); got {type(prediction).__name__} "
+            f"that numpy cannot read as float32 ({error})."
+        ) from error
+    expected = (batch_shape[0], n_outputs, batch_shape[2], batch_shape[3])
+    if prediction.shape != expected:
+        raise TilingError(
+            f"the predictor answered a batch of shape {tuple(batch_shape)} with shape "
+            f"{prediction.shape}; expected (B, n_outputs, h, w) = {expected}. Check `n_outputs` and that "
+            "the predictor keeps the spatial size (pad inside it if the model needs sizes divisible by 32)."
+        )
+    finite = np.isfinite(prediction)
+    if not finite.all():
+        raise TilingError(
+            f"the predictor returned {int(prediction.size - finite.sum())} non-finite values (NaN/inf) "
+            f"in a batch of {expected[0]} tiles; check its normalisation and weights."
+        )
+    return prediction
+
+
+def _predict_batch(predictor: Predictor, batch: np.ndarray, n_outputs: int, tta: bool) -> np.ndarray:
+    if not tta:
+        return _checked(predictor(batch), batch.shape, n_outputs)
+    # The eight symmetries of the square: four rotations, each with and without a flip.
+    summed = np.zeros((batch.shape[0], n_outputs) + batch.shape[2:], dtype=np.float32)
+    for quarter_turns in range(4):
+        for flip in (False, True):
+            view = np.rot90(batch, quarter_turns, axes=(2, 3))
+            if flip:
+                view = view[..., ::-1]
+            view = np.ascontiguousarray(view)
+            prediction = _checked(predictor(view), view.shape, n_outputs)
+            if flip:
+                prediction = prediction[..., ::-1]
+            summed += np.rot90(prediction, -quarter_turns, axes=(2, 3))
+    return summed / np.float32(8)
+
+
+class _BlendingWriter:
+    """Accumulates weighted tiles in row-major order and writes finished blocks to ``out``.
+
+    Held at once: one tile-sized window (K, tile, tile) sliding along the
+    current tile row, plus a carry strip (K, overlap, X) of the rows the next
+    tile row will still add to. A block is written as soon as no later tile
+    touches it, exactly once.
+    """
+
+    def __init__(self, out: Any, n_outputs: int, rows: _Axis, cols: _Axis, overlap: int):
+        self.out, self.rows, self.cols, self.overlap = out, rows, cols, overlap
+        carry_height = overlap if len(rows.starts) > 1 else 0
+        self.carry = np.zeros((n_outputs, carry_height, cols.size), dtype=np.float32)
+        self.window = np.zeros((n_outputs, rows.tile_size, cols.tile_size), dtype=np.float32)
+
+    def add(self, row: int, col: int, prediction: np.ndarray) -> None:
+        """Blend the prediction (K, rows.extent(row), cols.extent(col)) of one tile."""
+        rows, cols, window, overlap = self.rows, self.cols, self.window, self.overlap
+        y0, x0 = rows.starts[row], cols.starts[col]
+        height, width = rows.extent(row), cols.extent(col)
+        tile = cols.tile_size
+        if col == 0:
+            window[:] = 0
+            new_from = 0
+        else:
+            # Slide one step right: keep the overlap columns, clear the rest.
+            window[:, :, :overlap] = window[:, :, tile - overlap :].copy()
+            window[:, :, overlap:] = 0
+            new_from = overlap
+        if row > 0 and overlap:
+            # Columns entering the window receive what the tile row above left for them.
+            window[:, :overlap, new_from:width] += self.carry[:, :, x0 + new_from : x0 + width]
+        window[:, :height, :width] += prediction * rows.weights[row][:, None] * cols.weights[col][None, :]
+
+        done_rows = rows.finished_end(row) - y0
+        done_cols = cols.finished_end(col) - x0
+        self.out[:, y0 : y0 + done_rows, x0 : x0 + done_cols] = window[:, :done_rows, :done_cols]
+        if row < len(rows.starts) - 1 and overlap:
+            self.carry[:, :, x0 : x0 + done_cols] = window[:, done_rows:height, :done_cols]
+
+
+def predict_tiled(
+    image: Any,
+    predictor: Predictor,
+    n_outputs: int,
+    *,
+    tile_size: int = 256,
+    overlap: float | int = 0.25,
+    halo: int = 0,
+    batch_size: int = 4,
+    window: str = "spline",
+    out: Any = None,
+    tta: bool = False,
+    progress: Progress | None = None,
+) -> Any:
+    """Predict an image tile by tile and blend the tiles without seams.
+
+    Parameters
+    ----------
+    image : array-like, shape (C, Y, X) or (Y, X)
+        Raw image of any dtype: a numpy array, a zarr array or anything that
+        can be sliced and has ``.shape``. It is read one tile at a time and
+        cast to float32; it is never loaded whole.
+    predictor : callable
+        ``predictor(batch)`` with ``batch`` float32 (B, C, h, w) returns
+        (B, n_outputs, h, w) finite values (numpy, or anything ``np.asarray``
+        reads). Normalisation belongs inside the predictor.
+    n_outputs : int
+        Number of output channels K (classes for probabilities).
+    tile_size : int, optional
+        Edge of the square tiles the predictor sees (before the halo).
+    overlap : float or int, optional
+        Overlap between neighbouring tiles used for blending: a fraction of the
+        tile in [0, 1) or a whole number of pixels.
+    halo : int, optional
+        Extra context in pixels read around each tile (reflected at the image
+        border) and cropped off the prediction; the predictor sees tiles of
+        ``tile_size + 2 * halo``. Use it for predictors with a receptive field.
+    batch_size : int, optional
+        Tiles per predictor call.
+    window : str, optional
+        Blending window across the overlap, one of ``WINDOWS``: "spline"
+        (default), "hann", "gaussian", "triangle", "constant". Tiles at the
+        image border keep full weight up to the border pixel.
+    out : array-like, shape (n_outputs, Y, X), optional
+        Where to write the result (numpy or zarr, floating dtype; any object
+        with ``.shape`` and slice assignment works). Every pixel is written
+        exactly once, so ``out`` need not be zeroed. None allocates a float32
+        numpy array.
+    tta : bool, optional
+        Test-time augmentation: predict all eight flips/quarter-turns of every
+        tile, undo each transform and average (eight times the work).
+    progress : callable, optional
+        ``progress(fraction, message)`` after every batch.
+
+    Returns
+    -------
+    out : array-like, shape (n_outputs, Y, X)
+        The blended prediction (``out`` itself when one was given).
+
+    Raises
+    ------
+    TilingError
+        For an unusable argument, or when the predictor returns the wrong
+        shape or non-finite values.
+
+    Notes
+    -----
+    Tiles lie on a regular grid with a step of ``tile_size - overlap``; the
+    last tile of a row or column runs past the border (reflected input,
+    cropped output), as does a single tile on an image smaller than a tile.
+
+    Memory held at once is one batch of tiles (and its predictions), one
+    tile-sized blending window and a carry strip of (n_outputs, overlap, X)
+    float32. It does not grow with the image height, and with the width only
+    through that strip. Every step x step block is written once, as soon as
+    no later tile touches it.
+    """
+    n_channels, height, width = _image_shape(image)
+    n_outputs = _positive_int(n_outputs, "n_outputs")
+    tile_size = _positive_int(tile_size, "tile_size")
+    halo = _positive_int(halo, "halo", minimum=0)
+    batch_size = _positive_int(batch_size, "batch_size")
+    overlap_px = _overlap_pixels(overlap, tile_size)
+    if window not in WINDOWS:
+        raise TilingError(f"`window` {window!r} is unknown; choose one of {sorted(WINDOWS)}.")
+    if not callable(predictor):
+        raise TilingError(f"`predictor` must be callable, got {type(predictor).__name__}.")
+    if out is None:
+        out = np.empty((n_outputs, height, width), dtype=np.float32)
+    else:
+        _check_out(out, (n_outputs, height, width))
+
+    ramp = WINDOWS[window]
+    rows = _plan_axis(height, tile_size, overlap_px, ramp)
+    cols = _plan_axis(width, tile_size, overlap_px, ramp)
+    writer = _BlendingWriter(out, n_outputs, rows, cols, overlap_px)
+    n_tiles = len(rows.starts) * len(cols.starts)
+    # Row-major order is what the writer needs; a generator keeps no list of all tiles.
+    tiles = itertools.product(range(len(rows.starts)), range(len(cols.starts)))
+    read_size = tile_size + 2 * halo
+    two_dimensional = len(image.shape) == 2
+
+    done = 0
+    while chunk := list(itertools.islice(tiles, batch_size)):
+        batch = np.empty((len(chunk), n_channels, read_size, read_size), dtype=np.float32)
+        for slot, (r, c) in enumerate(chunk):
+            y0, x0 = rows.starts[r] - halo, cols.starts[c] - halo
+            batch[slot] = _read_region(
+                image, two_dimensional, (y0, y0 + read_size), (x0, x0 + read_size), height, width
+            )
+        predictions = _predict_batch(predictor, batch, n_outputs, bool(tta))
+        del batch
+        for slot, (r, c) in enumerate(chunk):
+            writer.add(
+                r, c, predictions[slot, :, halo : halo + rows.extent(r), halo : halo + cols.extent(c)]
+            )
+        del predictions
+        done += len(chunk)
+        if progress is not None:
+            progress(done / n_tiles, f"predicted {done}/{n_tiles} tiles")
+    return out
+
+
+def predict_tiled_zarr(
+    source: str | os.PathLike | Any,
+    out_path: str | os.PathLike,
+    predictor: Predictor,
+    n_outputs: int,
+    *,
+    tile_size: int = 256,
+    overlap: float | int = 0.25,
+    overwrite: bool = False,
+    **options: Any,
+) -> Any:
+    """Predict a zarr image into a new zarr array on disk, tile by tile.
+
+    Parameters
+    ----------
+    source : path or array-like
+        A path to a zarr array (CYX or YX) or an array-like as for
+        `predict_tiled`.
+    out_path : path
+        Where to create the float32 output zarr array (n_outputs, Y, X),
+        chunked by the tile step so each finished block fills one chunk.
+    predictor, n_outputs, tile_size, overlap
+        As for `predict_tiled`.
+    overwrite : bool, optional
+        Replace an existing array at ``out_path``; otherwise it is an error.
+    **options
+        Further keyword arguments of `predict_tiled` (halo, batch_size,
+        window, tta, progress).
+
+    Returns
+    -------
+    zarr.Array
+        The written output array.
+
+    Raises
+    ------
+    TilingError
+        When ``source`` cannot be opened, ``out_path`` exists and
+        ``overwrite`` is False, or for any error of `predict_tiled`.
+    """
+    import zarr
+
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            image = zarr.open_array(store=str(source), mode="r")
+        except (FileNotFoundError, ValueError, TypeError, KeyError) as error:
+            raise TilingError(
+                f"`source` {str(source)!r} is not a readable zarr array ({error}); "
+                "pass the path of an array (not a group) or an array itself."
+            ) from error
+    else:
+        image = source
+    _, height, width = _image_shape(image)
+    n_outputs = _positive_int(n_outputs, "n_outputs")
+    tile_size = _positive_int(tile_size, "tile_size")
+    step = tile_size - _overlap_pixels(overlap, tile_size)
+    out_path = Path(out_path)
+    if out_path.exists() and not overwrite:
+        raise TilingError(f"`out_path` {str(out_path)!r} already exists; pass overwrite=True to replace it.")
+    out = zarr.create_array(
+        store=str(out_path),
+        shape=(n_outputs, height, width),
+        chunks=(n_outputs, min(step, height), min(step, width)),
+        dtype="float32",
+        fill_value=0.0,
+        overwrite=overwrite,
+    )
+    return predict_tiled(
+        image, predictor, n_outputs, tile_size=tile_size, overlap=overlap, out=out, **options
+    )
