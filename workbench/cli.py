@@ -119,17 +119,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _progress_bar(desc: str):
+    """A progress(fraction, message) callable drawing a bar on stderr, created at the first update
+    so that a command failing on its input prints only its error line."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=100, desc=desc, unit="%", file=sys.stderr, leave=True)
+    bar = None
 
     def update(fraction: float, message: str = "") -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=100, desc=desc, unit="%", file=sys.stderr, leave=True)
         bar.n = round(100 * min(max(fraction, 0.0), 1.0), 1)
         if message:
             bar.set_postfix_str(message, refresh=False)
         bar.refresh()
 
-    update.close = bar.close  # type: ignore[attr-defined]
+    def close() -> None:
+        if bar is not None:
+            bar.close()
+
+    update.close = close  # type: ignore[attr-defined]
     return update
 
 

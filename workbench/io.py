@@ -461,7 +461,7 @@ def write_image(path: str | os.PathLike, array, *, axes: str | None = None, bloc
         import tifffile
 
         with atomic_write(path) as tmp:
-            tifffile.imwrite(tmp, data, compression="zlib",
+            tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack",
                              metadata={"axes": axes} if axes else None,
                              bigtiff=data.nbytes > 2**31)
         return path

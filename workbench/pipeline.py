@@ -1,0 +1,428 @@
+"""Project-level steps: train, predict, export, measure, and the demo.
+
+The command line and the widgets both call these, so a script can do whatever the app does.
+Each step reads from and writes into the project store; a model is a folder under
+``models/`` recorded in the manifest with its settings, label counts and metrics.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from workbench.errors import WorkbenchError
+from workbench.project import Project
+
+__all__ = [
+    "METHODS", "Segmenter", "load_segmenter", "train_model", "predict_project", "predict_file",
+    "export_prediction", "postprocess", "measure_project", "run_demo", "uncertainty",
+]
+
+METHODS = ("unet", "forest")
+Progress = Callable[[float, str], None]
+
+
+# ---------------------------------------------------------------------- loading a model
+@dataclass
+class Segmenter:
+    """A trained model ready for tiled prediction, whichever method made it."""
+
+    predictor: Callable[[np.ndarray], np.ndarray]
+    n_outputs: int
+    in_channels: int
+    halo: int
+    record: dict
+    tile_size: int = 256
+
+
+def load_segmenter(project: Project, version: int | None = None, *, device: str | None = None,
+                   batch_size: int | None = None) -> Segmenter:
+    """Load a model version of the project (the latest by default) as a tile predictor."""
+    record = project.model_record(version)
+    directory = project.path / record["path"]
+    if record["method"] == "unet":
+        from workbench.models import load_model, make_predictor
+
+        model, card = load_model(directory, device=device)
+        predictor = make_predictor(model, card, device=device, **({"batch_size": batch_size} if batch_size else {}))
+        return Segmenter(predictor, card.n_classes, card.in_channels, 0, record)
+    if record["method"] == "forest":
+        from workbench.classic import ForestModel
+
+        forest = ForestModel.load(directory)
+        return Segmenter(forest.as_predictor(), forest.n_classes, forest.n_channels, forest.halo, record,
+                         tile_size=512)
+    raise WorkbenchError(f"model version {record['version']} has unknown method {record['method']!r}")
+
+
+# ---------------------------------------------------------------------- training
+def _unet_settings(project: Project, settings: dict):
+    from workbench.train import TrainSettings
+
+    known = {f.name for f in fields(TrainSettings)} - {"mode", "classes", "n_classes"}
+    mapped = dict(settings)
+    if mapped.get("weights") == "none":
+        mapped["weights"] = None
+    unknown = sorted(set(mapped) - known)
+    if unknown:
+        raise WorkbenchError(
+            f"unknown U-Net training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    classes = _output_classes(project)
+    return TrainSettings(**mapped, mode=project.mode, classes=tuple(classes), n_classes=len(classes))
+
+
+def _output_classes(project: Project) -> list[str]:
+    from workbench.labels import INSTANCE_CLASSES
+
+    return list(INSTANCE_CLASSES) if project.mode == "instance" else project.class_names
+
+
+def train_model(project: Project, *, method: str = "unet", settings: dict | None = None, resume: bool = False,
+                callbacks: Sequence = (), stop_event: threading.Event | None = None,
+                progress: bool | Progress = False) -> dict:
+    """Train a new model version on the project's labels and record it.
+
+    Parameters
+    ----------
+    method : {"unet", "forest"}
+    settings : dict
+        U-Net: fields of `workbench.train.TrainSettings` (``minutes``, ``epochs``, ``encoder``,
+        ``weights``, ``augment``, ``seed``...). Forest: fields of `workbench.classic` settings.
+    resume : bool
+        Start from the project's latest model of this method (iterative development).
+    callbacks : sequence of workbench.callbacks.Callback
+        Observers (live loss plot, progress bar).
+    stop_event : threading.Event, optional
+        Set it to stop training early; the best model so far is kept.
+    progress : bool or callable
+        True shows a progress bar on stderr (command line).
+
+    Returns
+    -------
+    dict
+        The model record written into the manifest.
+    """
+    if method not in METHODS:
+        raise WorkbenchError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    settings = dict(settings or {})
+    samples = [(image, targets) for image, targets, _ in project.training_samples()]
+    parent = None
+    init_from = None
+    if resume:
+        previous = project.model_record(method=method)
+        parent, init_from = previous["version"], project.path / previous["path"]
+    callbacks = list(callbacks)
+    bar = None
+    if progress is True:
+        from workbench.callbacks import TqdmProgress
+
+        bar = TqdmProgress()
+        callbacks.append(bar)
+    elif callable(progress):
+        from workbench.callbacks import ProgressFunctionCallback
+
+        callbacks.append(ProgressFunctionCallback(progress))
+
+    version, directory = project.new_model_dir(method)
+    try:
+        if method == "unet":
+            record_settings, metrics = _train_unet(project, samples, settings, directory, init_from,
+                                                   callbacks, stop_event)
+        else:
+            record_settings, metrics = _train_forest(project, samples, settings, directory, init_from,
+                                                     callbacks, stop_event)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return project.register_model(version, directory, method=method, settings=record_settings,
+                                  metrics=metrics, parent=parent)
+
+
+def _train_unet(project, samples, settings, directory, init_from, callbacks, stop_event):
+    from workbench.models import save_model
+    from workbench.train import train
+
+    train_settings = _unet_settings(project, settings)
+    result = train(samples, train_settings, callbacks=callbacks, init_from=init_from, stop_event=stop_event)
+    result.card.settings["boundary_width"] = project.boundary_width
+    save_model(directory, result.model, result.card)
+    metrics = dict(result.best_metrics)
+    metrics.update(seconds=round(result.seconds, 1), epochs=len(result.history), stop_reason=result.stop_reason)
+    return train_settings.to_dict(), metrics
+
+
+def _train_forest(project, samples, settings, directory, init_from, callbacks, stop_event):
+    from workbench.callbacks import CallbackList
+    from workbench.classic import ForestModel
+
+    # A forest is refitted from scratch: `init_from` only matters to the record's lineage.
+    settings = {**project.settings.get("forest", {}), **settings}
+    if "seed" in settings:
+        settings["random_state"] = settings.pop("seed")
+    features = settings.pop("features", None)
+    forest = ForestModel(mode=project.mode, n_classes=project.n_outputs, class_names=_output_classes(project),
+                         features=features, forest=settings or None)
+    observers = CallbackList(callbacks)
+    observers.on_train_start({"method": "forest", "images": len(samples)})
+    try:
+        forest.fit(samples, progress=observers.on_progress)
+    except BaseException as exc:
+        observers.on_exception(exc)
+        raise
+    forest.save(directory)
+    card = forest.card()
+    observers.on_train_end(card["metrics"])
+    return {"features": card["features"], "forest": card["forest"]}, dict(card["metrics"] or {})
+
+
+# ---------------------------------------------------------------------- prediction
+class _PlaneOut:
+    """Write access to one z-plane of a (Z, K, Y, X) array as if it were (K, Y, X)."""
+
+    def __init__(self, array, z: int):
+        self.array, self.z = array, z
+        self.shape = tuple(array.shape[1:])
+        self.dtype = array.dtype
+        self.ndim = len(self.shape)
+
+    def __setitem__(self, key, value):
+        key = key if isinstance(key, tuple) else (key,)
+        self.array[(self.z,) + key] = value
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        return self.array[(self.z,) + key]
+
+
+def uncertainty(probabilities: np.ndarray) -> np.ndarray:
+    """Per-pixel uncertainty in [0, 1]: 1 - (top probability - second probability)."""
+    probabilities = np.asarray(probabilities, np.float32)
+    top2 = np.sort(probabilities, axis=0)[-2:]
+    return 1.0 - (top2[1] - top2[0])
+
+
+def postprocess(probabilities, mode: str, **instance_options) -> np.ndarray:
+    """Instances (int32 ids) in instance mode, the class map (uint8, 0-based) in semantic mode."""
+    from workbench.instances import instances_from_probabilities, semantic_from_probabilities
+
+    if mode == "instance":
+        return instances_from_probabilities(probabilities, **instance_options)
+    return semantic_from_probabilities(probabilities)
+
+
+def _predict_plane(segmenter: Segmenter, plane, out, *, tile_size, overlap, tta, progress):
+    from workbench.tiling import predict_tiled
+
+    if plane.shape[0] != segmenter.in_channels:
+        raise WorkbenchError(
+            f"the model expects {segmenter.in_channels} channel(s) but the image has {plane.shape[0]}; "
+            "use a model trained on images with the same channels, or train one for these"
+        )
+    return predict_tiled(plane, segmenter.predictor, segmenter.n_outputs, tile_size=tile_size or segmenter.tile_size,
+                         overlap=overlap, halo=segmenter.halo, out=out, tta=tta, progress=progress)
+
+
+def _summary(probabilities, labels, mode: str) -> dict:
+    probs = np.asarray(probabilities)
+    info = {"mean_uncertainty": float(uncertainty(probs).mean())}
+    if mode == "instance":
+        info["objects"] = int(len(np.unique(labels)) - (1 if (labels == 0).any() else 0))
+    else:
+        counts = np.bincount(np.asarray(labels).ravel(), minlength=probs.shape[0])
+        info["class_fractions"] = [round(float(c) / labels.size, 4) for c in counts]
+    return info
+
+
+def predict_project(project: Project, *, names: Iterable[str] | None = None, model_version: int | None = None,
+                    tile_size: int | None = None, overlap: float = 0.25, tta: bool = False,
+                    device: str | None = None, progress: Progress | None = None,
+                    segmenter: Segmenter | None = None) -> dict[str, dict]:
+    """Predict project images (all by default) into the store: probabilities and instances/classes.
+
+    Returns a summary per image: mean uncertainty and objects (instance) or class fractions.
+    """
+    segmenter = segmenter or load_segmenter(project, model_version, device=device)
+    names = list(names) if names is not None else project.image_names
+    summary = {}
+    for index, name in enumerate(names):
+        source = project.image(name)
+        n_slices = source.n_slices
+        spatial = source.spatial_shape
+        stacked = "Z" in source.axes
+        prob_shape = ((n_slices,) if stacked else ()) + (segmenter.n_outputs, *spatial)
+        probs = project.create_prediction(name, "probabilities", prob_shape, np.float32,
+                                          model_version=segmenter.record["version"])
+        kind = "instances" if project.mode == "instance" else "classes"
+        labels_out = project.create_prediction(name, kind, ((n_slices,) if stacked else ()) + tuple(spatial),
+                                               np.int32 if kind == "instances" else np.uint8,
+                                               model_version=segmenter.record["version"])
+        plane_summaries = []
+        for z in range(n_slices):
+            def plane_progress(fraction, message="", _i=index, _z=z):
+                if progress:
+                    done = (_i + (_z + fraction) / n_slices) / len(names)
+                    progress(done, f"{name}" + (f" z={_z}" if stacked else ""))
+
+            out = _PlaneOut(probs, z) if stacked else probs
+            _predict_plane(segmenter, source.plane(z), out, tile_size=tile_size, overlap=overlap, tta=tta,
+                           progress=plane_progress)
+            plane_probs = out[...] if not stacked else probs[z]
+            labels = postprocess(plane_probs, project.mode)
+            if stacked:
+                labels_out[z] = labels
+            else:
+                labels_out[...] = labels
+            plane_summaries.append(_summary(plane_probs, labels, project.mode))
+        info = plane_summaries[0] if len(plane_summaries) == 1 else {
+            "mean_uncertainty": float(np.mean([s["mean_uncertainty"] for s in plane_summaries])),
+            "slices": plane_summaries,
+        }
+        info["model_version"] = segmenter.record["version"]
+        summary[name] = info
+    if progress:
+        progress(1.0, "done")
+    return summary
+
+
+def predict_file(project: Project, path, out, *, probabilities=None, model_version: int | None = None,
+                 tile_size: int | None = None, overlap: float = 0.25, tta: bool = False, device: str | None = None,
+                 axes: str | None = None, progress: Progress | None = None) -> dict:
+    """Segment an image file that is not part of the project (any size: read and written tile by tile).
+
+    `out` gets instances (instance mode) or the class map (semantic); `probabilities`, when given,
+    the class probabilities. ``.zarr`` outputs are written block by block.
+    """
+    import zarr
+
+    from workbench.io import open_image, write_image
+
+    segmenter = load_segmenter(project, model_version, device=device)
+    source = open_image(path, axes=axes)
+    out = Path(out)
+    _check_output_suffix(out)
+    if probabilities is not None:
+        _check_output_suffix(Path(probabilities))
+    with tempfile.TemporaryDirectory(prefix=".workbench-", dir=out.parent if out.parent.exists() else None) as tmp:
+        stacked = "Z" in source.axes
+        shape = ((source.n_slices,) if stacked else ()) + (segmenter.n_outputs, *source.spatial_shape)
+        chunk = tuple(1 for _ in shape[:-2]) + tuple(min(s, 512) for s in shape[-2:])
+        probs = zarr.open_array(str(Path(tmp) / "probabilities.zarr"), mode="w", shape=shape, dtype=np.float32,
+                                chunks=chunk)
+        labels = np.zeros(((source.n_slices,) if stacked else ()) + tuple(source.spatial_shape),
+                          np.int32 if project.mode == "instance" else np.uint8)
+        for z in range(source.n_slices):
+            target = _PlaneOut(probs, z) if stacked else probs
+            _predict_plane(segmenter, source.plane(z), target, tile_size=tile_size, overlap=overlap, tta=tta,
+                           progress=(lambda f, m="", _z=z: progress((_z + f) / source.n_slices, m)) if progress else None)
+            plane_labels = postprocess(probs[z] if stacked else probs[...], project.mode)
+            if stacked:
+                labels[z] = plane_labels
+            else:
+                labels[...] = plane_labels
+        write_image(out, labels, axes="ZYX" if stacked else "YX")
+        if probabilities is not None:
+            write_image(probabilities, probs, axes="ZCYX" if stacked else "CYX")
+    info = {"shape": tuple(labels.shape), "model_version": segmenter.record["version"]}
+    if project.mode == "instance":
+        info["objects"] = int(labels.max())
+    return info
+
+
+def _check_output_suffix(path: Path) -> None:
+    if not path.name.lower().endswith((".tif", ".tiff", ".zarr", ".png")):
+        raise WorkbenchError(f"output {path} must end in .tif, .tiff, .zarr or .png")
+
+
+def export_prediction(project: Project, name: str, out, *, probabilities=None) -> Path:
+    """Write a stored prediction of a project image to a file (.tif, .png or .zarr)."""
+    from workbench.io import write_image
+
+    kind = "instances" if project.mode == "instance" else "classes"
+    labels = project.prediction(name, kind)
+    if labels is None:
+        raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path} {name}`")
+    out = Path(out)
+    _check_output_suffix(out)
+    write_image(out, labels, axes="ZYX" if labels.ndim == 3 else "YX")
+    if probabilities is not None:
+        probs = project.prediction(name, "probabilities")
+        write_image(probabilities, probs, axes="ZCYX" if probs.ndim == 4 else "CYX")
+    return out
+
+
+# ---------------------------------------------------------------------- measurements
+def measure_project(project: Project, out=None, *, names: Iterable[str] | None = None):
+    """One table of per-object measurements over the project's predicted images.
+
+    Instance mode measures the predicted objects; semantic mode measures connected regions of
+    each non-background class (column ``class``).
+    """
+    import pandas as pd
+    from scipy import ndimage as ndi
+
+    from workbench.measure import measure_objects, write_table
+
+    names = list(names) if names else project.image_names
+    tables = []
+    for name in names:
+        kind = "instances" if project.mode == "instance" else "classes"
+        stored = project.prediction(name, kind)
+        if stored is None:
+            raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path}` first")
+        source = project.image(name)
+        pixel_size = project.image_info(name).get("pixel_size")
+        for z in range(source.n_slices):
+            labels = stored[z] if stored.ndim == 3 else stored[...]
+            intensity = np.asarray(source.plane(z)[...])
+            intensity = intensity[0] if len(intensity) == 1 else intensity  # no "_ch0" suffix for gray
+            per_class = [(project.class_names[1], labels)] if project.mode == "instance" else [
+                (project.class_names[c], ndi.label(labels == c)[0]) for c in range(1, project.n_classes)]
+            for class_name, objects in per_class:
+                table = measure_objects(objects, intensity, pixel_size=pixel_size)
+                table.insert(0, "class", class_name)
+                table.insert(0, "z", z)
+                table.insert(0, "image", name)
+                tables.append(table)
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if out is not None:
+        write_table(table, out)
+    return table
+
+
+# ---------------------------------------------------------------------- the demo
+def run_demo(out_dir, *, minutes: float = 2.0, seed: int = 0, progress: bool = True) -> dict:
+    """Sample project → train → predict → overlay PNG + measurements table; returns where they are."""
+    from workbench.io import write_image
+    from workbench.metrics import average_precision
+    from workbench.overlay import overlay_instances
+    from workbench.sample import SAMPLE_NAME, build_sample_project, sample_ground_truth
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    project = build_sample_project(out_dir / "project", seed=seed, overwrite=True)
+    stats = project.label_stats()
+    record = train_model(project, settings={"minutes": minutes, "seed": seed}, progress=progress)
+    predict_project(project, progress=None)
+    instances = project.prediction(SAMPLE_NAME, "instances")[...]
+    image = project.image(SAMPLE_NAME)[...]
+    overlay_path = write_image(out_dir / "overlay.png", overlay_instances(image, instances))
+    table_path = out_dir / "measurements.csv"
+    table = measure_project(project, table_path)
+    scores = average_precision(sample_ground_truth(), instances)
+    return {
+        "project": str(project.path),
+        "labelled": f"{stats['objects']} objects, {100 * stats['annotated_fraction']:.1f}% of pixels",
+        "model": f"version {record['version']} ({record['method']}), "
+                 f"val_loss {record['metrics'].get('best_val_loss', float('nan')):.3f}",
+        "objects found": int(len(table)),
+        "AP@0.5 vs ground truth": round(float(scores["ap50"]), 3),
+        "overlay": str(overlay_path),
+        "measurements": str(table_path),
+    }
