@@ -56,7 +56,7 @@ def load_segmenter(project: Project, version: int | None = None, *, device: str 
         from workbench.classic import ForestModel
 
         forest = ForestModel.load(directory)
-        return Segmenter(forest.as_predictor(), forest.n_classes, forest.n_channels, forest.halo, record,
+        return Segmenter(forest.as_predictor(), forest.n_classes, forest.in_channels, forest.halo, record,
                          tile_size=512)
     raise WorkbenchError(f"model version {record['version']} has unknown method {record['method']!r}")
 

@@ -1,0 +1,138 @@
+"""Classic path vs scikit-image's trainable segmentation, on the same partial labels of the nuclei image.
+
+Trains both on 20 annotated nuclei (interior / boundary) plus background
+strokes on the left half, scores the right half (foreground Dice, instance
+AP@0.5 with the shared post-processing,
+workbench.instances.instances_from_probabilities), and times feature computation,
+training and end-to-end prediction (features + forest) on a 1-megapixel image
+(the nuclei image tiled 2 x 2). Prints a markdown table.
+
+Run: ``python benchmarks/bench_classic.py [--repeats 2]``. The reference is
+scikit-image's "trainable segmentation" example: multiscale_basic_features
+(intensity + texture, sigma 1..16) and RandomForestClassifier(n_estimators=50,
+max_depth=10, max_samples=0.05, n_jobs=-1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from sklearn.ensemble import RandomForestClassifier
+from skimage import feature, future
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from test_classic import partial_instance_targets  # noqa: E402
+from workbench import metrics  # noqa: E402
+from workbench.instances import instances_from_probabilities  # noqa: E402
+from workbench.classic import ForestModel, ForestSettings, LivePreview  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "dsb2018_nuclei"
+RIGHT = np.s_[:, 256:]
+
+
+def best_of(repeats: int, run):
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = run()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def score(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    dice = metrics.dice(labels[RIGHT] > 0, probabilities[0][RIGHT] < 0.5)
+    ap = metrics.average_precision(labels[RIGHT], instances_from_probabilities(probabilities)[RIGHT], thresholds=[0.5])["ap50"]
+    return dice, ap
+
+
+def bench_reference(image, targets, big, labels, repeats):
+    features = partial(
+        feature.multiscale_basic_features, intensity=True, edges=False, texture=True, sigma_min=1, sigma_max=16
+    )
+    training_labels = (targets + 1).astype(np.uint8)  # skimage: 0 = unlabelled, 1.. = classes
+
+    def train():
+        forest = RandomForestClassifier(n_estimators=50, n_jobs=-1, max_depth=10, max_samples=0.05, random_state=0)
+        return future.fit_segmenter(training_labels, features(image), forest)
+
+    train_s, forest = best_of(repeats, train)
+    feature_s, _ = best_of(repeats, lambda: features(big))
+    predict_s, _ = best_of(repeats, lambda: forest.predict_proba(features(big).reshape(-1, 15)))
+    probabilities = forest.predict_proba(features(image).reshape(-1, 15)).T.reshape(3, *image.shape)
+    return {"features": 15, "feature_s": feature_s, "train_s": train_s, "predict_s": predict_s,
+            "scores": score(probabilities.astype(np.float32), labels)}
+
+
+def bench_classic(image, targets, big, labels, repeats, forest_settings=None):
+    def train():
+        return ForestModel(mode="instance", forest=forest_settings).fit([(image, targets)])
+
+    train_s, model = best_of(repeats, train)
+    feature_s, _ = best_of(repeats, lambda: model.features.compute(model.normalisation.apply(big[None])))
+    predict_s, _ = best_of(repeats, lambda: model.predict_proba(big))
+    return {"features": model.n_features, "feature_s": feature_s, "train_s": train_s, "predict_s": predict_s,
+            "scores": score(model.predict_proba(image), labels), "nodes": model.metrics["n_nodes"]}
+
+
+def interleaved_speedup(image, targets, big, repeats):
+    """Median of reference time / workbench time, the two timed back to back (robust on a shared machine)."""
+    features = partial(
+        feature.multiscale_basic_features, intensity=True, edges=False, texture=True, sigma_min=1, sigma_max=16
+    )
+    reference = RandomForestClassifier(n_estimators=50, n_jobs=-1, max_depth=10, max_samples=0.05, random_state=0)
+    reference = future.fit_segmenter((targets + 1).astype(np.uint8), features(image), reference)
+    model = ForestModel(mode="instance").fit([(image, targets)])
+    ratios = []
+    for _ in range(repeats):
+        reference_s, _ = best_of(1, lambda: reference.predict_proba(features(big).reshape(-1, 15)))
+        ours_s, _ = best_of(1, lambda: model.predict_proba(big))
+        ratios.append(reference_s / ours_s)
+    return float(np.median(ratios))
+
+
+def bench_preview(big, labels, repeats):
+    big_targets = np.tile(partial_instance_targets(labels), (2, 2))
+    preview = LivePreview(big, mode="instance")
+    first_s, _ = best_of(1, lambda: (preview.update(big_targets), preview.predict(0, 1024, 0, 1024)))
+    update_s, _ = best_of(repeats, lambda: preview.update(big_targets))
+    view_s, _ = best_of(repeats, lambda: preview.predict(0, 1024, 0, 1024))
+    return first_s, update_s, view_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    image = tifffile.imread(DATA / "image.tif")
+    labels = tifffile.imread(DATA / "labels.tif")
+    targets = partial_instance_targets(labels)
+    big = np.tile(image, (2, 2))
+    megapixels = big.size / 1e6
+    rows = [
+        ("scikit-image reference", bench_reference(image, targets, big, labels, args.repeats)),
+        ("workbench.classic default", bench_classic(image, targets, big, labels, args.repeats)),
+    ]
+    print(f"| pipeline | features | feature MP/s | train s | predict MP/s (features + forest) | Dice | AP@0.5 |")
+    print("|---|---|---|---|---|---|---|")
+    for name, row in rows:
+        dice, ap = row["scores"]
+        print(f"| {name} | {row['features']} | {megapixels / row['feature_s']:.2f} | {row['train_s']:.2f} | "
+              f"{megapixels / row['predict_s']:.2f} | {dice:.3f} | {ap:.3f} |")
+    print(f"\nInterleaved speedup (scikit-image time / ours, end-to-end prediction of {megapixels:.1f} MP, "
+          f"median of {args.repeats * 3}): {interleaved_speedup(image, targets, big, args.repeats * 3):.2f}x")
+    first_s, update_s, view_s = bench_preview(big, labels, args.repeats)
+    print(f"\nLivePreview on a 1 MP view: first stroke (features + train + predict) {first_s:.2f} s, "
+          f"retrain {update_s:.2f} s, viewport prediction from cached features {view_s:.2f} s.")
+
+
+if __name__ == "__main__":
+    main()
