@@ -1,0 +1,200 @@
+"""The guided app: one page that walks through project → annotate → train → review → segment.
+
+`WorkbenchApp` puts the step panels in tabs and wires them together: a model that finished
+training is predicted on every image at once, the review's "annotate here" opens the annotator
+at the place, "train longer" and "add images" jump to their steps. It starts on the bundled
+sample project so a first visitor can try every step at once; step 1 opens or creates their own.
+
+Examples
+--------
+>>> from widgets.app import WorkbenchApp
+>>> WorkbenchApp()          # in a notebook or Voila: the whole app     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as W
+
+from workbench.errors import WorkbenchError
+from workbench.project import Project
+
+from widgets.project_setup import ProjectSetupPanel
+from widgets.review import ReviewPanel, SegmentPanel
+from widgets.training import TrainingPanel, _status_html, _user_message
+
+__all__ = ["WorkbenchApp", "default_project_path", "open_default_project", "STEPS", "PROJECT_ENV"]
+
+PROJECT_ENV = "WORKBENCH_PROJECT"
+STEPS = ["1 · Project & images", "2 · Annotate", "3 · Train", "4 · Review", "5 · Segment & measure"]
+PROJECT, ANNOTATE, TRAIN, REVIEW, SEGMENT = range(len(STEPS))
+
+INTRO = {
+    PROJECT: "A project holds your images, your labels and every model trained on them. You are looking at "
+             "the <b>sample project</b> (nuclei, some of them painted already) — try the steps with it, or "
+             "start your own project below.",
+    ANNOTATE: "Paint a few examples of each class: choose a class, then drag over the image. You do not need to "
+              "paint everything — a few objects and some background are enough to start; unpainted pixels are "
+              "ignored. In instance mode the outline between touching objects is added for you.",
+    TRAIN: "The model learns from your painted pixels. Pick a training time and press <b>Start</b>. The curves "
+           "should go down; the red one (pixels kept aside for checking) tells you when more training stops "
+           "helping. You can stop at any time: the best model so far is kept.",
+    REVIEW: "The latest model on all your images: each object outlined, and red where the model is unsure. If "
+            "it is not good enough yet, paint where it is unsure, add images, or train longer — then come back.",
+    SEGMENT: "Happy with the model? Segment your images (any size, tile by tile) and download the label images, "
+             "a table of measurements per object and overlay pictures.",
+}
+
+
+# Step titles are longer than ipywidgets' default tab width; the page is wide enough for them.
+_APP_CSS = ("<style>.wb-app .lm-TabBar-tab, .wb-app .p-TabBar-tab {flex: 0 1 200px !important; "
+            "min-width: 170px !important;}</style>")
+
+
+def default_project_path() -> Path:
+    """Where the app keeps its project: ``$WORKBENCH_PROJECT``, else ``sample-project`` in the checkout.
+
+    Outside a checkout (an installed package) the folder goes into the current directory.
+    """
+    if os.environ.get(PROJECT_ENV):
+        return Path(os.environ[PROJECT_ENV]).expanduser().resolve()
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").exists() and os.access(checkout, os.W_OK):
+        return checkout / "sample-project"
+    return Path.cwd() / "sample-project"
+
+
+def open_default_project(path=None) -> Project:
+    """Open the project at `path` (default `default_project_path`); build the sample project there if empty."""
+    from workbench.sample import build_sample_project
+
+    path = Path(path) if path is not None else default_project_path()
+    if (path / "project.json").exists():
+        return Project.open(path)
+    return build_sample_project(path)
+
+
+class WorkbenchApp:
+    """All steps of the workbench on one page (tabs), over one project at a time.
+
+    Parameters
+    ----------
+    project : Project or path-like, optional
+        The project to start on (default: `open_default_project`).
+    train_seconds : float, optional
+        Preselected training time (default: ``$WORKBENCH_TRAIN_SECONDS`` or 2 minutes).
+    canvas_size : (int, int)
+        Width and height of the painting canvas in screen pixels.
+
+    Attributes
+    ----------
+    tabs : ipywidgets.Tab
+    setup, annotator, training, review, segment
+        The step panels (the latter four are rebuilt when another project is opened).
+    """
+
+    def __init__(self, project: Project | str | os.PathLike | None = None, *, train_seconds: float | None = None,
+                 canvas_size: tuple[int, int] = (720, 520)):
+        if project is None or isinstance(project, (str, os.PathLike)):
+            project = open_default_project(project)
+        if not isinstance(project, Project):
+            raise TypeError(f"`project` must be a Project or a folder, got {type(project).__name__}")
+        self.train_seconds = train_seconds
+        self.canvas_size = canvas_size
+        self.project = project
+        self.annotator = None
+        self.title = W.HTML()
+        self.status = W.HTML()
+        self.setup = ProjectSetupPanel(project)
+        self.setup.on_project_changed(self.set_project)
+        self.tabs = W.Tab()
+        self.tabs.observe(self._step_shown, names="selected_index")
+        self.widget = W.VBox([self.title, self.status, self.tabs], layout=W.Layout(padding="0 8px"))
+        self.widget.add_class("wb-app")
+        self.set_project(project)
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    # ------------------------------------------------------------------ public actions
+    def set_project(self, project: Project) -> None:
+        """Show `project` in every step (called when step 1 opens or creates one)."""
+        from widgets.annotator import Annotator
+
+        self.project = project
+        if self.annotator is not None:
+            self.annotator.close()
+        width, height = self.canvas_size
+        self.annotator = Annotator(project, width=width, height=height)
+        self.training = TrainingPanel(project, seconds=self.train_seconds)
+        self.review = ReviewPanel(project, open_annotator=self.open_annotator, on_add_images=self.add_images,
+                                  on_train_longer=self.train_longer)
+        self.segment = SegmentPanel(project)
+        self.training.on_trained(self._model_trained)
+        panels = [self.setup.widget, self.annotator.widget, self.training.widget, self.review.widget,
+                  self.segment.widget]
+        self.tabs.children = [self._step(index, panel) for index, panel in enumerate(panels)]
+        for index, title in enumerate(STEPS):
+            self.tabs.set_title(index, title)
+        name = project.manifest.get("name", project.path.name)
+        self.title.value = (
+            _APP_CSS +
+            '<div style="display:flex;align-items:baseline;gap:14px;margin:6px 0 4px 0">'
+            '<span style="font-size:22px;font-weight:600">Microscopy segmentation workbench</span>'
+            f'<span style="color:#555">project: <b>{html.escape(name)}</b></span></div>')
+        self.status.value = ""
+
+    def go_to_step(self, step: int) -> None:
+        """Show step `step` (0 = project & images … 4 = segment & measure)."""
+        if not 0 <= int(step) < len(STEPS):
+            raise WorkbenchError(f"step must be 0..{len(STEPS) - 1}, got {step!r}")
+        self.tabs.selected_index = int(step)
+
+    def open_annotator(self, name: str, y: float, x: float, zoom: float | None = None, *,
+                       z: int | None = None) -> None:
+        """Show the annotator on image `name` (plane `z` of a stack), centred on (`y`, `x`)."""
+        self.annotator.go_to(name, y, x, zoom, z=z)
+        self.go_to_step(ANNOTATE)
+
+    def add_images(self) -> None:
+        self.setup.sections.selected_index = 0
+        self.go_to_step(PROJECT)
+
+    def train_longer(self) -> None:
+        self.training.prepare_longer_training()
+        self.go_to_step(TRAIN)
+
+    # ------------------------------------------------------------------ machinery
+    def _step(self, index: int, panel: W.Widget) -> W.VBox:
+        children = [W.HTML(f'<p style="max-width:900px;color:#333;line-height:1.45;margin:6px 0 10px 0">'
+                           f'{INTRO[index]}</p>'), panel]
+        if index + 1 < len(STEPS):
+            next_button = W.Button(description=f"Next: {STEPS[index + 1].split('·', 1)[1].strip()}",
+                                   icon="arrow-right", layout=W.Layout(width="260px", margin="12px 0 0 0"))
+            next_button.on_click(lambda _b, _next=index + 1: self.go_to_step(_next))
+            children.append(next_button)
+        return W.VBox(children)
+
+    def _step_shown(self, change) -> None:
+        step = change["new"]
+        try:
+            if step == ANNOTATE and self.project.image_names:
+                self.annotator.refresh_predictions()
+            elif step == TRAIN:
+                self.training.refresh()
+            elif step == REVIEW and not self.review.running:
+                self.review.refresh()
+            elif step == SEGMENT and not self.segment.running:
+                self.segment.refresh()
+        except Exception as exc:  # noqa: BLE001 - shown on the page, never a traceback
+            self.status.value = _status_html("error", _user_message(exc, "opening this step"))
+
+    def _model_trained(self, record: dict[str, Any]) -> None:
+        """Runs in the training thread: predict every image so the review is ready when it is opened."""
+        self.segment.refresh()
+        self.review.refresh()
+        self.review.predict(background=False)

@@ -1,0 +1,728 @@
+"""Review a model and use it: a gallery of predictions, where it is unsure, and the results to download.
+
+`ReviewPanel` predicts every project image with the latest model and shows, per image, the
+overlay, how much of it is labelled and how sure the model is; then the regions where the model
+is least certain, each with a button that opens the annotator there, and the three ways forward
+when the result is not good enough (add annotations, add images, train longer).
+
+`SegmentPanel` accepts a model: it segments chosen project images or the images of a folder / a
+Zarr on this computer, tile by tile, and offers label images (TIFF), measurements (CSV) and
+overlays (PNG) as downloads, in JupyterLab and in Voila alike (links with ``data:`` URLs).
+
+As in `widgets.training`, long work runs in a thread that only updates widgets made beforehand.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import ipywidgets as W
+import numpy as np
+
+from workbench import pipeline
+from workbench.errors import WorkbenchError
+from workbench.overlay import overlay_classes, overlay_instances
+from workbench.project import Project
+
+from widgets.training import METHOD_NAMES, _data_url, _plural, _png_bytes, _status_html, _user_message, _when
+
+__all__ = ["ReviewPanel", "SegmentPanel", "segment_and_measure", "list_inputs", "UncertainRegion",
+           "least_certain_regions", "quality_hint"]
+
+THUMBNAIL = 256       # gallery picture side, pixels
+REGION_VIEW = 224     # side of a region picture, pixels
+MAX_READ = 1024       # uncertainty and thumbnails are computed on at most this many pixels a side
+DOWNLOAD_LIMIT = 60 * 2**20  # bigger files are offered by their path on this computer instead
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".zarr")
+
+# Mean uncertainty (0 = sure, 1 = a coin toss) -> what it means for a biologist.
+QUALITY_HINTS = [
+    (0.08, "confident", "#1d5e20"),
+    (0.18, "mostly confident: check the marked regions", "#7a4f00"),
+    (1.01, "unsure: add labels where it is unsure, or train longer", "#8a1c1c"),
+]
+
+
+def quality_hint(mean_uncertainty: float) -> tuple[str, str]:
+    """(words, colour) describing a mean uncertainty in [0, 1]."""
+    for limit, words, color in QUALITY_HINTS:
+        if mean_uncertainty < limit:
+            return words, color
+    return QUALITY_HINTS[-1][1], QUALITY_HINTS[-1][2]
+
+
+@dataclass(frozen=True)
+class UncertainRegion:
+    """A square of an image where the model is unsure.
+
+    Attributes
+    ----------
+    name : str
+        Project image.
+    y, x : int
+        Centre in image pixels.
+    size : int
+        Side of the square in image pixels.
+    z : int
+        Plane of a z-stack (0 otherwise).
+    score : float
+        Mean uncertainty in the square, lowered where it is labelled already.
+    """
+
+    name: str
+    y: int
+    x: int
+    size: int
+    z: int
+    score: float
+
+
+def _read_stride(shape: Sequence[int]) -> int:
+    return max(1, math.ceil(max(shape[-2:]) / MAX_READ))
+
+
+def least_certain_regions(project: Project, names: Sequence[str] | None = None, *, count: int = 6,
+                          window: int | None = None) -> list[UncertainRegion]:
+    """The `count` squares where the model is least certain, over the predicted project images.
+
+    Uncertainty comes from `workbench.pipeline.uncertainty` on the stored probabilities; a square
+    already labelled counts less, since labels there teach the model little new.
+    """
+    candidates: list[UncertainRegion] = []
+    for name in names if names is not None else project.image_names:
+        probabilities = project.prediction(name, "probabilities")
+        if probabilities is None:
+            continue
+        stacked = probabilities.ndim == 4
+        height, width = probabilities.shape[-2:]
+        stride = _read_stride(probabilities.shape)
+        side = window or int(min(max(32, min(height, width) // 8), 256))
+        cells = max(1, side // stride)
+        labels = project.labels(name)
+        for z in range(probabilities.shape[0] if stacked else 1):
+            lead = (z,) if stacked else ()
+            step = (slice(None, None, stride), slice(None, None, stride))
+            probs = np.asarray(probabilities[lead + (slice(None),) + step])
+            unsure = pipeline.uncertainty(probs)
+            labelled = np.asarray(labels[lead + step]) > 0
+            rows, cols = max(1, unsure.shape[0] // cells), max(1, unsure.shape[1] // cells)
+            cy, cx = min(cells, unsure.shape[0]), min(cells, unsure.shape[1])
+            u = unsure[:rows * cy, :cols * cx].reshape(rows, cy, cols, cx).mean(axis=(1, 3))
+            done = labelled[:rows * cy, :cols * cx].reshape(rows, cy, cols, cx).mean(axis=(1, 3))
+            score = u * (1.0 - 0.8 * done)
+            for r, c in zip(*np.unravel_index(np.argsort(score, axis=None)[::-1][:count], score.shape)):
+                candidates.append(UncertainRegion(
+                    name=name, y=int(min((r + 0.5) * cy * stride, height - 1)),
+                    x=int(min((c + 0.5) * cx * stride, width - 1)), size=int(cy * stride), z=z,
+                    score=float(score[r, c])))
+    candidates.sort(key=lambda region: region.score, reverse=True)
+    return candidates[:count]
+
+
+def _overlay(project: Project, image: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    if project.mode == "instance":
+        return overlay_instances(image, prediction)
+    return overlay_classes(image, prediction, project.class_colors)
+
+
+def _prediction_layer(project: Project, name: str):
+    return project.prediction(name, "instances" if project.mode == "instance" else "classes")
+
+
+def _thumbnail(project: Project, name: str, z: int = 0) -> np.ndarray | None:
+    """The prediction drawn over the image, at most `THUMBNAIL` pixels a side (RGB uint8)."""
+    prediction = _prediction_layer(project, name)
+    if prediction is None:
+        return None
+    stride = max(1, math.ceil(max(prediction.shape[-2:]) / THUMBNAIL))
+    step = (slice(None, None, stride), slice(None, None, stride))
+    plane = project.image(name).plane(z)
+    image = np.asarray(plane[(slice(None),) + step])
+    predicted = np.asarray(prediction[((z,) if prediction.ndim == 3 else ()) + step])
+    return _overlay(project, image, predicted)
+
+
+def _region_picture(project: Project, region: UncertainRegion) -> np.ndarray:
+    """The prediction around a region, with the uncertainty tinted red, scaled to `REGION_VIEW` pixels.
+
+    The window is shifted (not cut) at the image border, so the picture stays square.
+    """
+    prediction = _prediction_layer(project, region.name)
+    probabilities = project.prediction(region.name, "probabilities")
+    height, width = prediction.shape[-2:]
+    side = 2 * max(region.size, 32)
+    y0 = int(np.clip(region.y - side // 2, 0, max(height - side, 0)))
+    x0 = int(np.clip(region.x - side // 2, 0, max(width - side, 0)))
+    ys, xs = slice(y0, min(y0 + side, height)), slice(x0, min(x0 + side, width))
+    lead = (region.z,) if prediction.ndim == 3 else ()
+    image = np.asarray(project.image(region.name).plane(region.z)[(slice(None), ys, xs)])
+    picture = _overlay(project, image, np.asarray(prediction[lead + (ys, xs)])).astype(np.float32)
+    unsure = pipeline.uncertainty(np.asarray(probabilities[lead + (slice(None), ys, xs)]))[..., None]
+    picture = (1 - 0.55 * unsure) * picture + 0.55 * unsure * np.array([255, 40, 40], np.float32)
+    # Nearest-neighbour scaling keeps pixels crisp: people should see the pixels they will paint.
+    scale = REGION_VIEW / max(picture.shape[:2])
+    rows = (np.arange(round(picture.shape[0] * scale)) / scale).astype(int)
+    cols = (np.arange(round(picture.shape[1] * scale)) / scale).astype(int)
+    return picture[rows[:, None], cols[None, :]].clip(0, 255).astype(np.uint8)
+
+
+class ReviewPanel:
+    """Predictions on all project images, the model's doubts, and what to do next.
+
+    Parameters
+    ----------
+    project : workbench.project.Project
+    open_annotator : callable, optional
+        ``open_annotator(name, y, x, zoom)`` shows the annotator at that place (the app wires it).
+        Without it, the buttons say where to look.
+    on_add_images, on_train_longer : callable, optional
+        Called without arguments by the corresponding buttons (the app switches steps).
+    regions : int
+        How many uncertain regions to offer.
+
+    Attributes
+    ----------
+    summary : dict
+        What `workbench.pipeline.predict_project` returned for the last prediction.
+    regions : list of UncertainRegion
+        The regions shown, most uncertain first.
+    error : str or None
+        The message shown for the last failure.
+    """
+
+    def __init__(self, project: Project, *, open_annotator: Callable[[str, int, int, float], Any] | None = None,
+                 on_add_images: Callable[[], Any] | None = None, on_train_longer: Callable[[], Any] | None = None,
+                 regions: int = 6):
+        if not isinstance(project, Project):
+            raise TypeError(f"`project` must be a workbench Project, got {type(project).__name__}")
+        if isinstance(regions, bool) or not isinstance(regions, int) or regions < 1:
+            raise WorkbenchError(f"`regions` must be a positive whole number, got {regions!r}")
+        self.project = project
+        self.open_annotator = open_annotator
+        self.on_add_images = on_add_images
+        self.on_train_longer = on_train_longer
+        self.summary: dict[str, dict] = {}
+        self.regions: list[UncertainRegion] = []
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+        self._busy = threading.Event()
+
+        self.header = W.HTML()
+        self.predict_button = W.Button(description="Predict all images", icon="eye", button_style="primary",
+                                       layout=W.Layout(width="200px"))
+        self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="300px", visibility="hidden"))
+        self.gallery = W.HTML()
+        self.gallery.add_class("wb-gallery")
+        self.status = W.HTML()
+        self._region_images = [W.Image(format="png", layout=W.Layout(width=f"{REGION_VIEW}px"))
+                               for _ in range(regions)]
+        self._region_captions = [W.HTML() for _ in range(regions)]
+        self._region_buttons = [W.Button(description="Annotate here", icon="paint-brush",
+                                         layout=W.Layout(width=f"{REGION_VIEW}px")) for _ in range(regions)]
+        self._region_boxes = [W.VBox([image, caption, button], layout=W.Layout(display="none", margin="4px"))
+                              for image, caption, button in zip(self._region_images, self._region_captions,
+                                                                self._region_buttons)]
+        for index, button in enumerate(self._region_buttons):
+            button.on_click(lambda _button, _i=index: self.annotate_region(_i))
+        self.regions_title = W.HTML()
+        self.add_annotations_button = W.Button(description="Add annotations", icon="paint-brush",
+                                               tooltip="Paint where the model is least sure",
+                                               layout=W.Layout(width="200px"))
+        self.add_images_button = W.Button(description="Add images", icon="image", layout=W.Layout(width="200px"),
+                                          tooltip="Add more example images to the project")
+        self.train_longer_button = W.Button(description="Train longer", icon="repeat", layout=W.Layout(width="200px"),
+                                            tooltip="Continue training from the last model")
+        self.predict_button.on_click(lambda _b: self.predict())
+        self.add_annotations_button.on_click(lambda _b: self.annotate_region(0))
+        self.add_images_button.on_click(lambda _b: self._action(self.on_add_images, "add images",
+                                                                "Use step 1 (notebook 01) to add images."))
+        self.train_longer_button.on_click(lambda _b: self._action(self.on_train_longer, "train longer",
+                                                                  "Use step 3 (notebook 03) with 'Start from: "
+                                                                  "The last model'."))
+        self.widget = W.VBox([
+            self.header,
+            W.HBox([self.predict_button, self.progress], layout=W.Layout(align_items="center")),
+            self.status,
+            self.gallery,
+            self.regions_title,
+            W.HBox(self._region_boxes, layout=W.Layout(flex_flow="row wrap")),
+            W.HTML("<b>Not good enough yet?</b> As often as needed:"),
+            W.HBox([self.add_annotations_button, self.add_images_button, self.train_longer_button]),
+        ], layout=W.Layout(padding="4px"))
+        self.widget.add_class("wb-review")
+        self.refresh()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    # ------------------------------------------------------------------ public actions
+    @property
+    def running(self) -> bool:
+        """Whether a prediction is in progress (in a thread of its own or of the caller's)."""
+        return self._busy.is_set()
+
+    def predict(self, *, background: bool = True) -> bool:
+        """Predict all project images with the latest model, then show them; False if it cannot start."""
+        if self.running:
+            return False
+        if not self.project.models:
+            self._fail("There is no model yet. Train one first (step 3), then come back here.")
+            return False
+        if not self.project.image_names:
+            self._fail("The project has no images yet. Add some in step 1.")
+            return False
+        self.error = None
+        self._busy.set()
+        self.predict_button.disabled = True
+        self.progress.value = 0
+        self.progress.layout.visibility = "visible"
+        self.status.value = _status_html("info", "Predicting all images with the latest model …")
+        if not background:
+            self._predict()
+            return True
+        self._thread = threading.Thread(target=self._predict, daemon=True, name="workbench-review")
+        self._thread.start()
+        return True
+
+    def wait(self, timeout: float | None = None) -> dict:
+        """Block until a running prediction ends; return the summary."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.summary
+
+    def refresh(self) -> None:
+        """Show what is stored: the model, the latest predictions and their uncertain regions."""
+        models = self.project.models
+        if not models:
+            self.header.value = ('<div style="color:#444">No model yet: train one in step 3, then predict here.'
+                                 '</div>')
+        else:
+            latest = max(models, key=lambda m: m["version"])
+            self.header.value = (f'<div style="color:#444">Latest model: <b>version {latest["version"]}</b> '
+                                 f'({METHOD_NAMES.get(latest["method"], html.escape(latest["method"]))}, trained '
+                                 f'{html.escape(_when(latest["created"]))}).</div>')
+        self._show_results()
+
+    def annotate_region(self, index: int) -> None:
+        """Open the annotator on uncertain region `index` (0 = the least certain)."""
+        if index >= len(self.regions):
+            self._fail("There are no uncertain regions to show yet: predict first.")
+            return
+        region = self.regions[index]
+        zoom = max(1.0, min(4.0, 256 / max(region.size, 1)))
+        if self.open_annotator is None:
+            self.status.value = _status_html(
+                "info", f"Paint in image {region.name!r} around row {region.y}, column {region.x} "
+                        f"(use notebook 02: annotator.go_to({region.name!r}, {region.y}, {region.x}, {zoom:g})).")
+            return
+        try:
+            extra = {"z": region.z} if region.z else {}  # only z-stacks need the plane
+            self.open_annotator(region.name, region.y, region.x, zoom, **extra)
+        except Exception as exc:  # noqa: BLE001 - shown, not raised into the button's callback
+            self._fail(_user_message(exc, "opening the annotator"))
+
+    # ------------------------------------------------------------------ machinery
+    def _predict(self) -> None:
+        try:
+            self.summary = pipeline.predict_project(self.project, progress=self._progress)
+            self._show_results()
+            self.status.value = _status_html("success", "Predictions are ready. Red tint = where the model is "
+                                                        "unsure.")
+        except BaseException as exc:  # noqa: BLE001 - the thread reports every failure on the page
+            self._fail(_user_message(exc, "predicting"))
+        finally:
+            self.predict_button.disabled = False
+            self.progress.layout.visibility = "hidden"
+            self._busy.clear()
+
+    def _progress(self, fraction: float, message: str) -> None:
+        self.progress.value = float(min(max(fraction, 0.0), 1.0))
+
+    def _show_results(self) -> None:
+        figures = []
+        predicted = []
+        for name in self.project.image_names:
+            picture = _thumbnail(self.project, name)
+            if picture is None:
+                continue
+            predicted.append(name)
+            figures.append(self._figure(name, picture))
+        if not figures:
+            self.gallery.value = ""
+            self.regions = []
+            self.regions_title.value = ""
+            for box in self._region_boxes:
+                box.layout.display = "none"
+            return
+        self.gallery.value = ('<div style="display:flex;flex-wrap:wrap;gap:10px;margin:6px 0">'
+                              + "".join(figures) + "</div>")
+        self.regions = least_certain_regions(self.project, predicted, count=len(self._region_boxes))
+        self.regions_title.value = ("<b>Where the model is least sure</b> (red): labels here help most."
+                                    if self.regions else "")
+        for index, box in enumerate(self._region_boxes):
+            if index < len(self.regions):
+                region = self.regions[index]
+                self._region_images[index].value = _png_bytes(_region_picture(self.project, region))
+                plane = f", plane {region.z}" if region.z else ""
+                self._region_captions[index].value = (
+                    f'<div style="font-size:12px">{html.escape(region.name)}{plane}: row {region.y}, column '
+                    f'{region.x}<br>uncertainty {region.score:.2f}</div>')
+                box.layout.display = "flex"
+            else:
+                box.layout.display = "none"
+
+    def _figure(self, name: str, picture: np.ndarray) -> str:
+        info = self.summary.get(name)
+        if info is None:  # predicted in an earlier session: summarise what is stored
+            probabilities = self.project.prediction(name, "probabilities")
+            stride = _read_stride(probabilities.shape)
+            first_plane = (0,) * (probabilities.ndim - 3)
+            sampled = np.asarray(probabilities[first_plane + (slice(None), slice(None, None, stride),
+                                                              slice(None, None, stride))])
+            info = {"mean_uncertainty": float(pipeline.uncertainty(sampled).mean()),
+                    "model_version": probabilities.attrs.get("model_version")}
+        labelled = self.project.label_stats(name)["annotated_fraction"]
+        words, color = quality_hint(info["mean_uncertainty"])
+        found = ""
+        if "objects" in info:
+            found = f"{_plural(info['objects'], 'object')} found<br>"
+        elif "class_fractions" in info:
+            parts = [f"{html.escape(c)} {100 * f:.0f} %" for c, f in zip(self.project.class_names[1:],
+                                                                           info["class_fractions"][1:])]
+            found = ", ".join(parts) + "<br>"
+        version = info.get("model_version")
+        return (f'<figure class="wb-figure" style="margin:0;width:{THUMBNAIL}px;font-size:12px">'
+                f'<img alt="{html.escape(name)} prediction" src="{_data_url(_png_bytes(picture), "image/png")}" '
+                f'style="width:{THUMBNAIL}px;image-rendering:pixelated;border:1px solid #ccc">'
+                f'<figcaption><b>{html.escape(name)}</b>'
+                f'{f" · model v{version}" if version is not None else ""}<br>{found}'
+                f'labelled: {100 * labelled:.1f} % of pixels<br>'
+                f'uncertainty {info["mean_uncertainty"]:.2f}: <span style="color:{color}">{html.escape(words)}'
+                f'</span></figcaption></figure>')
+
+    def _action(self, callback: Callable[[], Any] | None, what: str, hint: str) -> None:
+        if callback is None:
+            self.status.value = _status_html("info", hint)
+            return
+        try:
+            callback()
+        except Exception as exc:  # noqa: BLE001
+            self._fail(_user_message(exc, what))
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self.status.value = _status_html("error", message)
+
+
+# ---------------------------------------------------------------------- accepting a model
+def list_inputs(path) -> list[Path]:
+    """Image files in a folder (sorted), or the one image / Zarr given."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise WorkbenchError(f"{path} does not exist; type the full path of a folder, an image file or a .zarr")
+    if path.is_file() or path.suffix.lower() == ".zarr":
+        return [path]
+    found = sorted(p for p in path.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES) and not p.name.startswith("."))
+    if not found:
+        raise WorkbenchError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder {path}")
+    return found
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr") + IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _measure_labels(project: Project, labels: np.ndarray, intensity: np.ndarray, *, image: str, z: int,
+                    pixel_size) -> list:
+    """Per-object tables of one plane, as `workbench.pipeline.measure_project` makes them."""
+    from scipy import ndimage as ndi
+
+    from workbench.measure import measure_objects
+
+    per_class = [(project.class_names[1], labels)] if project.mode == "instance" else [
+        (project.class_names[c], ndi.label(labels == c)[0]) for c in range(1, project.n_classes)]
+    tables = []
+    for class_name, objects in per_class:
+        table = measure_objects(objects, intensity, pixel_size=pixel_size)
+        table.insert(0, "class", class_name)
+        table.insert(0, "z", z)
+        table.insert(0, "image", image)
+        tables.append(table)
+    return tables
+
+
+def segment_and_measure(project: Project, *, names: Sequence[str] = (), files: Sequence = (),
+                        model_version: int | None = None, tile_size: int | None = None, output_dir=None,
+                        progress: Callable[[float], Any] | None = None) -> dict:
+    """Segment project images and image files with a model; write labels, overlays and measurements.
+
+    Parameters
+    ----------
+    project : Project
+    names : sequence of str
+        Project images (predictions are stored in the project too).
+    files : sequence of path-like
+        Image files or Zarr stores elsewhere (read and written tile by tile, any size).
+    model_version : int, optional
+        The model to use (default: the latest).
+    tile_size : int, optional
+        Tile side in pixels (default: the model's).
+    output_dir : path-like, optional
+        Where results go (created; default ``<project>/results/model-v<version>``):
+        ``labels/*_labels.tif``, ``overlays/*_overlay.png``, ``measurements.csv``, ``results.zip``.
+    progress : callable, optional
+        ``progress(fraction)``.
+
+    Returns
+    -------
+    dict
+        ``folder``, ``labels`` and ``overlays`` (lists of paths), ``measurements``, ``zip``, ``objects``.
+
+    Raises
+    ------
+    WorkbenchError
+        When nothing is chosen, there is no model, or an input cannot be read.
+    """
+    import pandas as pd
+
+    from workbench.io import open_image, write_image
+    from workbench.measure import write_table
+
+    names, files = list(names), [Path(f) for f in files]
+    if not names and not files:
+        raise WorkbenchError("choose at least one project image or image file to segment")
+    if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 32):
+        raise WorkbenchError(f"`tile_size` must be a whole number of pixels of at least 32, got {tile_size!r}")
+    version = int(project.model_record(model_version)["version"])
+    report = progress or (lambda fraction: None)
+    folder = Path(output_dir) if output_dir is not None else project.path / "results" / f"model-v{version:03d}"
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    (folder / "overlays").mkdir(parents=True, exist_ok=True)
+    total = len(names) + len(files)
+    labels_paths, overlay_paths, tables = [], [], []
+    if names:
+        pipeline.predict_project(project, names=names, model_version=version, tile_size=tile_size,
+                                 progress=lambda f, m="": report(f * len(names) / total))
+        for name in names:
+            labels_paths.append(pipeline.export_prediction(project, name, folder / "labels" / f"{name}_labels.tif"))
+            overlay_paths.append(write_image(folder / "overlays" / f"{name}_overlay.png",
+                                             _thumbnail_full(project, name)))
+        table = pipeline.measure_project(project, names=names)
+        if len(table):
+            tables.append(table)
+    for offset, path in enumerate(files):
+        done = len(names) + offset
+        stem = _stem(path)
+        out = folder / "labels" / f"{stem}_labels.tif"
+        pipeline.predict_file(project, path, out, model_version=version, tile_size=tile_size,
+                              progress=lambda f, m="", _done=done: report((_done + f) / total))
+        labels_paths.append(out)
+        source = open_image(path)
+        labels = open_image(out)
+        stacked = len(labels.shape) == 3
+        for z in range(source.n_slices):
+            plane_labels = np.asarray(labels[z] if stacked else labels[...])
+            intensity = np.asarray(source.plane(z)[...])
+            tables.extend(_measure_labels(project, plane_labels, intensity, image=stem, z=z,
+                                          pixel_size=source.pixel_size))
+        middle = source.n_slices // 2
+        plane_labels = np.asarray(labels[middle] if stacked else labels[...])
+        picture = _overlay(project, np.asarray(source.plane(middle)[...]), plane_labels)
+        overlay_paths.append(write_image(folder / "overlays" / f"{stem}_overlay.png", picture))
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    measurements = write_table(table, folder / "measurements.csv")
+    archive = folder / "results.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for path in [*labels_paths, *overlay_paths, measurements]:
+            bundle.write(path, Path(path).relative_to(folder))
+    report(1.0)
+    return {"folder": folder, "labels": [Path(p) for p in labels_paths],
+            "overlays": [Path(p) for p in overlay_paths], "measurements": Path(measurements),
+            "zip": archive, "objects": int(len(table))}
+
+
+class SegmentPanel:
+    """Accept a model: segment images tile by tile and download labels, measurements and overlays.
+
+    Parameters
+    ----------
+    project : workbench.project.Project
+    output_dir : path-like, optional
+        Results are written to ``<output_dir>/model-v<version>/`` (default: ``<project>/results``).
+
+    Attributes
+    ----------
+    outputs : dict
+        ``{"labels": [...], "overlays": [...], "measurements": path, "zip": path}`` of the last run.
+    error : str or None
+        The message shown for the last failure.
+    """
+
+    def __init__(self, project: Project, *, output_dir=None):
+        if not isinstance(project, Project):
+            raise TypeError(f"`project` must be a workbench Project, got {type(project).__name__}")
+        self.project = project
+        self.output_dir = Path(output_dir) if output_dir is not None else project.path / "results"
+        self.outputs: dict[str, Any] = {}
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+        self._busy = threading.Event()
+        style = {"description_width": "150px"}
+        self.model = W.Dropdown(description="Model", style=style, layout=W.Layout(width="480px"))
+        self.images = W.SelectMultiple(description="Project images", style=style, rows=5,
+                                       layout=W.Layout(width="480px"))
+        self.folder = W.Text(description="Or a folder / Zarr", style=style, layout=W.Layout(width="640px"),
+                             placeholder="full path on this computer, e.g. /data/experiment-12 (optional)")
+        self.tile_size = W.Dropdown(description="Tile size", style=style, value=512,
+                                    options=[("256 px (least memory)", 256), ("512 px", 512), ("1024 px (GPU)", 1024)])
+        self.run_button = W.Button(description="Segment and measure", icon="check", button_style="success",
+                                   layout=W.Layout(width="220px"))
+        self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="300px", visibility="hidden"))
+        self.status = W.HTML()
+        self.results = W.HTML()
+        self.results.add_class("wb-downloads")
+        self.run_button.on_click(lambda _b: self.run())
+        self.widget = W.VBox([
+            self.model, self.images, self.folder, self.tile_size,
+            W.HBox([self.run_button, self.progress], layout=W.Layout(align_items="center")),
+            self.status, self.results,
+        ], layout=W.Layout(padding="4px"))
+        self.widget.add_class("wb-segment")
+        self.refresh()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    @property
+    def running(self) -> bool:
+        return self._busy.is_set()
+
+    def refresh(self) -> None:
+        """Offer the project's current models and images."""
+        models = sorted(self.project.models, key=lambda m: m["version"], reverse=True)
+        self.model.options = [(f"version {m['version']} ({METHOD_NAMES.get(m['method'], m['method'])}, "
+                               f"{_when(m['created'])})", m["version"])
+                              for m in models] or [("no model yet: train one first", None)]
+        self.model.value = self.model.options[0][1]
+        names = self.project.image_names
+        self.images.options = names
+        self.images.value = tuple(names)
+
+    def run(self, *, background: bool = True) -> bool:
+        """Segment the chosen images with the chosen model; False when it cannot start."""
+        if self.running:
+            return False
+        version = self.model.value
+        names = list(self.images.value)
+        folder = self.folder.value.strip()
+        try:
+            if version is None:
+                raise WorkbenchError("there is no model yet. Train one in step 3 first")
+            files = list_inputs(Path(folder).expanduser()) if folder else []
+            if not names and not files:
+                raise WorkbenchError("choose at least one project image, or type a folder of images")
+        except WorkbenchError as exc:
+            self._fail(_user_message(exc, "segmenting"))
+            return False
+        self.error = None
+        self._busy.set()
+        self.run_button.disabled = True
+        self.progress.value = 0
+        self.progress.layout.visibility = "visible"
+        self.results.value = ""
+        self.status.value = _status_html("info", f"Segmenting {len(names) + len(files)} image(s) …")
+        args = (int(version), names, files, int(self.tile_size.value))
+        if not background:
+            self._run(*args)
+            return True
+        self._thread = threading.Thread(target=self._run, args=args, daemon=True, name="workbench-segment")
+        self._thread.start()
+        return True
+
+    def wait(self, timeout: float | None = None) -> dict:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.outputs
+
+    # ------------------------------------------------------------------ machinery
+    def _run(self, version: int, names: list[str], files: list[Path], tile_size: int) -> None:
+        try:
+            self.outputs = segment_and_measure(self.project, names=names, files=files, model_version=version,
+                                               tile_size=tile_size,
+                                               output_dir=self.output_dir / f"model-v{version:03d}",
+                                               progress=self._set_progress)
+            n_objects = self.outputs["objects"]
+            self.status.value = _status_html(
+                "success", f"Done: {len(self.outputs['labels'])} image(s) segmented, "
+                           f"{_plural(n_objects, 'object')} measured. "
+                           f"Files are in {self.outputs['folder']}.")
+            self.results.value = self._downloads_html()
+        except BaseException as exc:  # noqa: BLE001 - the thread reports every failure on the page
+            self._fail(_user_message(exc, "segmenting"))
+        finally:
+            self.run_button.disabled = False
+            self.progress.layout.visibility = "hidden"
+            self._busy.clear()
+
+    def _set_progress(self, fraction: float) -> None:
+        self.progress.value = float(min(max(fraction, 0.0), 1.0))
+
+    def _downloads_html(self) -> str:
+        rows = [("All results (zip)", self.outputs["zip"], "application/zip"),
+                ("Measurements (CSV)", self.outputs["measurements"], "text/csv")]
+        rows += [(f"Labels: {p.name}", p, "image/tiff") for p in self.outputs["labels"]]
+        rows += [(f"Overlay: {p.name}", p, "image/png") for p in self.outputs["overlays"]]
+        links = "".join(f"<li>{_download_link(title, path, mime)}</li>" for title, path, mime in rows)
+        previews = "".join(
+            f'<img alt="{html.escape(p.name)}" src="{_data_url(_png_bytes(_shrink(p)), "image/png")}" '
+            f'style="width:{THUMBNAIL}px;margin:4px;border:1px solid #ccc">' for p in self.outputs["overlays"][:4])
+        return (f'<div><b>Download</b><ul style="margin:4px 0">{links}</ul>'
+                f'<div style="display:flex;flex-wrap:wrap">{previews}</div></div>')
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self.status.value = _status_html("error", message)
+
+
+def _thumbnail_full(project: Project, name: str) -> np.ndarray:
+    """The overlay of a project image for download: full size up to 4096 pixels a side."""
+    prediction = _prediction_layer(project, name)
+    stride = max(1, math.ceil(max(prediction.shape[-2:]) / 4096))
+    step = (slice(None, None, stride), slice(None, None, stride))
+    z = prediction.shape[0] // 2 if prediction.ndim == 3 else 0
+    image = np.asarray(project.image(name).plane(z)[(slice(None),) + step])
+    return _overlay(project, image, np.asarray(prediction[((z,) if prediction.ndim == 3 else ()) + step]))
+
+
+def _shrink(png_path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    picture = iio.imread(png_path)
+    stride = max(1, math.ceil(max(picture.shape[:2]) / THUMBNAIL))
+    return picture[::stride, ::stride]
+
+
+def _download_link(title: str, path: Path, mime: str) -> str:
+    """An anchor that downloads `path` (a ``data:`` URL works in JupyterLab and Voila alike)."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > DOWNLOAD_LIMIT:
+        return (f"{html.escape(title)}: too big to download here ({size / 2**20:.0f} MB); "
+                f"it is at {html.escape(str(path))}")
+    href = _data_url(path.read_bytes(), mime)
+    return (f'<a class="wb-download" download="{html.escape(path.name)}" href="{href}" '
+            f'style="color:#1a5fb4">{html.escape(title)}</a> <span style="color:#777">({_size(size)})</span>')
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**20:.1f} MB" if size > 2**20 else f"{max(1, size // 1024)} kB"
