@@ -187,6 +187,7 @@ def test_prediction_overlays_toggle(annotator, nuclei_project, nuclei_labels):
     probs[...] = p
     instances = nuclei_project.create_prediction("nuclei", "instances", (512, 512), np.int32)
     instances[...] = nuclei_labels.astype(np.int32)
+    nuclei_project.mark_prediction_complete("nuclei")
     views = [v for _, v in annotator.refresh_predictions()]
     assert views == ["none", "instance outlines", "uncertainty", "probability:0", "probability:1",
                      "probability:2"]

@@ -162,3 +162,21 @@ def test_killed_writer_leaves_last_good_state(project, nuclei_labels):
     labels = again.read_labels("nuclei")  # every chunk decodes
     assert labels.shape == good.shape and labels.max() <= 2
     assert not list(project.path.glob("*.tmp"))
+
+
+def test_set_mode_checks_classes(project, tmp_path):
+    project.set_mode("semantic")
+    assert Project.open(project.path).mode == "semantic"
+    three = Project.create(tmp_path / "three", classes=["background", "a", "b"])
+    with pytest.raises(WorkbenchError, match="one object class"):
+        three.set_mode("instance")
+    with pytest.raises(WorkbenchError, match="mode must be"):
+        project.set_mode("panoptic")
+
+
+def test_interrupted_prediction_is_not_shown(project):
+    probs = project.create_prediction("nuclei", "probabilities", (3, 512, 512), np.float32, model_version=1)
+    probs[:, :100] = 0.5  # a prediction killed part way
+    assert project.prediction("nuclei", "probabilities") is None
+    project.mark_prediction_complete("nuclei")
+    assert project.prediction("nuclei", "probabilities").attrs["model_version"] == 1

@@ -82,6 +82,7 @@ def test_uncertain_regions_are_where_the_probabilities_are_even(tmp_path):
     probabilities[:, 160:192, 64:96] = 0.5  # the model cannot decide here
     project.create_prediction(name, "probabilities", probabilities.shape, np.float32)[...] = probabilities
     project.create_prediction(name, "classes", (256, 256), np.uint8)[...] = 0
+    project.mark_prediction_complete(name)
     regions = least_certain_regions(project, count=2, window=32)
     assert (regions[0].y, regions[0].x, regions[0].size) == (176, 80, 32)
     assert regions[0].score == pytest.approx(1.0) and regions[1].score < 0.1

@@ -442,25 +442,6 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def _measure_labels(project: Project, labels: np.ndarray, intensity: np.ndarray, *, image: str, z: int,
-                    pixel_size) -> list:
-    """Per-object tables of one plane, as `workbench.pipeline.measure_project` makes them."""
-    from scipy import ndimage as ndi
-
-    from workbench.measure import measure_objects
-
-    per_class = [(project.class_names[1], labels)] if project.mode == "instance" else [
-        (project.class_names[c], ndi.label(labels == c)[0]) for c in range(1, project.n_classes)]
-    tables = []
-    for class_name, objects in per_class:
-        table = measure_objects(objects, intensity, pixel_size=pixel_size)
-        table.insert(0, "class", class_name)
-        table.insert(0, "z", z)
-        table.insert(0, "image", image)
-        tables.append(table)
-    return tables
-
-
 def segment_and_measure(project: Project, *, names: Sequence[str] = (), files: Sequence = (),
                         model_version: int | None = None, tile_size: int | None = None, output_dir=None,
                         progress: Callable[[float], Any] | None = None) -> dict:
@@ -533,8 +514,8 @@ def segment_and_measure(project: Project, *, names: Sequence[str] = (), files: S
         for z in range(source.n_slices):
             plane_labels = np.asarray(labels[z] if stacked else labels[...])
             intensity = np.asarray(source.plane(z)[...])
-            tables.extend(_measure_labels(project, plane_labels, intensity, image=stem, z=z,
-                                          pixel_size=source.pixel_size))
+            tables.append(pipeline.measure_labels(project, plane_labels, intensity, image=stem, z=z,
+                                                  pixel_size=source.pixel_size))
         middle = source.n_slices // 2
         plane_labels = np.asarray(labels[middle] if stacked else labels[...])
         picture = _overlay(project, np.asarray(source.plane(middle)[...]), plane_labels)

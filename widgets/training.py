@@ -532,8 +532,7 @@ class TrainingPanel:
             self._fail("Separate objects (instance) needs a project with exactly one object class.")
             return
         # Labels mean the same in both modes (1 = background, 2 = the class); only the training targets differ.
-        self.project.manifest["mode"] = change["new"]
-        self.project.save()
+        self.project.set_mode(change["new"])
         self.start_from.value = "scratch"
         finds = "separate objects" if change["new"] == "instance" else "regions"
         self._set_status("info", f"The project now finds {finds}; the next model learns that from scratch.")

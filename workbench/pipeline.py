@@ -21,7 +21,7 @@ from workbench.project import Project
 
 __all__ = [
     "METHODS", "Segmenter", "load_segmenter", "train_model", "predict_project", "predict_file",
-    "export_prediction", "postprocess", "measure_project", "run_demo", "uncertainty",
+    "export_prediction", "postprocess", "measure_labels", "measure_project", "run_demo", "uncertainty",
 ]
 
 METHODS = ("unet", "forest")
@@ -280,6 +280,7 @@ def predict_project(project: Project, *, names: Iterable[str] | None = None, mod
             else:
                 labels_out[...] = labels
             plane_summaries.append(_summary(plane_probs, labels, project.mode))
+        project.mark_prediction_complete(name)
         info = plane_summaries[0] if len(plane_summaries) == 1 else {
             "mean_uncertainty": float(np.mean([s["mean_uncertainty"] for s in plane_summaries])),
             "slices": plane_summaries,
@@ -358,21 +359,43 @@ def export_prediction(project: Project, name: str, out, *, probabilities=None) -
 
 
 # ---------------------------------------------------------------------- measurements
-def measure_project(project: Project, out=None, *, names: Iterable[str] | None = None):
-    """One table of per-object measurements over the project's predicted images.
+def measure_labels(project: Project, labels, intensity, *, image: str, z: int = 0, pixel_size=None):
+    """Per-object table of one predicted plane, with ``image``, ``z`` and ``class`` columns.
 
-    Instance mode measures the predicted objects; semantic mode measures connected regions of
-    each non-background class (column ``class``).
+    Instance mode measures the objects; semantic mode the connected regions of each
+    non-background class.
     """
     import pandas as pd
     from scipy import ndimage as ndi
 
-    from workbench.measure import measure_objects, write_table
+    from workbench.measure import measure_objects
+
+    labels = np.asarray(labels)
+    intensity = np.asarray(intensity)
+    if intensity.ndim == 3 and len(intensity) == 1:
+        intensity = intensity[0]  # no "_ch0" suffix for a gray image
+    per_class = [(project.class_names[1], labels)] if project.mode == "instance" else [
+        (project.class_names[c], ndi.label(labels == c)[0]) for c in range(1, project.n_classes)]
+    tables = []
+    for class_name, objects in per_class:
+        table = measure_objects(objects, intensity, pixel_size=pixel_size)
+        table.insert(0, "class", class_name)
+        table.insert(0, "z", z)
+        table.insert(0, "image", image)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def measure_project(project: Project, out=None, *, names: Iterable[str] | None = None):
+    """One table of per-object measurements over the project's predicted images (see `measure_labels`)."""
+    import pandas as pd
+
+    from workbench.measure import write_table
 
     names = list(names) if names else project.image_names
     tables = []
+    kind = "instances" if project.mode == "instance" else "classes"
     for name in names:
-        kind = "instances" if project.mode == "instance" else "classes"
         stored = project.prediction(name, kind)
         if stored is None:
             raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path}` first")
@@ -380,16 +403,8 @@ def measure_project(project: Project, out=None, *, names: Iterable[str] | None =
         pixel_size = project.image_info(name).get("pixel_size")
         for z in range(source.n_slices):
             labels = stored[z] if stored.ndim == 3 else stored[...]
-            intensity = np.asarray(source.plane(z)[...])
-            intensity = intensity[0] if len(intensity) == 1 else intensity  # no "_ch0" suffix for gray
-            per_class = [(project.class_names[1], labels)] if project.mode == "instance" else [
-                (project.class_names[c], ndi.label(labels == c)[0]) for c in range(1, project.n_classes)]
-            for class_name, objects in per_class:
-                table = measure_objects(objects, intensity, pixel_size=pixel_size)
-                table.insert(0, "class", class_name)
-                table.insert(0, "z", z)
-                table.insert(0, "image", name)
-                tables.append(table)
+            tables.append(measure_labels(project, labels, source.plane(z)[...], image=name, z=z,
+                                         pixel_size=pixel_size))
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if out is not None:
         write_table(table, out)

@@ -233,6 +233,24 @@ class Project:
             self.settings.update(settings)
             self.save()
 
+    def set_mode(self, mode: str) -> None:
+        """Switch between semantic and instance mode.
+
+        Labels mean the same in both modes when the project has one object class
+        (1 = background, 2 = the class); only the training targets differ, so earlier models
+        stay recorded but a new model is needed.
+        """
+        if mode not in MODES:
+            raise WorkbenchError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode == "instance" and self.n_classes != 2:
+            raise WorkbenchError(
+                f"instance mode needs a project with one object class, this one has {self.n_classes - 1}; "
+                "create a new instance project instead"
+            )
+        with self._lock:
+            self.manifest["mode"] = mode
+            self.save()
+
     def set_boundary_width(self, width: int) -> None:
         if int(width) < 1:
             raise WorkbenchError(f"boundary width must be at least 1 pixel, got {width}")
@@ -467,14 +485,24 @@ class Project:
 
     # ------------------------------------------------------------------ predictions
     def prediction(self, name: str, kind: str) -> zarr.Array | None:
-        """A stored prediction layer, or None when there is none yet."""
+        """A stored prediction layer, or None when there is none yet or its writing was interrupted."""
         if kind not in PREDICTION_KINDS:
             raise WorkbenchError(f"prediction kind must be one of {', '.join(PREDICTION_KINDS)}, got {kind!r}")
         group = self._group(name)
         try:
-            return group[f"predictions/{kind}"]
+            array = group[f"predictions/{kind}"]
         except KeyError:
             return None
+        return array if array.attrs.get("complete", True) else None
+
+    def mark_prediction_complete(self, name: str) -> None:
+        """Declare every prediction layer of an image fully written (see `create_prediction`)."""
+        group = self._group(name)
+        for kind in PREDICTION_KINDS:
+            try:
+                group[f"predictions/{kind}"].attrs["complete"] = True
+            except KeyError:
+                continue
 
     def create_prediction(self, name: str, kind: str, shape: tuple, dtype, *, model_version: int | None = None,
                           chunks: tuple | None = None) -> zarr.Array:
@@ -486,8 +514,8 @@ class Project:
             chunks = tuple(min(s, CHUNK) if i >= len(shape) - 2 else 1 for i, s in enumerate(shape))
         arr = group.create_array(kind, shape=tuple(shape), dtype=dtype, chunks=chunks, overwrite=True,
                                  fill_value=0)
-        arr.attrs["model_version"] = model_version
-        arr.attrs["created"] = _now()
+        # Incomplete until `mark_prediction_complete`: a crash mid-prediction leaves no half layer in view.
+        arr.attrs.update({"model_version": model_version, "created": _now(), "complete": False})
         return arr
 
     # ------------------------------------------------------------------ models
