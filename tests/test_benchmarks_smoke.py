@@ -1,0 +1,183 @@
+"""Smoke run of the benchmark harness on tiny inputs: tables have the expected rows, columns and sane values.
+
+Nothing here asserts speed; the numbers of a tiny run mean nothing. What is
+checked is that every benchmark runs end to end on the real nuclei image and
+generated images, and that the report it feeds is well formed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH_DIR))
+
+import _common  # noqa: E402
+import _report  # noqa: E402
+import _tasks  # noqa: E402
+import bench_deep  # noqa: E402
+import bench_forest_vs_skimage  # noqa: E402
+import bench_synthetic  # noqa: E402
+import bench_tiling  # noqa: E402
+import run_all  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> _common.BenchConfig:
+    """Smallest configuration that still exercises every code path (tiling in process, scratch in tmp)."""
+    return _common.QUICK.with_(
+        name="tiny",
+        train_budgets_s=(1.0,),
+        deep_variants=("scratch",),
+        synthetic_shape=(128, 128),
+        synthetic_budget_s=1.0,
+        throughput_epochs=2,
+        throughput_steps=1,
+        patch_size=64,
+        batch_size=2,
+        tile_size=64,
+        tile_batch=2,
+        tiling_image_size=160,
+        tiling_model_steps=1,
+        memory_sizes=(128, 192),
+        forest_image_size=256,
+        isolate=False,
+        work_dir=str(tmp_path_factory.mktemp("bench-work")),
+    )
+
+
+def _check_table(result: _common.BenchmarkResult, n_rows: int) -> None:
+    table = result.tables[0].splitlines()
+    assert table[0].count("|") == len(result.columns) + 1
+    assert len(table) == 2 + n_rows
+    present = set().union(*(set(row) for row in result.rows[:n_rows]))
+    assert set(result.columns) <= present, set(result.columns) - present
+
+
+def _check_scores(row: dict) -> None:
+    for key in ("ap50", "ap75", "map", "iou", "dice"):
+        assert 0.0 <= row[key] <= 1.0, (key, row[key])
+    assert row["map"] <= row["ap50"] + 1e-12
+    assert row["tp50"] + row["fn50"] == row["n_gt"] > 0
+    assert row["tp50"] + row["fp50"] == row["n_pred"]
+
+
+def _check_targets(result: _common.BenchmarkResult) -> None:
+    assert result.targets
+    for target in result.targets:
+        assert target.goal and target.measured
+        assert target.met in (True, False)
+        assert target.met or target.why, f"a missed target must say why: {target.goal}"
+
+
+def test_nuclei_split_keeps_train_and_test_apart():
+    task = _tasks.nuclei_split(0.25)
+    assert task.train_image.shape == task.test_image.shape == (512, 256)
+    assert 0.0 < task.labelled_fraction <= 0.25
+    assert task.painted_objects > 0
+    assert set(np.unique(task.train_targets)) == {-1, 0, 1, 2}
+    assert task.test_gt.max() > 0
+
+
+def test_deep_benchmark_rows_and_targets(tiny):
+    result = bench_deep.run(tiny, ["cpu"])
+    assert [row["method"] for row in result.rows][:2] == ["scikit-image forest (reference)",
+                                                          "workbench forest (classic path)"]
+    assert len(result.rows) == 2 + len(tiny.deep_variants) * len(tiny.train_budgets_s)
+    _check_table(result, len(result.rows))
+    for row in result.rows:
+        _check_scores(row)
+        assert row["device"] == "cpu"
+    deep = result.rows[2]
+    assert deep["budget_s"] == 1.0 and deep["steps"] >= 1 and deep["train_s"] > 0
+    assert result.rows[0]["map_vs_skimage"] == pytest.approx(1.0)
+    _check_targets(result)
+
+
+def test_synthetic_benchmark_reports_the_lead_over_the_best_forest(tiny):
+    result = bench_synthetic.run(tiny, ["cpu"])
+    assert len(result.rows) == 3
+    _check_table(result, 3)
+    for row in result.rows:
+        _check_scores(row)
+    best_forest = max(row["ap50"] for row in result.rows[:2])
+    assert result.rows[2]["ap50_lead"] == pytest.approx(result.rows[2]["ap50"] - best_forest)
+    assert len(result.targets) == 1
+    _check_targets(result)
+
+
+def test_throughput_benchmark(tiny):
+    result = bench_deep.run_throughput(tiny, ["cpu"])
+    (row,) = result.rows
+    assert row["steps_timed"] == 1 and row["patch"] == "64²"
+    assert row["step_mps"] > 0 and row["end_to_end_mps"] > 0 and row["parameters"] > 0
+    _check_table(result, 1)
+    _check_targets(result)
+
+
+def test_forest_benchmark_compares_with_scikit_image(tiny):
+    result = bench_forest_vs_skimage.run(tiny)
+    reference, ours = result.rows
+    assert reference["n_features"] == 15 and ours["n_features"] > 0
+    assert reference["speedup"] == pytest.approx(1.0)
+    assert ours["speedup"] == pytest.approx(ours["predict_mps"] / reference["predict_mps"])
+    for row in result.rows:
+        _check_scores(row)
+        assert row["feature_mps"] > 0 and row["forest_mps"] > 0 and row["predict_mps"] > 0
+    _check_table(result, 2)
+    _check_targets(result)
+
+
+def test_tiling_benchmark_measures_seams_and_memory(tiny):
+    result = bench_tiling.run(tiny, ["cpu"])
+    compared = [row for row in result.rows if "key" in row]
+    scaled = [row for row in result.rows if "edge" in row]
+    assert [row["key"] for row in compared] == ["whole", "workbench", "workbench_halo", "monai"]
+    whole, ours, ours_with_halo, monai = compared
+    assert whole["seam_max"] == 0.0 and whole["tiles"] == 1
+    assert ours["tiles"] == ours_with_halo["tiles"] == monai["tiles"] == 9  # 160 px, tile 64, step 48: 3 x 3
+    for row in compared:
+        assert 0.0 <= row["seam_mean"] <= row["seam_max"] <= 1.0
+        assert 0.0 < row["model_share"] <= 1.0 + 1e-9
+        assert row["peak_rss_mb"] > 0 and row["mps"] > 0
+    assert monai["speedup"] == pytest.approx(1.0)
+    assert [row["edge"] for row in scaled] == [128, 192]
+    assert scaled[0]["growth"] == pytest.approx(1.0)
+    assert len(result.tables) == 2
+    assert result.tables[1].count("\n") == 1 + len(scaled)
+    assert not any(Path(tiny.work_dir).iterdir()), "scratch files must be removed"
+    _check_targets(result)
+
+
+def test_report_has_header_targets_and_sections(tiny, tmp_path):
+    rows = [{"method": "a", "value": 0.5}, {"method": "b|c", "value": None}]
+    result = _common.BenchmarkResult(
+        name="demo", title="Demo", description="what it measures", rows=rows, columns=["method", "value"],
+        tables=[_common.markdown_table(rows, ["method", "value"])],
+        targets=[_common.Target("x ≥ 1", _common.margin_text(0.5, 1.0), False, "too small")], seconds=1.0)
+    text = _report.render_report([result], ["## External\n\ntext"], [], tiny, ["cpu"],
+                                 "python benchmarks/run_all.py --quick", 60.0)
+    assert text.startswith("# Benchmark results")
+    for expected in ("TINY configuration", "python benchmarks/run_all.py --quick", "| CPU |", "| RAM |",
+                     "torch", "monai", "## Targets", "| x ≥ 1 | 0.500 (short by 0.500) | **missed** | too small |",
+                     "## Demo", "| b\\|c | – |", "## External", "## Configuration"):
+        assert expected in text, expected
+    output = tmp_path / "report.md"
+    _common.write_atomic(output, text)
+    assert output.read_text(encoding="utf-8") == text
+
+
+def test_command_line_choices():
+    everything = list(run_all.BENCHMARKS) + list(run_all.EXTERNAL)
+    assert run_all._parse_only(None) == everything
+    assert run_all._parse_only(["tiling,deep"]) == ["deep", "tiling"]
+    with pytest.raises(SystemExit, match="unknown benchmark"):
+        run_all._parse_only(["nonsense"])
+    assert run_all._default_output(False, everything) == run_all.DEFAULT_OUTPUT
+    assert run_all._default_output(True, everything).parent == _common.WORK_DIR
+    assert run_all._default_output(False, ["deep"]).name == "RESULTS-partial-deep.md"
+    assert run_all.parse_args(["--quick", "--device", "cpu"]).device == "cpu"
