@@ -1,0 +1,691 @@
+"""Train a U-Net on partial labels: masked loss, patch sampling, time budget, stop, resume.
+
+``train(samples, settings)`` takes (image, targets) pairs where targets are
+``-1`` wherever nothing was painted. The loss (cross-entropy with optional
+class balancing + soft Dice) sees only annotated pixels. A fraction of the
+annotated blocks is held out of the training loss to measure a validation loss;
+the weights with the lowest validation loss are kept. Training ends after
+``epochs`` epochs, after ``minutes`` minutes, or when a stop is requested,
+whichever comes first; every ending keeps the best weights.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from workbench.augment import Augmenter
+from workbench.callbacks import Callback, CallbackList
+from workbench.device import configure_cpu_threads, pick_device
+from workbench.errors import WorkbenchError
+from workbench.models import ModelCard, build_unet, check_model_fits, load_model, pad_to_multiple, save_model
+from workbench.normalize import PercentileNormalizer
+
+__all__ = ["TrainSettings", "TrainResult", "Trainer", "train", "masked_loss", "INSTANCE_CLASSES"]
+
+INSTANCE_CLASSES = ("background", "interior", "boundary")
+_MODES = ("semantic", "instance")
+_MAX_SAMPLING_POINTS = 2_000_000
+_MAX_VAL_BLOCKS = 64
+_WARMUP_STEPS = 20
+
+
+@dataclass
+class TrainSettings:
+    """What to train and for how long.
+
+    Attributes
+    ----------
+    preset : str
+        Model preset (see ``workbench.models.PRESETS``); ``"fast"`` suits CPUs.
+    encoder : str or None
+        Replace the preset's encoder (smp name or ``"tu-<timm model>"``).
+    width : float
+        Decoder width multiplier.
+    depth : int or None
+        Encoder stages (3-5); None = the preset's.
+    weights : None, "imagenet" or str
+        Encoder initialisation (see ``build_unet``).
+    epochs : int
+        Upper bound on epochs; an epoch is ``steps_per_epoch`` optimiser steps.
+    minutes : float or None
+        Time budget; None trains for ``epochs`` only (needed for bit-identical reruns).
+    steps_per_epoch : int
+        Optimiser steps between validations.
+    patch_size : int
+        Side of the square training patches. 128 beats 256 for sparse labels in a
+        short budget: more optimiser steps, and more of each patch is annotated.
+    batch_size : int
+        Patches per optimiser step.
+    lr : float
+        Peak learning rate of AdamW (warm-up, then cosine decay over the run).
+    weight_decay : float
+        AdamW weight decay.
+    augment : float
+        Augmentation strength, 0 (none) to 1 (strong).
+    class_balancing : bool
+        Weight the cross-entropy by inverse square-root class frequency.
+    dice_weight : float
+        Weight of the soft Dice term added to the cross-entropy.
+    val_fraction : float
+        Fraction of annotated blocks held out for the validation loss (0 = none).
+    val_block : int
+        Side of the blocks that are held out.
+    annotated_patch_fraction : float
+        Share of patches centred on an annotated pixel (the rest anywhere).
+    seed : int
+        Seeds weights, patch sampling and augmentation.
+    device : str
+        ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
+    mode : str
+        ``"semantic"`` or ``"instance"`` (targets 0 bg, 1 interior, 2 boundary).
+    classes : tuple of str or None
+        Class names (index = target value); None derives them.
+    n_classes : int or None
+        Output classes; None = ``len(classes)`` or the largest target + 1.
+    """
+
+    preset: str = "fast"
+    encoder: str | None = None
+    width: float = 1.0
+    depth: int | None = None
+    weights: str | None = None
+    epochs: int = 200
+    minutes: float | None = 2.0
+    steps_per_epoch: int = 10
+    patch_size: int = 128
+    batch_size: int = 8
+    lr: float = 5e-3
+    weight_decay: float = 1e-4
+    augment: float = 0.5
+    class_balancing: bool = True
+    dice_weight: float = 1.0
+    val_fraction: float = 0.1
+    val_block: int = 64
+    annotated_patch_fraction: float = 0.9
+    seed: int = 0
+    device: str = "auto"
+    mode: str = "semantic"
+    classes: tuple[str, ...] | None = None
+    n_classes: int | None = None
+
+    def validate(self) -> "TrainSettings":
+        """Check every field; return self.
+
+        Raises
+        ------
+        WorkbenchError
+            Naming the field, the value and what is expected.
+        """
+        _require_int("epochs", self.epochs, 1)
+        _require_int("steps_per_epoch", self.steps_per_epoch, 1)
+        _require_int("patch_size", self.patch_size, 32)
+        _require_int("batch_size", self.batch_size, 1)
+        _require_int("val_block", self.val_block, 8)
+        _require_int("seed", self.seed, 0)
+        if self.minutes is not None and (not isinstance(self.minutes, (int, float)) or not self.minutes > 0):
+            raise WorkbenchError(f"`minutes` must be a positive number or None; got {self.minutes!r}.")
+        for name, low, high in (("lr", 0.0, 1.0), ("val_fraction", 0.0, 0.9), ("augment", 0.0, 1.0),
+                                ("annotated_patch_fraction", 0.0, 1.0), ("weight_decay", 0.0, 1.0),
+                                ("dice_weight", 0.0, 100.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise WorkbenchError(f"`{name}` must be a number in [{low}, {high}]; got {value!r}.")
+        if self.lr == 0:
+            raise WorkbenchError("`lr` must be greater than 0; 5e-3 is a good start.")
+        if self.mode not in _MODES:
+            raise WorkbenchError(f"`mode` must be one of {_MODES}; got {self.mode!r}.")
+        if self.n_classes is not None:
+            _require_int("n_classes", self.n_classes, 2)
+        if self.classes is not None:
+            if len(self.classes) < 2:
+                raise WorkbenchError(f"`classes` needs at least 2 names (background first); got {self.classes!r}.")
+            if self.n_classes is not None and self.n_classes != len(self.classes):
+                raise WorkbenchError(
+                    f"`n_classes` ({self.n_classes}) disagrees with the {len(self.classes)} names in `classes`."
+                )
+        if self.mode == "instance" and (self.n_classes or 3) != 3:
+            raise WorkbenchError(f"instance mode trains 3 classes (background, interior, boundary); got n_classes={self.n_classes}.")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (stored in the model card)."""
+        data = asdict(self)
+        data["classes"] = None if self.classes is None else list(self.classes)
+        return data
+
+
+@dataclass
+class TrainResult:
+    """What training produced.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The best weights (lowest validation loss), eval mode.
+    card : ModelCard
+        Recipe, normalisation, settings and metrics; save both with `save`.
+    history : list of dict
+        One logs dict per epoch (see ``workbench.callbacks.Callback``).
+    best_metrics : dict
+        Validation (or, without validation pixels, training) metrics of the kept weights.
+    labelled_pixels : dict
+        ``{"total", "train", "validation", "per_class": {name: count}}``.
+    stop_reason : str
+        ``"epochs"``, ``"time"`` or ``"stopped"``.
+    seconds : float
+        Wall-clock training time.
+    """
+
+    model: torch.nn.Module
+    card: ModelCard
+    history: list[dict[str, Any]]
+    best_metrics: dict[str, Any]
+    labelled_pixels: dict[str, Any]
+    stop_reason: str
+    seconds: float
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a stop request ended training."""
+        return self.stop_reason == "stopped"
+
+    def save(self, directory: str | Path) -> Path:
+        """Save model and card with ``workbench.models.save_model``."""
+        return save_model(directory, self.model, self.card)
+
+
+def masked_loss(logits: torch.Tensor, targets: torch.Tensor, *, class_weights: torch.Tensor | None = None,
+                dice_weight: float = 1.0) -> torch.Tensor:
+    """Cross-entropy plus soft Dice over annotated pixels only.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(B, K, H, W)`` or ``(N, K)`` raw scores.
+    targets : torch.Tensor
+        ``(B, H, W)`` or ``(N,)`` int64, -1 = ignore.
+    class_weights : torch.Tensor or None
+        ``(K,)`` cross-entropy weights.
+    dice_weight : float
+        Weight of the Dice term.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss; zero (with a gradient) when no pixel is annotated.
+    """
+    n_classes = logits.shape[1]
+    if logits.ndim == 2:  # (N, K) -> (1, K, N, 1), so one dense code path serves both layouts
+        logits = logits.t()[None, :, :, None]
+        targets = targets[None, :, None]
+    logits = logits.float()
+    annotated = targets >= 0
+    if not bool(annotated.any()):
+        return logits.sum() * 0.0
+    loss = F.cross_entropy(logits, targets, weight=class_weights, ignore_index=-1)
+    if dice_weight > 0:
+        # Dense masked sums avoid gathering annotated pixels, which is slow on CPU.
+        mask = annotated.unsqueeze(1).to(logits.dtype)
+        probabilities = torch.softmax(logits, dim=1) * mask
+        one_hot = F.one_hot(targets.clamp(min=0), n_classes).permute(0, 3, 1, 2).to(logits.dtype) * mask
+        dims = (0, 2, 3)
+        intersection = (probabilities * one_hot).sum(dims)
+        denominator = probabilities.sum(dims) + one_hot.sum(dims)
+        dice = (2 * intersection + 1.0) / (denominator + 1.0)
+        loss = loss + dice_weight * (1.0 - dice.mean())
+    return loss
+
+
+class Trainer:
+    """Train a model on partial labels; `fit` runs, `stop` (from any thread) ends it cleanly.
+
+    Parameters
+    ----------
+    samples : sequence of (image, targets)
+        ``image``: ``CYX`` array-like (any dtype; a ``YX`` array is taken as one
+        channel); ``targets``: ``YX`` integers, -1 = not annotated, 0..K-1 classes.
+    settings : TrainSettings or None
+        None uses the defaults.
+    callbacks : iterable of Callback
+        Observers (progress bars, plots, history).
+    init_from : path or None
+        A saved model folder to continue training from (after labels changed).
+        Its architecture and normalisation are kept; settings' preset, encoder,
+        width, depth and weights are then ignored.
+    stop_event : threading.Event or None
+        Setting it ends training after the current step.
+    """
+
+    def __init__(self, samples: Sequence[tuple[Any, Any]], settings: TrainSettings | None = None, *,
+                 callbacks: Iterable[Callback] = (), init_from: str | Path | None = None,
+                 stop_event: threading.Event | None = None):
+        self.settings = (settings if settings is not None else TrainSettings())
+        if not isinstance(self.settings, TrainSettings):
+            raise WorkbenchError(f"`settings` must be a TrainSettings; got {type(self.settings).__name__}.")
+        self.settings.validate()
+        self.samples = _check_samples(samples)
+        self.callbacks = CallbackList(callbacks)
+        self.init_from = None if init_from is None else Path(init_from)
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
+
+    def stop(self) -> None:
+        """Ask training to end after the current step (keeps the best weights)."""
+        self.stop_event.set()
+
+    def fit(self) -> TrainResult:
+        """Run training and return a `TrainResult`.
+
+        Raises
+        ------
+        WorkbenchError
+            For unusable data, settings or ``init_from`` models.
+        """
+        threads_before = torch.get_num_threads()
+        try:
+            return self._fit()
+        except BaseException as exc:
+            self.callbacks.on_exception(exc)
+            raise
+        finally:
+            if torch.get_num_threads() != threads_before:
+                torch.set_num_threads(threads_before)
+
+    # ------------------------------------------------------------------ the run
+
+    def _fit(self) -> TrainResult:
+        settings = self.settings
+        device = pick_device(settings.device)
+        if device.type == "cpu":
+            configure_cpu_threads()
+        in_channels = self.samples[0][0].shape[0]
+        n_classes, class_names = _classes(settings, self.samples)
+
+        torch.manual_seed(settings.seed)
+        rng = np.random.default_rng(settings.seed)
+        if self.init_from is not None:
+            model, previous = load_model(self.init_from, device="cpu")
+            check_model_fits(previous, in_channels=in_channels, n_classes=n_classes,
+                             source=f"the model in {self.init_from} (init_from)")
+            normalizer = previous.normalizer() or PercentileNormalizer().fit(image for image, _ in self.samples)
+        else:
+            model = build_unet(in_channels, n_classes, preset=settings.preset, encoder=settings.encoder,
+                               width=settings.width, depth=settings.depth, weights=settings.weights)
+            normalizer = PercentileNormalizer().fit(image for image, _ in self.samples)
+        model = model.to(device).to(memory_format=torch.channels_last)
+        stride = int(model.encoder.output_stride)
+
+        train_targets, val_blocks = _hold_out_blocks(self.samples, settings, rng)
+        counts = _class_counts(train_targets, n_classes)
+        val_pixels = sum(int((self.samples[i][1][y0:y1, x0:x1] >= 0).sum()) for i, y0, y1, x0, x1 in val_blocks)
+        labelled = {
+            "total": int(counts.sum()) + val_pixels,
+            "train": int(counts.sum()),
+            "validation": val_pixels,
+            "per_class": {name: int(count) for name, count in zip(class_names, counts)},
+        }
+        if labelled["train"] == 0:
+            raise WorkbenchError("no annotated pixels left for training; paint more labels or lower `val_fraction`.")
+        sampler = _PatchSampler(self.samples, train_targets, normalizer, settings, rng)
+        class_weights = _class_weights(counts).to(device) if settings.class_balancing else None
+
+        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        use_amp = device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        total_steps = settings.epochs * settings.steps_per_epoch
+        budget = None if settings.minutes is None else settings.minutes * 60.0
+
+        self.callbacks.on_train_start({
+            "device": str(device), "in_channels": in_channels, "n_classes": n_classes, "classes": class_names,
+            "labelled_pixels": labelled, "settings": settings.to_dict(),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "resumed_from": None if self.init_from is None else str(self.init_from),
+        })
+        start = time.perf_counter()
+        history: list[dict[str, Any]] = []
+        best_loss, best_state, best_metrics = math.inf, None, {}
+        step, stop_reason = 0, "epochs"
+        for epoch in range(1, settings.epochs + 1):
+            model.train()
+            epoch_loss, epoch_steps, epoch_pixels, step_seconds = 0.0, 0, 0, 0.0
+            for _ in range(settings.steps_per_epoch):
+                if self.stop_event.is_set():
+                    stop_reason = "stopped"
+                    break
+                elapsed = time.perf_counter() - start
+                if budget is not None and elapsed >= budget:
+                    stop_reason = "time"
+                    break
+                fraction = _run_fraction(step, total_steps, elapsed, budget)
+                lr = _learning_rate(settings.lr, step, fraction)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                images, targets = sampler.batch()
+                step_start = time.perf_counter()
+                images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                targets = targets.to(device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                    logits = model(images)
+                loss = masked_loss(logits, targets, class_weights=class_weights, dice_weight=settings.dice_weight)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step_seconds += time.perf_counter() - step_start
+                epoch_loss += float(loss.detach())
+                epoch_steps += 1
+                epoch_pixels += images.shape[0] * images.shape[2] * images.shape[3]
+                step += 1
+                self.callbacks.on_progress(
+                    _run_fraction(step, total_steps, time.perf_counter() - start, budget),
+                    f"epoch {epoch}, step {step}",
+                )
+            if epoch_steps == 0:
+                break
+            train_loss = epoch_loss / epoch_steps
+            metrics = _validate(model, self.samples, val_blocks, normalizer, stride, device, class_weights,
+                                settings.dice_weight, n_classes)
+            monitored = metrics["val_loss"] if metrics else train_loss
+            logs = {
+                "epoch": epoch,
+                "loss": train_loss,
+                "val_loss": metrics.get("val_loss") if metrics else None,
+                "seconds": time.perf_counter() - start,
+                "lr": optimizer.param_groups[0]["lr"],
+                "pixels_per_second": epoch_pixels / step_seconds if step_seconds > 0 else 0.0,
+                "steps": step,
+            }
+            if metrics:
+                logs.update({key: value for key, value in metrics.items() if key != "val_loss"})
+            history.append(logs)
+            if monitored < best_loss:
+                best_loss = monitored
+                best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+                best_metrics = {"epoch": epoch, "loss": train_loss, **metrics}
+            self.callbacks.on_epoch_end(epoch, logs)
+            if stop_reason != "epochs":
+                break
+        if self.stop_event.is_set():
+            stop_reason = "stopped"
+        if best_state is None:
+            raise WorkbenchError(
+                "training stopped before the first step finished, so there is no model to keep; "
+                "give it more time (minutes) or request the stop later."
+            )
+        model.load_state_dict(best_state)
+        model.eval()
+        seconds = time.perf_counter() - start
+        best_metrics["seconds"] = seconds
+        best_metrics["stop_reason"] = stop_reason
+        card = ModelCard(
+            in_channels=in_channels, n_classes=n_classes, classes=list(class_names), mode=settings.mode,
+            normalisation=normalizer.to_dict(), settings=settings.to_dict(),
+            metrics={**best_metrics, "labelled_pixels": labelled,
+                     "resumed_from": None if self.init_from is None else str(self.init_from)},
+        )
+        result = TrainResult(model=model.to(memory_format=torch.contiguous_format), card=card, history=history,
+                             best_metrics=best_metrics, labelled_pixels=labelled, stop_reason=stop_reason,
+                             seconds=seconds)
+        self.callbacks.on_train_end(result)
+        return result
+
+
+def train(samples: Sequence[tuple[Any, Any]], settings: TrainSettings | None = None, *,
+          callbacks: Iterable[Callback] = (), init_from: str | Path | None = None,
+          stop_event: threading.Event | None = None) -> TrainResult:
+    """Train a U-Net on partially annotated images (see `Trainer` for the parameters).
+
+    Returns
+    -------
+    TrainResult
+        Best model, card, history, metrics and labelled pixel counts.
+
+    Examples
+    --------
+    >>> result = train([(image, targets)], TrainSettings(minutes=1))  # doctest: +SKIP
+    >>> result.save("models/nuclei")                                   # doctest: +SKIP
+    """
+    return Trainer(samples, settings, callbacks=callbacks, init_from=init_from, stop_event=stop_event).fit()
+
+
+# ---------------------------------------------------------------------- machinery
+
+
+class _ImageView:
+    """A CYX view over a YX array-like, reading lazily."""
+
+    def __init__(self, image):
+        self._image = image
+        self.shape = (1,) + tuple(image.shape)
+
+    def __getitem__(self, key):
+        _, ys, xs = key
+        return np.asarray(self._image[ys, xs])[None]
+
+
+def _check_samples(samples) -> list[tuple[Any, np.ndarray]]:
+    if isinstance(samples, tuple) and len(samples) == 2 and hasattr(samples[0], "shape"):
+        raise WorkbenchError("`samples` must be a list of (image, targets) pairs; wrap a single pair as [(image, targets)].")
+    if not isinstance(samples, (list, tuple)) or not samples:
+        raise WorkbenchError(
+            f"`samples` must be a non-empty list of (image CYX, targets YX) pairs; got {type(samples).__name__}."
+        )
+    checked = []
+    for index, pair in enumerate(samples):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise WorkbenchError(f"sample {index} must be an (image, targets) pair; got {type(pair).__name__}.")
+        image, targets = pair
+        shape = tuple(getattr(image, "shape", np.shape(image)))
+        if len(shape) == 2:
+            image = _ImageView(image if hasattr(image, "shape") else np.asarray(image))
+            shape = image.shape
+        if len(shape) != 3:
+            raise WorkbenchError(
+                f"sample {index}: image must be CYX (channels first) or YX; got shape {shape}. "
+                "Split z-stacks into separate CYX planes."
+            )
+        targets = np.asarray(targets)
+        if targets.shape != shape[1:]:
+            raise WorkbenchError(
+                f"sample {index}: targets shape {targets.shape} must equal the image's YX shape {shape[1:]}."
+            )
+        if not np.issubdtype(targets.dtype, np.integer):
+            raise WorkbenchError(
+                f"sample {index}: targets must be integers (-1 = ignore, 0..K-1 = class); got dtype {targets.dtype}."
+            )
+        if targets.size and targets.min() < -1:
+            raise WorkbenchError(f"sample {index}: targets must be >= -1 (-1 = ignore); got minimum {targets.min()}.")
+        if index and shape[0] != checked[0][0].shape[0]:
+            raise WorkbenchError(
+                f"all images must have the same channel count; sample 0 has {checked[0][0].shape[0]}, "
+                f"sample {index} has {shape[0]}."
+            )
+        checked.append((image, targets.astype(np.int64, copy=False)))
+    if not any((targets >= 0).any() for _, targets in checked):
+        raise WorkbenchError("no annotated pixels in `samples` (all targets are -1): paint background and at least one class.")
+    return checked
+
+
+def _classes(settings: TrainSettings, samples) -> tuple[int, list[str]]:
+    largest = max(int(targets.max()) for _, targets in samples)
+    if settings.mode == "instance":
+        n_classes, names = 3, list(INSTANCE_CLASSES)
+    elif settings.classes is not None:
+        n_classes, names = len(settings.classes), list(settings.classes)
+    elif settings.n_classes is not None:
+        n_classes = settings.n_classes
+        names = ["background"] + [f"class {k}" for k in range(1, n_classes)]
+    else:
+        n_classes = max(2, largest + 1)
+        names = ["background"] + [f"class {k}" for k in range(1, n_classes)]
+    if largest >= n_classes:
+        raise WorkbenchError(
+            f"targets contain class {largest} but the model has {n_classes} classes ({names}); "
+            "set `n_classes`/`classes` to cover every painted class."
+        )
+    return n_classes, names
+
+
+def _hold_out_blocks(samples, settings: TrainSettings, rng: np.random.Generator):
+    """Split annotated blocks into training targets (held-out pixels set to -1) and validation blocks."""
+    block = settings.val_block
+    candidates = []
+    for index, (_, targets) in enumerate(samples):
+        height, width = targets.shape
+        for y0 in range(0, height, block):
+            for x0 in range(0, width, block):
+                y1, x1 = min(y0 + block, height), min(x0 + block, width)
+                if (targets[y0:y1, x0:x1] >= 0).any():
+                    candidates.append((index, y0, y1, x0, x1))
+    n_val = int(round(settings.val_fraction * len(candidates)))
+    if settings.val_fraction > 0 and n_val == 0 and len(candidates) >= 4:
+        n_val = 1
+    n_val = min(n_val, len(candidates) - 1, _MAX_VAL_BLOCKS)
+    chosen = [candidates[i] for i in sorted(rng.permutation(len(candidates))[:max(n_val, 0)])]
+    train_targets = [targets for _, targets in samples]
+    for index, y0, y1, x0, x1 in chosen:
+        if train_targets[index] is samples[index][1]:
+            train_targets[index] = samples[index][1].copy()
+        train_targets[index][y0:y1, x0:x1] = -1
+    return train_targets, chosen
+
+
+def _class_counts(targets_list, n_classes: int) -> np.ndarray:
+    counts = np.zeros(n_classes, dtype=np.int64)
+    for targets in targets_list:
+        annotated = targets[targets >= 0]
+        counts += np.bincount(annotated, minlength=n_classes)[:n_classes]
+    return counts
+
+
+def _class_weights(counts: np.ndarray) -> torch.Tensor:
+    """Inverse square-root frequency weights, normalised so the average annotated pixel weighs 1."""
+    frequency = counts / max(counts.sum(), 1)
+    weights = np.where(frequency > 0, 1.0 / np.sqrt(np.maximum(frequency, 1e-12)), 1.0)
+    weights /= max((weights * frequency).sum(), 1e-12)
+    return torch.tensor(np.clip(weights, 0.05, 20.0), dtype=torch.float32)
+
+
+class _PatchSampler:
+    """Random training patches, mostly centred on annotated pixels; normalised and augmented."""
+
+    def __init__(self, samples, train_targets, normalizer, settings: TrainSettings, rng: np.random.Generator):
+        self.samples = samples
+        self.targets = train_targets
+        self.normalizer = normalizer
+        self.size = settings.patch_size
+        self.batch_size = settings.batch_size
+        self.annotated_fraction = settings.annotated_patch_fraction
+        self.rng = rng
+        self.augment = Augmenter(settings.augment, seed=settings.seed)
+        self.points = []
+        for targets in train_targets:
+            flat = np.flatnonzero(targets.ravel() >= 0)
+            if flat.size > _MAX_SAMPLING_POINTS:
+                flat = flat[:: int(math.ceil(flat.size / _MAX_SAMPLING_POINTS))]
+            self.points.append(flat)
+        counts = np.array([points.size for points in self.points], dtype=np.float64)
+        self.annotated_weights = counts / counts.sum()
+        areas = np.array([targets.size for targets in train_targets], dtype=np.float64)
+        self.area_weights = areas / areas.sum()
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        images, targets = zip(*(self._patch() for _ in range(self.batch_size)))
+        return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets))
+
+    def _patch(self) -> tuple[np.ndarray, np.ndarray]:
+        size, rng = self.size, self.rng
+        if rng.random() < self.annotated_fraction:
+            index = int(rng.choice(len(self.samples), p=self.annotated_weights))
+            height, width = self.targets[index].shape
+            point = int(self.points[index][rng.integers(self.points[index].size)])
+            jitter = rng.integers(-(size // 4), size // 4 + 1, size=2)
+            cy, cx = point // width + int(jitter[0]), point % width + int(jitter[1])
+        else:
+            index = int(rng.choice(len(self.samples), p=self.area_weights))
+            height, width = self.targets[index].shape
+            cy, cx = int(rng.integers(height)), int(rng.integers(width))
+        y0, x0 = cy - size // 2, cx - size // 2
+        image, targets = _crop(self.samples[index][0], self.targets[index], y0, x0, size)
+        image = self.normalizer(image)
+        return self.augment(image, targets)
+
+
+def _crop(image, targets: np.ndarray, y0: int, x0: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A size x size window at (y0, x0); outside the image: reflected intensities, ignored targets."""
+    height, width = targets.shape
+    # Keep the window overlapping the image, then pad what sticks out.
+    y0 = min(max(y0, -(size // 2)), max(height - size // 2, 0))
+    x0 = min(max(x0, -(size // 2)), max(width - size // 2, 0))
+    ya, yb, xa, xb = max(y0, 0), min(y0 + size, height), max(x0, 0), min(x0 + size, width)
+    image_crop = np.asarray(image[:, ya:yb, xa:xb])
+    target_crop = targets[ya:yb, xa:xb]
+    pads = ((ya - y0, y0 + size - yb), (xa - x0, x0 + size - xb))
+    if any(p for pair in pads for p in pair):
+        mode = "reflect" if min(image_crop.shape[1:]) > 1 else "edge"
+        image_crop = np.pad(image_crop, ((0, 0),) + pads, mode=mode)
+        target_crop = np.pad(target_crop, pads, mode="constant", constant_values=-1)
+    return image_crop, target_crop
+
+
+def _validate(model, samples, val_blocks, normalizer, stride, device, class_weights, dice_weight, n_classes):
+    """Loss and per-class IoU on held-out blocks, predicted with context around each block."""
+    if not val_blocks:
+        return {}
+    margin = 32
+    model.eval()
+    all_logits, all_targets = [], []
+    with torch.inference_mode():
+        for index, y0, y1, x0, x1 in val_blocks:
+            image, targets = samples[index]
+            height, width = targets.shape
+            wy0, wx0 = max(y0 - margin, 0), max(x0 - margin, 0)
+            wy1, wx1 = min(y1 + margin, height), min(x1 + margin, width)
+            window = normalizer(np.asarray(image[:, wy0:wy1, wx0:wx1]))
+            tensor = pad_to_multiple(torch.from_numpy(window)[None].to(device), stride)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                logits = model(tensor.contiguous(memory_format=torch.channels_last))
+            logits = logits[0, :, y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0].float()
+            block_targets = torch.from_numpy(np.ascontiguousarray(targets[y0:y1, x0:x1])).to(device)
+            annotated = block_targets >= 0
+            all_logits.append(logits.permute(1, 2, 0)[annotated])
+            all_targets.append(block_targets[annotated])
+    model.train()
+    logits = torch.cat(all_logits)
+    targets = torch.cat(all_targets)
+    loss = float(masked_loss(logits, targets, class_weights=class_weights, dice_weight=dice_weight))
+    predicted = logits.argmax(1)
+    metrics = {"val_loss": loss, "val_accuracy": float((predicted == targets).float().mean())}
+    ious = []
+    for k in range(n_classes):
+        union = int(((predicted == k) | (targets == k)).sum())
+        if union and int((targets == k).sum()):
+            ious.append(int(((predicted == k) & (targets == k)).sum()) / union)
+    metrics["val_mean_iou"] = float(np.mean(ious)) if ious else None
+    return metrics
+
+
+def _run_fraction(step: int, total_steps: int, elapsed: float, budget: float | None) -> float:
+    fraction = step / max(total_steps, 1)
+    if budget is not None:
+        fraction = max(fraction, elapsed / budget)
+    return min(fraction, 1.0)
+
+
+def _learning_rate(peak: float, step: int, fraction: float) -> float:
+    """Linear warm-up over the first steps, then cosine decay to 5 % of the peak by the end of the run."""
+    warmup = min(1.0, (step + 1) / _WARMUP_STEPS)
+    return peak * warmup * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * fraction)))
+
+
+def _require_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise WorkbenchError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
