@@ -8,7 +8,8 @@ import zarr
 from scipy import ndimage as ndi
 
 from workbench.errors import WorkbenchError
-from workbench.tiling import WINDOWS, TilingError, predict_tiled, predict_tiled_zarr
+from workbench.tiling import (DEFAULT_WINDOW, WINDOWS, TilingError, _tile_starts, predict_tiled,
+                              predict_tiled_zarr)
 
 # Gaussian with sigma 2 truncated at 3 sigma: the receptive field reaches 6 pixels.
 RECEPTIVE_RADIUS = 6
@@ -63,9 +64,48 @@ def _seam_error(prediction, reference, edges):
     return max(errors)
 
 
+def test_default_grid_is_monais_tile_count_spread_to_the_border():
+    # MONAI places 1 + ceil((size - tile) / step) tiles per axis; so do we, but
+    # spread evenly so the last tile ends at the border instead of running past it.
+    assert _tile_starts(1024, 256, 64) == (0, 192, 384, 576, 768)
+    assert _tile_starts(384, 256, 64) == (0, 128)
+    assert _tile_starts(1000, 256, 64) == (0, 186, 372, 558, 744)
+    assert _tile_starts(200, 256, 64) == (0,)
+    for size in range(257, 1200, 37):
+        starts = _tile_starts(size, 256, 64)
+        assert len(starts) == 1 + -(-(size - 256) // 192)
+        assert starts[-1] == size - 256 and min(np.diff(starts)) >= 1 and max(np.diff(starts)) <= 192
+
+
+def test_default_window_blends_like_monai(nuclei_cyx):
+    # A predictor that answers each tile's own mean: every tile differs, so the
+    # blend shows the weights. Interior tiles carry MONAI's importance map.
+    from monai.data.utils import compute_importance_map
+
+    image = nuclei_cyx[:, :, :448].astype(np.float32)
+    map_2d = compute_importance_map((128, 128), mode="gaussian", sigma_scale=0.125).numpy()
+
+    def tile_mean(batch):
+        return np.broadcast_to(batch.mean(axis=(2, 3), keepdims=True), batch.shape).copy()
+
+    tiled = predict_tiled(image, tile_mean, 1, tile_size=128, overlap=32)
+    assert DEFAULT_WINDOW == "gaussian"
+    expected = np.zeros((512, 448)), np.zeros((512, 448))
+    for y in (0, 96, 192, 288, 384):
+        for x in (0, 80, 160, 240, 320):
+            expected[0][y:y + 128, x:x + 128] += map_2d * image[0, y:y + 128, x:x + 128].mean()
+            expected[1][y:y + 128, x:x + 128] += map_2d
+    inner = np.s_[128:384, 128:320]  # covered by interior tiles only
+    # Up to the floor: 1e-3 of our peak (1) versus MONAI's 1e-3 absolute (peak 0.999 off-centre).
+    np.testing.assert_allclose(tiled[0][inner], (expected[0] / expected[1])[inner], rtol=2e-4)
+
+
 def test_blending_without_halo_is_close_and_seamless(nuclei_cyx):
+    # This predictor errs only within its receptive radius of a tile edge: the
+    # full-tile Hann window suits it (MONAI's Gaussian floors every weight at
+    # 1e-3, which lets tile corners through); for such predictors a halo is better still.
     reference = whole_image(nuclei_cyx)
-    blended = predict_tiled(nuclei_cyx, smooth_predictor, 2, tile_size=128, overlap=32, halo=0)
+    blended = predict_tiled(nuclei_cyx, smooth_predictor, 2, tile_size=128, overlap=32, halo=0, window="hann")
     hard = predict_tiled(
         nuclei_cyx, smooth_predictor, 2, tile_size=128, overlap=0, halo=0, window="constant"
     )
@@ -128,7 +168,8 @@ def test_zarr_in_zarr_out_writes_every_chunk(nuclei_cyx, tmp_path):
         progress=lambda fraction, message: messages.append((fraction, message)),
     )
     assert out.shape == (2, 512, 400) and out.dtype == np.float32
-    assert out.chunks == (2, 96, 96)
+    # Chunks of one step: 96 down 512 rows; 400 columns take 3 steps of 91 (spread to the border).
+    assert out.chunks == (2, 96, 91)
     assert out.nchunks_initialized == out.nchunks
     reopened = zarr.open_array(str(tmp_path / "probabilities.zarr"), mode="r")
     np.testing.assert_allclose(reopened[:], whole_image(nuclei_cyx[:, :, :400]), atol=1e-5)
@@ -282,8 +323,9 @@ def test_memory_does_not_grow_with_image_size():
     # Reads and writes are one tile at a time, whatever the image size.
     assert small_read == large_read == 256 * 256
     assert large_write <= 2 * 256 * 256
-    # 16x the pixels: the only growth allowed is the carry strip, (K, overlap, X) float32.
-    carry_growth = 2 * 64 * (4000 - 1000) * 4
+    # 16x the pixels: the only growth allowed is the carry strip, (K + 1, overlap, X) float32;
+    # 4000 px take 20 steps of 188, so neighbours overlap by 68 rather than 64.
+    carry_growth = (2 + 1) * 68 * 4000 * 4
     assert large_peak - small_peak < carry_growth + 1_000_000
     # About 8 MB, mostly one batch and the predictor's temporaries; the output is 128 MB.
     assert large_peak < 0.1 * (2 * 4000 * 4000 * 4)

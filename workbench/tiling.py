@@ -37,7 +37,7 @@ import numpy as np
 
 from workbench.errors import WorkbenchError
 
-__all__ = ["WINDOWS", "TilingError", "predict_tiled", "predict_tiled_zarr"]
+__all__ = ["DEFAULT_WINDOW", "WINDOWS", "TilingError", "predict_tiled", "predict_tiled_zarr"]
 
 Predictor = Callable[[np.ndarray], Any]
 Progress = Callable[[float, str], None]
@@ -47,88 +47,106 @@ class TilingError(WorkbenchError, ValueError):
     """Tiled prediction got an argument, or a predictor answer, it cannot use."""
 
 
-def _ramp_spline(t: np.ndarray) -> np.ndarray:
-    # Second-order spline: flat at both ends, so the blend has no kink.
-    return np.where(t < 0.5, 2 * t**2, 1 - 2 * (1 - t) ** 2)
+def _profile_gaussian(tile_size: int, overlap: int) -> np.ndarray:
+    # MONAI's importance map: sigma = tile / 8, centred on the tile.
+    centred = np.arange(tile_size) - (tile_size - 1) / 2
+    return np.exp(-0.5 * (centred / (0.125 * tile_size)) ** 2)
 
 
-def _ramp_hann(t: np.ndarray) -> np.ndarray:
-    return 0.5 - 0.5 * np.cos(np.pi * t)
+def _profile_hann(tile_size: int, overlap: int) -> np.ndarray:
+    return np.sin(np.pi * (np.arange(tile_size) + 0.5) / tile_size) ** 2
 
 
-def _ramp_gaussian(t: np.ndarray) -> np.ndarray:
-    return np.exp(-0.5 * ((1 - t) / 0.35) ** 2)
+def _profile_triangle(tile_size: int, overlap: int) -> np.ndarray:
+    position = np.arange(tile_size) + 0.5
+    return np.minimum(position, tile_size - position) / (tile_size / 2)
 
 
-def _ramp_triangle(t: np.ndarray) -> np.ndarray:
-    return t
+def _profile_spline(tile_size: int, overlap: int) -> np.ndarray:
+    # Weight 1 in the centre; a second-order spline (flat at both ends, so no
+    # kink) rises across the `overlap` pixels at each edge.
+    profile = np.ones(tile_size)
+    if overlap:
+        t = (np.arange(overlap) + 0.5) / overlap
+        rising = np.where(t < 0.5, 2 * t**2, 1 - 2 * (1 - t) ** 2)
+        profile[:overlap] = rising
+        profile[tile_size - overlap :] = rising[::-1]
+    return profile
 
 
-def _ramp_constant(t: np.ndarray) -> np.ndarray:
-    return np.ones_like(t)
+def _profile_constant(tile_size: int, overlap: int) -> np.ndarray:
+    return np.ones(tile_size)
 
 
-#: Blending windows by name. Each maps t in (0, 1) across the overlap, from the
-#: tile edge inwards, to a weight rising towards 1; the tile centre weighs 1.
-WINDOWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "spline": _ramp_spline,
-    "hann": _ramp_hann,
-    "gaussian": _ramp_gaussian,
-    "triangle": _ramp_triangle,
-    "constant": _ramp_constant,
+#: Blending windows by name. Each maps (tile_size, overlap) to a weight profile
+#: along one tile axis, largest in the centre and falling towards the tile
+#: edges, where the network sees padding instead of image and predicts worst.
+#: A tile weighs the outer product of its two profiles.
+WINDOWS: dict[str, Callable[[int, int], np.ndarray]] = {
+    "gaussian": _profile_gaussian,
+    "hann": _profile_hann,
+    "triangle": _profile_triangle,
+    "spline": _profile_spline,
+    "constant": _profile_constant,
 }
 
-# No tile weight is ever exactly zero, so every pixel has a defined average.
+DEFAULT_WINDOW = "gaussian"
+
+# No tile weight falls below this share of its peak (as in MONAI), so every
+# pixel's total weight stays far from zero and the average is exact.
 _MIN_WEIGHT = 1e-3
 
 
 @dataclass(frozen=True)
 class _Axis:
-    """Where the tiles lie along one image axis, and their normalised weights."""
+    """Where the tiles lie along one image axis, and each tile's weight profile."""
 
     size: int
     tile_size: int
     starts: tuple[int, ...]
-    weights: tuple[np.ndarray, ...]  # per tile, already divided by the summed window
+    profiles: tuple[np.ndarray, ...]  # per tile, length extent(index), peak 1
 
     def extent(self, index: int) -> int:
-        """Output pixels of tile ``index`` inside the image (the last tile may run past it)."""
+        """Output pixels of tile ``index`` inside the image (only a lone tile may run past it)."""
         return min(self.tile_size, self.size - self.starts[index])
 
     def finished_end(self, index: int) -> int:
         """First coordinate still needed by a later tile after tile ``index``."""
         return self.starts[index + 1] if index + 1 < len(self.starts) else self.size
 
+    def overlap_after(self, index: int) -> int:
+        """Pixels tile ``index`` shares with the next tile."""
+        return self.starts[index] + self.tile_size - self.starts[index + 1]
 
-def _plan_axis(size: int, tile_size: int, overlap: int, ramp: Callable) -> _Axis:
-    # A regular grid: every pair of neighbours overlaps by exactly `overlap`, and
-    # the last tile runs past the border (reflected input, cropped output) rather
-    # than being pulled back. So the carried rows stay `overlap` high and every
-    # finished block is one step square, aligned with output chunks of one step.
-    step = tile_size - overlap
-    n_tiles = 1 + max(0, -(-(size - tile_size) // step))
-    starts = tuple(index * step for index in range(n_tiles))
-    rising = np.maximum(ramp((np.arange(overlap) + 0.5) / max(overlap, 1)), _MIN_WEIGHT)
 
-    windows = []
+def _tile_starts(size: int, tile_size: int, overlap: int) -> tuple[int, ...]:
+    # As few tiles as a step of `tile_size - overlap` needs (MONAI's count), then
+    # spread evenly with the last tile ending at the border: the spare pixels
+    # widen the overlaps instead of feeding the network reflected image. All
+    # steps are equal but the last, which may be shorter, so finished blocks
+    # still align with output chunks of one step.
+    if size <= tile_size:
+        return (0,)
+    n_steps = -(-(size - tile_size) // (tile_size - overlap))
+    step = -(-(size - tile_size) // n_steps)
+    return tuple(sorted({min(index * step, size - tile_size) for index in range(n_steps + 1)}))
+
+
+def _plan_axis(size: int, tile_size: int, overlap: int, window: Callable) -> _Axis:
+    starts = _tile_starts(size, tile_size, overlap)
+    base = np.asarray(window(tile_size, overlap), dtype=np.float64)
+    base = base / base.max()
+    profiles = []
     for index, start in enumerate(starts):
-        extent = min(tile_size, size - start)
-        window = np.ones(tile_size, dtype=np.float64)
-        # Tiles at the image border keep weight 1 up to the border pixel.
-        if index > 0 and overlap:
-            window[:overlap] = rising
-        if index < n_tiles - 1 and overlap:
-            window[tile_size - overlap :] = rising[::-1]
-        windows.append(window[:extent])
-
-    summed = np.zeros(size, dtype=np.float64)
-    for start, window in zip(starts, windows):
-        summed[start : start + len(window)] += window
-    weights = tuple(
-        (window / summed[start : start + len(window)]).astype(np.float32)
-        for start, window in zip(starts, windows)
-    )
-    return _Axis(size=size, tile_size=tile_size, starts=starts, weights=weights)
+        profile = base
+        # Tiles at the image border keep their peak weight out to the border
+        # pixel: no other tile covers that side.
+        if index == 0:
+            profile = np.maximum.accumulate(profile[::-1])[::-1]
+        if index == len(starts) - 1:
+            profile = np.maximum.accumulate(profile)
+        profiles.append(profile[: min(tile_size, size - start)])
+    return _Axis(size=size, tile_size=tile_size, starts=starts, profiles=tuple(profiles))
 
 
 def _overlap_pixels(overlap: float | int, tile_size: int) -> int:
@@ -252,42 +270,60 @@ def _predict_batch(predictor: Predictor, batch: np.ndarray, n_outputs: int, tta:
 class _BlendingWriter:
     """Accumulates weighted tiles in row-major order and writes finished blocks to ``out``.
 
-    Held at once: one tile-sized window (K, tile, tile) sliding along the
-    current tile row, plus a carry strip (K, overlap, X) of the rows the next
-    tile row will still add to. A block is written as soon as no later tile
-    touches it, exactly once.
+    Held at once: one tile-sized window (K + 1, tile, tile) sliding along the
+    current tile row (the weighted predictions and, last, the summed weight),
+    plus a carry strip (K + 1, overlap, X) of the rows the next tile row will
+    still add to. A block is written, divided by its summed weight, as soon as
+    no later tile touches it, exactly once.
     """
 
-    def __init__(self, out: Any, n_outputs: int, rows: _Axis, cols: _Axis, overlap: int):
-        self.out, self.rows, self.cols, self.overlap = out, rows, cols, overlap
-        carry_height = overlap if len(rows.starts) > 1 else 0
-        self.carry = np.zeros((n_outputs, carry_height, cols.size), dtype=np.float32)
-        self.window = np.zeros((n_outputs, rows.tile_size, cols.tile_size), dtype=np.float32)
+    def __init__(self, out: Any, n_outputs: int, rows: _Axis, cols: _Axis):
+        self.out, self.rows, self.cols, self.n_outputs = out, rows, cols, n_outputs
+        carry_height = max((rows.overlap_after(i) for i in range(len(rows.starts) - 1)), default=0)
+        self.carry = np.zeros((n_outputs + 1, carry_height, cols.size), dtype=np.float32)
+        self.window = np.zeros((n_outputs + 1, rows.tile_size, cols.tile_size), dtype=np.float32)
+        self._weights: dict[tuple, np.ndarray] = {}
+
+    def _tile_weights(self, row: int, col: int) -> np.ndarray:
+        # Only border tiles differ, so a handful of weight maps serve the whole image.
+        def kind(axis: _Axis, index: int) -> tuple[bool, bool, int]:
+            return index == 0, index == len(axis.starts) - 1, axis.extent(index)
+
+        key = kind(self.rows, row) + kind(self.cols, col)
+        weights = self._weights.get(key)
+        if weights is None:
+            product = np.outer(self.rows.profiles[row], self.cols.profiles[col])
+            weights = np.maximum(product, _MIN_WEIGHT).astype(np.float32)
+            self._weights[key] = weights
+        return weights
 
     def add(self, row: int, col: int, prediction: np.ndarray) -> None:
         """Blend the prediction (K, rows.extent(row), cols.extent(col)) of one tile."""
-        rows, cols, window, overlap = self.rows, self.cols, self.window, self.overlap
+        rows, cols, window, n_outputs = self.rows, self.cols, self.window, self.n_outputs
         y0, x0 = rows.starts[row], cols.starts[col]
         height, width = rows.extent(row), cols.extent(col)
-        tile = cols.tile_size
         if col == 0:
             window[:] = 0
             new_from = 0
         else:
-            # Slide one step right: keep the overlap columns, clear the rest.
-            window[:, :, :overlap] = window[:, :, tile - overlap :].copy()
-            window[:, :, overlap:] = 0
-            new_from = overlap
-        if row > 0 and overlap:
+            # Slide right to this tile: keep the columns shared with the last one, clear the rest.
+            new_from = cols.overlap_after(col - 1)
+            window[:, :, :new_from] = window[:, :, cols.tile_size - new_from :].copy()
+            window[:, :, new_from:] = 0
+        if row > 0:
             # Columns entering the window receive what the tile row above left for them.
-            window[:, :overlap, new_from:width] += self.carry[:, :, x0 + new_from : x0 + width]
-        window[:, :height, :width] += prediction * rows.weights[row][:, None] * cols.weights[col][None, :]
+            shared = rows.overlap_after(row - 1)
+            window[:, :shared, new_from:width] += self.carry[:, :shared, x0 + new_from : x0 + width]
+        weights = self._tile_weights(row, col)
+        window[:n_outputs, :height, :width] += prediction * weights
+        window[n_outputs, :height, :width] += weights
 
         done_rows = rows.finished_end(row) - y0
         done_cols = cols.finished_end(col) - x0
-        self.out[:, y0 : y0 + done_rows, x0 : x0 + done_cols] = window[:, :done_rows, :done_cols]
-        if row < len(rows.starts) - 1 and overlap:
-            self.carry[:, :, x0 : x0 + done_cols] = window[:, done_rows:height, :done_cols]
+        finished = window[:, :done_rows, :done_cols]
+        self.out[:, y0 : y0 + done_rows, x0 : x0 + done_cols] = finished[:n_outputs] / finished[n_outputs]
+        if row < len(rows.starts) - 1:
+            self.carry[:, : height - done_rows, x0 : x0 + done_cols] = window[:, done_rows:height, :done_cols]
 
 
 def predict_tiled(
@@ -299,7 +335,7 @@ def predict_tiled(
     overlap: float | int = 0.25,
     halo: int = 0,
     batch_size: int = 4,
-    window: str = "spline",
+    window: str = DEFAULT_WINDOW,
     out: Any = None,
     tta: bool = False,
     progress: Progress | None = None,
@@ -330,9 +366,13 @@ def predict_tiled(
     batch_size : int, optional
         Tiles per predictor call.
     window : str, optional
-        Blending window across the overlap, one of ``WINDOWS``: "spline"
-        (default), "hann", "gaussian", "triangle", "constant". Tiles at the
-        image border keep full weight up to the border pixel.
+        Blending window, one of ``WINDOWS``: "gaussian" (default; MONAI's
+        importance map, sigma = tile / 8, over the whole tile), "hann",
+        "triangle" (both over the whole tile), "spline" (a ramp across the
+        overlap only, weight 1 in the centre), "constant". A tile's weight is
+        the outer product of its row and column profiles, never below 1e-3 of
+        its peak; tiles at the image border keep the peak weight out to the
+        border pixel.
     out : array-like, shape (n_outputs, Y, X), optional
         Where to write the result (numpy or zarr, floating dtype; any object
         with ``.shape`` and slice assignment works). Every pixel is written
@@ -357,15 +397,23 @@ def predict_tiled(
 
     Notes
     -----
-    Tiles lie on a regular grid with a step of ``tile_size - overlap``; the
-    last tile of a row or column runs past the border (reflected input,
-    cropped output), as does a single tile on an image smaller than a tile.
+    Along each axis the tiles are as few as a step of ``tile_size - overlap``
+    needs (the count MONAI's ``sliding_window_inference`` uses), spread with
+    one equal step (at most ``tile_size - overlap``) and the last tile ending
+    at the border, so neighbours overlap by at least ``overlap`` and the spare
+    pixels widen the overlaps. Only an image axis smaller than a tile is
+    padded (reflected input, cropped output).
+
+    Blending: predictions near a tile edge are the least reliable (the
+    network sees padding there), so each pixel is the weighted mean of the
+    tiles covering it with weights that fall towards each tile's edges.
 
     Memory held at once is one batch of tiles (and its predictions), one
-    tile-sized blending window and a carry strip of (n_outputs, overlap, X)
-    float32. It does not grow with the image height, and with the width only
-    through that strip. Every step x step block is written once, as soon as
-    no later tile touches it.
+    tile-sized blending window and a carry strip of (n_outputs + 1, overlap, X)
+    float32 (the weighted sums and the summed weight). It does not grow with
+    the image height, and with the width only through that strip. Every
+    step x step block is written once, normalised, as soon as no later tile
+    touches it.
     """
     n_channels, height, width = _image_shape(image)
     n_outputs = _positive_int(n_outputs, "n_outputs")
@@ -382,10 +430,9 @@ def predict_tiled(
     else:
         _check_out(out, (n_outputs, height, width))
 
-    ramp = WINDOWS[window]
-    rows = _plan_axis(height, tile_size, overlap_px, ramp)
-    cols = _plan_axis(width, tile_size, overlap_px, ramp)
-    writer = _BlendingWriter(out, n_outputs, rows, cols, overlap_px)
+    rows = _plan_axis(height, tile_size, overlap_px, WINDOWS[window])
+    cols = _plan_axis(width, tile_size, overlap_px, WINDOWS[window])
+    writer = _BlendingWriter(out, n_outputs, rows, cols)
     n_tiles = len(rows.starts) * len(cols.starts)
     # Row-major order is what the writer needs; a generator keeps no list of all tiles.
     tiles = itertools.product(range(len(rows.starts)), range(len(cols.starts)))
@@ -468,14 +515,19 @@ def predict_tiled_zarr(
     _, height, width = _image_shape(image)
     n_outputs = _positive_int(n_outputs, "n_outputs")
     tile_size = _positive_int(tile_size, "tile_size")
-    step = tile_size - _overlap_pixels(overlap, tile_size)
+    overlap_px = _overlap_pixels(overlap, tile_size)
+    row_starts = _tile_starts(height, tile_size, overlap_px)
+    col_starts = _tile_starts(width, tile_size, overlap_px)
+    # Chunks of one step: every finished block but the last row/column fills one chunk.
+    row_step = row_starts[1] if len(row_starts) > 1 else height
+    col_step = col_starts[1] if len(col_starts) > 1 else width
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:
         raise TilingError(f"`out_path` {str(out_path)!r} already exists; pass overwrite=True to replace it.")
     out = zarr.create_array(
         store=str(out_path),
         shape=(n_outputs, height, width),
-        chunks=(n_outputs, min(step, height), min(step, width)),
+        chunks=(n_outputs, row_step, col_step),
         dtype="float32",
         fill_value=0.0,
         overwrite=overwrite,
