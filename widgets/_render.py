@@ -18,7 +18,8 @@ OUTLINE_COLOR = (255, 255, 0)
 # A perceptually ordered dark-to-bright ramp (after matplotlib's "inferno").
 HEAT_ANCHORS = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)], np.float32)
 
-__all__ = ["label_overlay", "prediction_overlay", "prediction_reader", "heat_colors", "class_lut", "PREDICTION_VIEWS"]
+__all__ = ["label_overlay", "prediction_overlay", "prediction_reader", "heat_colors", "class_lut", "PREDICTION_VIEWS",
+           "RegionPlane"]
 
 
 def class_lut(colors: Sequence[str], opacity: float) -> np.ndarray:
@@ -112,6 +113,42 @@ def prediction_overlay(kind: str, plane: NearestPyramid, viewport: Viewport, fac
         raise ValueError(f"prediction overlay kind must be 'classes', 'instances' or 'heat', got {kind!r}")
     out[~inside] = 0
     return out
+
+
+class RegionPlane:
+    """Full-resolution values of one image region, sampled for the canvas as a `NearestPyramid` is.
+
+    For predictions that cover only part of the image (the live preview of the visible region):
+    canvas pixels outside the region are reported as outside, so the overlay is transparent there.
+
+    Parameters
+    ----------
+    values : array (h, w)
+    region : (slice, slice)
+        Image rows and columns that `values` cover (``h`` rows, ``w`` columns).
+    """
+
+    def __init__(self, values: np.ndarray, region: tuple[slice, slice]):
+        values = np.asarray(values)
+        ys, xs = region
+        if values.ndim != 2 or values.shape != (ys.stop - ys.start, xs.stop - xs.start):
+            raise ValueError(f"`values` (shape {values.shape}) must be 2-D and as large as `region` "
+                             f"({ys.stop - ys.start} x {xs.stop - xs.start})")
+        self.values = values
+        self.region = (slice(int(ys.start), int(ys.stop)), slice(int(xs.start), int(xs.stop)))
+
+    def sample(self, viewport: Viewport, factor: int = 1):
+        """``(values, inside)`` per canvas pixel (`factor` is ignored: the region is small), or None."""
+        ys, xs = self.region
+        height, width = self.values.shape
+        rows = np.floor(viewport.origin_y + (np.arange(viewport.height) + 0.5) / viewport.zoom).astype(np.int64)
+        cols = np.floor(viewport.origin_x + (np.arange(viewport.width) + 0.5) / viewport.zoom).astype(np.int64)
+        rows, cols = rows - ys.start, cols - xs.start
+        row_ok, col_ok = (rows >= 0) & (rows < height), (cols >= 0) & (cols < width)
+        if not row_ok.any() or not col_ok.any():
+            return None
+        picked = self.values[np.clip(rows, 0, height - 1)[:, None], np.clip(cols, 0, width - 1)[None, :]]
+        return picked, row_ok[:, None] & col_ok[None, :]
 
 
 # What the prediction menu offers: view name -> (stored layer, overlay kind).

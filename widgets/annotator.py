@@ -13,6 +13,7 @@ that ipycanvas's event callbacks call, so tests drive the annotator without a br
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, Sequence
 
 import ipywidgets as w
@@ -20,7 +21,7 @@ import numpy as np
 from ipycanvas import MultiCanvas, hold_canvas
 
 from widgets import _controls
-from widgets._render import PREDICTION_VIEWS, label_overlay, prediction_overlay, prediction_reader
+from widgets._render import PREDICTION_VIEWS, RegionPlane, label_overlay, prediction_overlay, prediction_reader
 from workbench.errors import WorkbenchError
 from workbench.labels import INSTANCE_CLASSES, OBJECT, UNLABELLED
 from workbench.painting import DEFAULT_SAVE_DELAY, Edit, LabelEditor, LabelsChanged
@@ -35,6 +36,7 @@ ZOOM_STEP = 1.5
 WHEEL_PIXELS_PER_DOUBLING = 300.0  # a wheel notch (100 px) zooms by 2 ** (1/3)
 NO_PREDICTION = "none"
 KEY_TOOLS = {"b": "brush", "e": "eraser", "l": "fill", "p": "pan"}
+PREVIEW_KINDS = ("classes", "instances", "heat")
 
 __all__ = ["Annotator"]
 
@@ -93,6 +95,9 @@ class Annotator:
         self.channels: list[ChannelDisplay] = []
         self._labels_pyramid: NearestPyramid | None = None
         self._prediction_planes: dict = {}
+        self._preview: tuple[RegionPlane, str] | None = None  # set_preview's overlay, over the stored one
+        # Another source (the live preview's thread) may draw the prediction layer: one drawer at a time.
+        self._render_lock = threading.RLock()
         self._label_callbacks: list[Callable[[LabelsChanged], None]] = []
         self._view_callbacks: list[Callable[[dict], None]] = []
         self._class_value = OBJECT if project.n_classes >= 2 else 1
@@ -117,6 +122,7 @@ class Annotator:
         c = self.controls
         toolbar = w.HBox([c.image, c.tool, c.undo, c.redo, c.zoom_out, c.zoom_in, c.fit, c.actual_size],
                          layout=w.Layout(flex_flow="row wrap", align_items="center"))
+        self.toolbar = toolbar
         palette = w.HBox([w.HTML("<b>class</b>&nbsp;"), c.palette], layout=w.Layout(align_items="center"))
         show_boundaries = c.show_boundaries
         show_boundaries.layout.display = None if self.project.mode == "instance" else "none"
@@ -220,6 +226,7 @@ class Annotator:
                 f"image {self.name!r} has {self.pyramid.image.n_slices} z-slice(s); slice {z} does not exist"
             )
         self.z = z
+        self._preview = None  # a preview belongs to one plane
         self._set_quietly(self.controls.z, value=z)
         editor = self.editor
         self._labels_pyramid = NearestPyramid(lambda ys, xs: editor.read(ys, xs, z), self.pyramid.shape,
@@ -341,7 +348,7 @@ class Annotator:
         if self.name is None:
             return
         factor = self.viewport.level_for(self.pyramid.factors)
-        with hold_canvas():
+        with self._render_lock, hold_canvas():
             for layer in layers:
                 if layer == IMAGE:
                     picture = render_image(self.pyramid, self.viewport, self.channels, self.z)
@@ -373,6 +380,11 @@ class Annotator:
                              self.controls.opacity.value, boundary_width=width)
 
     def _prediction_picture(self, factor: int) -> np.ndarray:
+        preview = self._preview
+        if preview is not None:
+            plane, kind = preview
+            return prediction_overlay(kind, plane, self.viewport, 1, self._overlay_colors(kind),
+                                      self.controls.prediction_opacity.value)
         view = self.controls.prediction.value
         if view in (None, NO_PREDICTION):
             return np.zeros((self.viewport.height, self.viewport.width, 4), np.uint8)
@@ -388,11 +400,13 @@ class Annotator:
             plane = NearestPyramid(reader, self.pyramid.shape, self.pyramid.factors, dtype)
             self._prediction_planes[key] = plane
         kind = "heat" if view.startswith("probability:") else PREDICTION_VIEWS[view][1]
-        colors = self.project.class_colors
-        if self.project.mode == "instance" and kind == "classes":
-            colors = [self.project.class_colors[0], self.project.class_colors[1]]
-        return prediction_overlay(kind, plane, self.viewport, factor, colors,
+        return prediction_overlay(kind, plane, self.viewport, factor, self._overlay_colors(kind),
                                   self.controls.prediction_opacity.value)
+
+    def _overlay_colors(self, kind: str) -> list[str]:
+        if self.project.mode == "instance" and kind == "classes":
+            return [self.project.class_colors[0], self.project.class_colors[1]]  # then boundary yellow
+        return list(self.project.class_colors)
 
     def refresh_predictions(self) -> list:
         """Look again for stored predictions (after a model predicted) and fill the prediction menu."""
@@ -428,6 +442,48 @@ class Annotator:
             )
         self.controls.prediction.value = view
         self._render_layers(PREDICTION)
+
+    def set_preview(self, values: np.ndarray, region: tuple[slice, slice], *, kind: str = "classes") -> None:
+        """Show a prediction supplied from outside (e.g. a live preview) for one image region.
+
+        It replaces the stored prediction in the prediction layer, follows pan and zoom, and is
+        transparent outside `region`, until `clear_preview` or another image or z-slice. Safe to
+        call from a worker thread.
+
+        Parameters
+        ----------
+        values : array (h, w)
+            Full-resolution values of `region` of the current plane: class indices (``"classes"``,
+            0 = background, transparent), object ids (``"instances"``, outlined) or 0..1 (``"heat"``).
+        region : (slice, slice)
+            Image rows and columns that `values` cover.
+        kind : {"classes", "instances", "heat"}
+        """
+        self._require_image()
+        if kind not in PREVIEW_KINDS:
+            raise WorkbenchError(f"preview kind must be one of {', '.join(PREVIEW_KINDS)}, got {kind!r}")
+        try:
+            plane = RegionPlane(values, region)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise WorkbenchError(f"set_preview: {exc}; give (h, w) values and the (rows, columns) slices "
+                                 "they cover") from None
+        with self._render_lock:
+            self._preview = (plane, kind)
+            self._render_layers(PREDICTION)
+
+    def clear_preview(self) -> None:
+        """Remove the `set_preview` overlay; the prediction menu's view shows again."""
+        with self._render_lock:
+            self._preview = None
+            self._render_layers(PREDICTION)
+
+    @property
+    def has_preview(self) -> bool:
+        return self._preview is not None
+
+    def add_to_toolbar(self, widget: w.Widget) -> None:
+        """Append `widget` (e.g. another panel's toggle) to the toolbar above the canvas."""
+        self.toolbar.children = tuple(self.toolbar.children) + (widget,)
 
     # ------------------------------------------------------------------ tools and classes
     @property

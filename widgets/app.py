@@ -95,6 +95,8 @@ class WorkbenchApp:
     tabs : ipywidgets.Tab
     setup, annotator, training, review, segment
         The step panels (the latter four are rebuilt when another project is opened).
+    live_preview : widgets.live_preview.LivePreviewController
+        The annotator's "Live preview (Random Forest)" toggle, in its toolbar.
     """
 
     def __init__(self, project: Project | str | os.PathLike | None = None, *, train_seconds: float | None = None,
@@ -107,6 +109,7 @@ class WorkbenchApp:
         self.canvas_size = canvas_size
         self.project = project
         self.annotator = None
+        self.live_preview = None
         self.title = W.HTML()
         self.status = W.HTML()
         self.setup = ProjectSetupPanel(project)
@@ -124,12 +127,16 @@ class WorkbenchApp:
     def set_project(self, project: Project) -> None:
         """Show `project` in every step (called when step 1 opens or creates one)."""
         from widgets.annotator import Annotator
+        from widgets.live_preview import LivePreviewController
 
         self.project = project
+        if self.live_preview is not None:
+            self.live_preview.close()
         if self.annotator is not None:
             self.annotator.close()
         width, height = self.canvas_size
         self.annotator = Annotator(project, width=width, height=height)
+        self.live_preview = LivePreviewController(self.annotator, project)
         self.training = TrainingPanel(project, seconds=self.train_seconds)
         self.review = ReviewPanel(project, open_annotator=self.open_annotator, on_add_images=self.add_images,
                                   on_train_longer=self.train_longer)
