@@ -39,8 +39,13 @@ def test_image_edge_is_not_a_boundary():
 def test_targets_keep_painted_background_and_ignore_unpainted():
     labels = _disk_labels()
     t = training_targets(labels, "instance", boundary_width=2)
-    assert (t[labels == 0] == -1).all()
+    outside = ndi.distance_transform_cdt(labels != 2, metric="taxicab")
+    ring = (labels == 0) & (outside <= 2)
+    assert ring.sum() > 0 and (t[ring] == 0).all()  # a whole painted object says where it ends
+    assert (t[(labels == 0) & ~ring] == -1).all()
     assert (t[labels == 1] == 0).all()
+    plain = training_targets(labels, "instance", boundary_width=2, outer_background=False)
+    assert (plain[labels == 0] == -1).all()
     assert set(np.unique(t[labels == 2])) == {1, 2}
     s = training_targets(labels, "semantic")
     assert (s == labels.astype(int) - 1).all()

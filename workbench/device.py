@@ -82,7 +82,9 @@ def configure_cpu_threads(n_threads: int | None = None) -> int:
     Parameters
     ----------
     n_threads : int or None
-        Threads to use; ``None`` means ``os.cpu_count()`` (at least 1).
+        Threads to use; ``None`` means the ``WORKBENCH_THREADS`` environment variable when set
+        (for machines shared with other heavy work, where oversubscribed threads slow torch
+        down many times over), else the cores this process may run on.
 
     Returns
     -------
@@ -90,7 +92,13 @@ def configure_cpu_threads(n_threads: int | None = None) -> int:
         The thread count now in effect.
     """
     if n_threads is None:
-        n_threads = os.cpu_count() or 1
+        from_env = os.environ.get("WORKBENCH_THREADS", "").strip()
+        if from_env:
+            if not from_env.isdigit() or int(from_env) < 1:
+                raise WorkbenchError(f"WORKBENCH_THREADS must be a positive whole number; got {from_env!r}.")
+            n_threads = int(from_env)
+        else:
+            n_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if not isinstance(n_threads, int) or n_threads < 1:
         raise WorkbenchError(f"`n_threads` must be a positive integer or None; got {n_threads!r}.")
     if torch.get_num_threads() != n_threads:

@@ -122,11 +122,16 @@ def derive_boundaries(labels: np.ndarray, width: int = 2, *, object_value: int =
     return inside & (depth <= int(width))
 
 
-def training_targets(labels, mode: str, boundary_width: int = 2) -> np.ndarray:
+def training_targets(labels, mode: str, boundary_width: int = 2, *, outer_background: bool = True) -> np.ndarray:
     """Targets for a loss that ignores unlabelled pixels.
 
     Semantic: label - 1 (unlabelled -> -1). Instance: -1 unlabelled, 0 background,
     1 object interior, 2 derived boundary.
+
+    With `outer_background` (instance mode), unlabelled pixels within `boundary_width` outside
+    a painted object count as background: an object painted whole says where it ends, and
+    without this the model never sees background right beside an object unless the user
+    painted it there, so it learns objects too large.
     """
     _check_mode(mode)
     labels = np.asarray(labels)
@@ -141,6 +146,9 @@ def training_targets(labels, mode: str, boundary_width: int = 2) -> np.ndarray:
     targets[labels == BACKGROUND] = 0
     targets[labels == OBJECT] = 1
     targets[derive_boundaries(labels, boundary_width)] = 2
+    if outer_background and (labels == OBJECT).any():
+        outside = ndi.distance_transform_cdt(labels != OBJECT, metric="taxicab")
+        targets[(labels == UNLABELLED) & (outside <= int(boundary_width))] = 0
     return targets
 
 

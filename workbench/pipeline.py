@@ -21,7 +21,7 @@ from workbench.project import Project
 
 __all__ = [
     "METHODS", "Segmenter", "load_segmenter", "train_model", "predict_project", "predict_file",
-    "export_prediction", "postprocess", "measure_labels", "measure_project", "run_demo", "uncertainty",
+    "export_prediction", "postprocess", "instance_options", "auto_min_size", "measure_labels", "measure_project", "run_demo", "uncertainty",
 ]
 
 METHODS = ("unet", "forest")
@@ -41,10 +41,10 @@ class Segmenter:
     tile_size: int = 256
 
 
-def load_segmenter(project: Project, version: int | None = None, *, device: str | None = None,
-                   batch_size: int | None = None) -> Segmenter:
-    """Load a model version of the project (the latest by default) as a tile predictor."""
-    record = project.model_record(version)
+def load_segmenter(project: Project, version: int | None = None, *, method: str | None = None,
+                   device: str | None = None, batch_size: int | None = None) -> Segmenter:
+    """Load a model version of the project (the latest, or the latest of `method`) as a tile predictor."""
+    record = project.model_record(version, method=method)
     directory = project.path / record["path"]
     if record["method"] == "unet":
         from workbench.models import load_model, make_predictor
@@ -208,12 +208,43 @@ def uncertainty(probabilities: np.ndarray) -> np.ndarray:
     return 1.0 - (top2[1] - top2[0])
 
 
-def postprocess(probabilities, mode: str, **instance_options) -> np.ndarray:
+# Objects below this share of the typical painted object's area are specks, not objects.
+MIN_OBJECT_FRACTION = 0.1
+MIN_OBJECT_PIXELS = 16
+
+
+def instance_options(project: Project) -> dict:
+    """Post-processing settings for instances: the project's ``instances`` settings, with
+    ``min_size: "auto"`` (the default) resolved from the objects the user painted."""
+    options = dict(project.settings.get("instances", {}))
+    if options.get("min_size", "auto") == "auto":
+        options["min_size"] = auto_min_size(project)
+    return options
+
+
+def auto_min_size(project: Project) -> int:
+    """A tenth of the median painted object's area (at least 16 pixels)."""
+    from workbench.labels import painted_objects
+
+    areas = []
+    for name in project.image_names:
+        labels = project.labels(name)
+        planes = labels[...] if labels.ndim == 3 else labels[...][None]
+        for plane in planes:
+            objects, count = painted_objects(plane)
+            if count:
+                areas.append(np.bincount(objects.ravel())[1:])
+    if not areas:
+        return MIN_OBJECT_PIXELS
+    return max(MIN_OBJECT_PIXELS, int(MIN_OBJECT_FRACTION * np.median(np.concatenate(areas))))
+
+
+def postprocess(probabilities, mode: str, **options) -> np.ndarray:
     """Instances (int32 ids) in instance mode, the class map (uint8, 0-based) in semantic mode."""
     from workbench.instances import instances_from_probabilities, semantic_from_probabilities
 
     if mode == "instance":
-        return instances_from_probabilities(probabilities, **instance_options)
+        return instances_from_probabilities(probabilities, **options)
     return semantic_from_probabilities(probabilities)
 
 
@@ -250,6 +281,7 @@ def predict_project(project: Project, *, names: Iterable[str] | None = None, mod
     """
     segmenter = segmenter or load_segmenter(project, model_version, device=device)
     names = list(names) if names is not None else project.image_names
+    options = instance_options(project) if project.mode == "instance" else {}
     summary = {}
     for index, name in enumerate(names):
         source = project.image(name)
@@ -274,7 +306,7 @@ def predict_project(project: Project, *, names: Iterable[str] | None = None, mod
             _predict_plane(segmenter, source.plane(z), out, tile_size=tile_size, overlap=overlap, tta=tta,
                            progress=plane_progress)
             plane_probs = out[...] if not stacked else probs[z]
-            labels = postprocess(plane_probs, project.mode)
+            labels = postprocess(plane_probs, project.mode, **options)
             if stacked:
                 labels_out[z] = labels
             else:
@@ -305,6 +337,7 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
     from workbench.io import open_image, write_image
 
     segmenter = load_segmenter(project, model_version, device=device)
+    options = instance_options(project) if project.mode == "instance" else {}
     source = open_image(path, axes=axes)
     out = Path(out)
     _check_output_suffix(out)
@@ -322,7 +355,7 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
             target = _PlaneOut(probs, z) if stacked else probs
             _predict_plane(segmenter, source.plane(z), target, tile_size=tile_size, overlap=overlap, tta=tta,
                            progress=(lambda f, m="", _z=z: progress((_z + f) / source.n_slices, m)) if progress else None)
-            plane_labels = postprocess(probs[z] if stacked else probs[...], project.mode)
+            plane_labels = postprocess(probs[z] if stacked else probs[...], project.mode, **options)
             if stacked:
                 labels[z] = plane_labels
             else:
