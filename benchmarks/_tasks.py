@@ -42,6 +42,8 @@ class SegmentationTask:
         Annotated share of the train image.
     painted_objects : int
         Whole objects painted in the train image.
+    min_object_size : int
+        The product's automatic minimum object size for these labels (`workbench.pipeline`).
     """
 
     name: str
@@ -52,6 +54,12 @@ class SegmentationTask:
     test_gt: np.ndarray
     labelled_fraction: float
     painted_objects: int
+
+    @property
+    def min_object_size(self) -> int:
+        from workbench.pipeline import min_size_from_labels
+
+        return min_size_from_labels([self.train_labels])
 
 
 def _targets_from_partial(labels: np.ndarray) -> np.ndarray:
@@ -132,8 +140,11 @@ def tiled_nuclei(size: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- scoring
 
 
-def score_instances(gt: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+def score_instances(gt: np.ndarray, probabilities: np.ndarray, *, min_size: int = 16) -> dict[str, Any]:
     """Instances from 3-class probabilities with the workbench's post-processing, scored against ``gt``.
+
+    ``min_size`` is the product's automatic minimum object size for the task's labels
+    (`SegmentationTask.min_object_size`), the same for every method.
 
     Returns
     -------
@@ -145,7 +156,7 @@ def score_instances(gt: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]
     from workbench import metrics
     from workbench.instances import instances_from_probabilities
 
-    instances = instances_from_probabilities(probabilities)
+    instances = instances_from_probabilities(probabilities, min_size=min_size)
     ap = metrics.average_precision(gt, instances)
     foreground = probabilities[0] < 0.5
     at = {round(float(t), 2): i for i, t in enumerate(ap["thresholds"])}
@@ -222,7 +233,7 @@ def forest_rows(task: SegmentationTask) -> list[dict[str, Any]]:
         train_s, model = best_of(1, fit)
         predict_s, probabilities = best_of(1, lambda: model.predict_proba(task.test_image))
         rows.append({"method": method, "train_s": train_s, "predict_s": predict_s,
-                     **score_instances(task.test_gt, probabilities)})
+                     **score_instances(task.test_gt, probabilities, min_size=task.min_object_size)})
     return rows
 
 
@@ -274,5 +285,5 @@ def train_and_score_deep(task: SegmentationTask, variant: str, budget_s: float, 
         "setup_s": max(0.0, wall_s - result.seconds),
         "steps": steps,
         "predict_s": predict_s,
-        **score_instances(task.test_gt, probabilities),
+        **score_instances(task.test_gt, probabilities, min_size=task.min_object_size),
     }

@@ -48,7 +48,8 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",)) -> Benchm
     rows.append({"method": "scikit-image forest (reference)", "n_features": reference.forest.n_features_in_,
                  "train_s": train_s, "feature_mps": megapixels / feature_s, "forest_mps": megapixels / forest_s,
                  "predict_mps": megapixels / predict_s,
-                 **score_instances(task.test_gt, reference.predict_proba(task.test_image))})
+                 **score_instances(task.test_gt, reference.predict_proba(task.test_image),
+                                  min_size=task.min_object_size)})
 
     train_s, model = best_of(1, lambda: train_workbench_forest(task.train_image, task.train_targets))
     image = np.asarray(big)[None]
@@ -59,7 +60,8 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",)) -> Benchm
     rows.append({"method": "workbench forest (classic path)", "n_features": model.n_features, "train_s": train_s,
                  "feature_mps": megapixels / feature_s, "forest_mps": megapixels / forest_s,
                  "predict_mps": megapixels / predict_s,
-                 **score_instances(task.test_gt, model.predict_proba(task.test_image))})
+                 **score_instances(task.test_gt, model.predict_proba(task.test_image),
+                                  min_size=task.min_object_size)})
     for row in rows:
         row["speedup"] = ratio(row["predict_mps"], rows[0]["predict_mps"])
 

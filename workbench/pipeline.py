@@ -21,7 +21,7 @@ from workbench.project import Project
 
 __all__ = [
     "METHODS", "Segmenter", "load_segmenter", "train_model", "predict_project", "predict_file",
-    "export_prediction", "postprocess", "instance_options", "auto_min_size", "measure_labels", "measure_project", "run_demo", "uncertainty",
+    "export_prediction", "postprocess", "instance_options", "auto_min_size", "min_size_from_labels", "measure_labels", "measure_project", "run_demo", "uncertainty",
 ]
 
 METHODS = ("unet", "forest")
@@ -223,17 +223,23 @@ def instance_options(project: Project) -> dict:
 
 
 def auto_min_size(project: Project) -> int:
-    """A tenth of the median painted object's area (at least 16 pixels)."""
+    """A tenth of the median painted object's area over the project (at least 16 pixels)."""
+    planes = []
+    for name in project.image_names:
+        labels = project.labels(name)[...]
+        planes.extend(labels if labels.ndim == 3 else [labels])
+    return min_size_from_labels(planes)
+
+
+def min_size_from_labels(label_planes: Iterable[np.ndarray]) -> int:
+    """A tenth of the median area of the objects painted in these label planes (at least 16 pixels)."""
     from workbench.labels import painted_objects
 
     areas = []
-    for name in project.image_names:
-        labels = project.labels(name)
-        planes = labels[...] if labels.ndim == 3 else labels[...][None]
-        for plane in planes:
-            objects, count = painted_objects(plane)
-            if count:
-                areas.append(np.bincount(objects.ravel())[1:])
+    for plane in label_planes:
+        objects, count = painted_objects(plane)
+        if count:
+            areas.append(np.bincount(objects.ravel())[1:])
     if not areas:
         return MIN_OBJECT_PIXELS
     return max(MIN_OBJECT_PIXELS, int(MIN_OBJECT_FRACTION * np.median(np.concatenate(areas))))
