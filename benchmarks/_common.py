@@ -12,7 +12,6 @@ methods) and in `_report` (RESULTS.md):
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import sys
@@ -331,39 +330,16 @@ def read_proc(path: str, key: str) -> str | None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                         delete=False, encoding="utf-8")
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` so readers see the old or the new file, never half of one."""
+    from workbench.io import atomic_write
 
-
-def jsonable(value: Any) -> Any:
-    """Rows and targets as plain JSON values."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def dump_json(path: Path, data: Any) -> None:
-    """Atomically write ``data`` as indented JSON."""
-    write_atomic(path, json.dumps(jsonable(data), indent=2) + "\n")
+    """Results as JSON, written atomically."""
+    from workbench.io import write_json_atomic
+
+    write_json_atomic(path, data)
+

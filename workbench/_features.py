@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from workbench.errors import WorkbenchError
+from workbench.io import atomic_write
 
 
 class ClassicInputError(WorkbenchError, ValueError):
@@ -794,10 +795,8 @@ class FeatureCache:
             with self._lock:
                 self.misses += 1
             if path is not None:
-                temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-                with open(temporary, "wb") as handle:
+                with atomic_write(path) as temporary, open(temporary, "wb") as handle:
                     np.save(handle, stack)
-                os.replace(temporary, path)
         with self._lock:
             self._memory[key] = stack
             while len(self._memory) > self.max_items:

@@ -46,6 +46,7 @@ import numpy as np
 import sklearn
 from sklearn.ensemble import RandomForestClassifier
 
+from workbench.io import atomic_write
 from workbench._features import (
     FEATURE_PRESETS,
     FEATURES,
@@ -209,16 +210,6 @@ def _balanced_indices(
             local = chosen[(chosen >= offsets[index]) & (chosen < offsets[index + 1])] - offsets[index]
             per_image[index].append(w[local])
     return [np.sort(np.concatenate(parts)) if parts else np.empty(0, np.intp) for parts in per_image]
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 class ForestModel:
@@ -571,9 +562,11 @@ class ForestModel:
         self._require_fitted("save")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(directory / FOREST_NAME, lambda path: joblib.dump(self._forest, path, compress=3))
+        with atomic_write(directory / FOREST_NAME) as tmp:
+            joblib.dump(self._forest, tmp, compress=3)
         card = json.dumps(self.card(), indent=2)
-        _write_atomic(directory / CARD_NAME, lambda path: path.write_text(card, encoding="utf-8"))
+        with atomic_write(directory / CARD_NAME) as tmp:
+            tmp.write_text(card, encoding="utf-8")
         return directory
 
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -35,6 +35,7 @@ __all__ = [
     "write_image",
     "atomic_write",
     "write_json_atomic",
+    "to_jsonable",
     "iter_blocks",
 ]
 
@@ -400,40 +401,43 @@ def iter_blocks(shape: Sequence[int], block: int = 1024) -> Iterator[tuple[slice
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one step.
 
-    A crash or an exception inside the block leaves the previous file untouched.
+    The writer creates the temporary file itself (so it gets the usual permissions, unlike
+    mkstemp's 0600) under a unique name in the same folder (so ``os.replace`` is atomic). A
+    crash or an exception inside the block leaves the previous file untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-1:]),
-                               dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp{path.suffix}")
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        tmp_path.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     """Write JSON so that readers see either the old or the new file, never half of one."""
     with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default))
+        tmp.write_text(json.dumps(to_jsonable(data), indent=2) + "\n", encoding="utf-8")
 
 
-def _json_default(obj):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot store {type(obj).__name__} in JSON")
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON values for dicts, lists, numpy scalars and arrays, and paths."""
+    if isinstance(value, dict):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def write_image(path: str | os.PathLike, array, *, axes: str | None = None, block: int = 2048) -> Path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from scipy.spatial import cKDTree
 from skimage.measure import regionprops_table
 
 from workbench.errors import WorkbenchError
+from workbench.io import atomic_write
 
 __all__ = ["MeasureError", "measure_objects", "write_table"]
 
@@ -230,13 +230,6 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         )
     if not path.parent.is_dir():
         raise MeasureError(f"folder {str(path.parent)!r} for the table does not exist; create it first.")
-    # A fresh name beside the target (same filesystem, so os.replace is atomic);
-    # the writer creates it, so it gets the usual permissions, unlike mkstemp's 0600.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_write(path) as temporary:
         writer(table, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path

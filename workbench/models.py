@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 from workbench.device import pick_device
 from workbench.errors import WorkbenchError
+from workbench.io import atomic_write, to_jsonable
 from workbench.normalize import PercentileNormalizer
 
 __all__ = [
@@ -148,7 +148,7 @@ class ModelCard:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return _jsonable(asdict(self))
+        return to_jsonable(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
@@ -333,9 +333,11 @@ def save_model(directory: str | os.PathLike, model: torch.nn.Module, card: Model
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().to("cpu").contiguous() for key, value in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILENAME, lambda handle: torch.save(state, handle))
+    with atomic_write(directory / WEIGHTS_FILENAME) as tmp:
+        torch.save(state, tmp)
     text = json.dumps(card.to_dict(), indent=2, sort_keys=True)
-    _atomic_write(directory / CARD_FILENAME, lambda handle: handle.write(text.encode("utf-8")))
+    with atomic_write(directory / CARD_FILENAME) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return directory
 
 
@@ -584,30 +586,3 @@ def _adapt_first_conv(encoder: torch.nn.Module, in_channels: int) -> None:
         encoder._in_channels = in_channels
 
 
-def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return value
