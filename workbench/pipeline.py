@@ -474,7 +474,7 @@ def run_demo(out_dir, *, minutes: float = 2.0, seed: int = 0, progress: bool = T
         "project": str(project.path),
         "labelled": f"{stats['objects']} objects, {100 * stats['annotated_fraction']:.1f}% of pixels",
         "model": f"version {record['version']} ({record['method']}), "
-                 f"val_loss {record['metrics'].get('best_val_loss', float('nan')):.3f}",
+                 f"validation loss {record['metrics'].get('val_loss') or float('nan'):.3f}",
         "objects found": int(len(table)),
         "AP@0.5 vs ground truth": round(float(scores["ap50"]), 3),
         "overlay": str(overlay_path),
