@@ -28,10 +28,10 @@ from skimage import feature, future
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from test_classic import partial_instance_targets  # noqa: E402
 from workbench import metrics  # noqa: E402
+from workbench.labels import training_targets  # noqa: E402
+from workbench.partial import simulate_partial_labels  # noqa: E402
 from workbench.instances import instances_from_probabilities  # noqa: E402
 from workbench.classic import ForestModel, ForestSettings, LivePreview  # noqa: E402
 
@@ -97,6 +97,12 @@ def interleaved_speedup(image, targets, big, repeats):
         ours_s, _ = best_of(1, lambda: model.predict_proba(big))
         ratios.append(reference_s / ours_s)
     return float(np.median(ratios))
+
+
+def partial_instance_targets(labels: np.ndarray) -> np.ndarray:
+    """3-class targets from partial labels painted on the left half, as a user would paint them."""
+    painted = simulate_partial_labels(labels, object_fraction=0.25, region=(slice(None), slice(0, 240)), seed=0)
+    return training_targets(painted, "instance", boundary_width=2)
 
 
 def bench_preview(big, labels, repeats):
