@@ -154,11 +154,16 @@ class FeatureSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSettings:
         """Rebuild settings from `to_dict` output; unknown keys are an error naming the valid ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ClassicInputError(f"FeatureSettings: unknown key(s) {unknown}; valid keys are {sorted(known)}.")
-        return cls(**data)
+        return settings_from_dict(cls, data)
+
+
+def settings_from_dict(cls, data: dict[str, Any]):
+    """Build the settings dataclass `cls` from a dict; unknown keys are an error naming the valid ones."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ClassicInputError(f"{cls.__name__}: unknown key(s) {unknown}; valid keys are {sorted(known)}.")
+    return cls(**data)
 
 
 # --------------------------------------------------------------------------- per-plane filter context

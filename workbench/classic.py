@@ -37,7 +37,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ from workbench._features import (
     as_image,
     as_targets,
     available_features,
+    settings_from_dict,
     check_channels,
     iter_tiles,
     make_feature_bank,
@@ -142,11 +143,7 @@ class ForestSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ForestSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ClassicInputError(f"ForestSettings: unknown key(s) {unknown}; valid keys are {sorted(known)}.")
-        return cls(**data)
+        return settings_from_dict(cls, data)
 
 
 PREVIEW_FOREST = ForestSettings(n_estimators=30, max_depth=10, max_pixels_per_class=3000)
