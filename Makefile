@@ -24,7 +24,7 @@ system-deps:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 app: setup
-	$(PY) -m widgets.launch --project sample-project --port $(PORT)
+	$(PY) -m workbench_widgets.launch --project sample-project --port $(PORT)
 
 demo: setup
 	$(VENV)/bin/workbench demo

@@ -331,7 +331,7 @@ def read_proc(path: str, key: str) -> str | None:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so readers see the old or the new file, never half of one."""
-    from workbench.io import atomic_write
+    from workbench.store import atomic_write
 
     with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -339,7 +339,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 def dump_json(path: Path, data: Any) -> None:
     """Results as JSON, written atomically."""
-    from workbench.io import write_json_atomic
+    from workbench.store import write_json_atomic
 
     write_json_atomic(path, data)
 

@@ -63,7 +63,7 @@ class SegmentationTask:
 
 
 def _targets_from_partial(labels: np.ndarray) -> np.ndarray:
-    from workbench.labels import training_targets
+    from workbench.store import training_targets
 
     return training_targets(labels, "instance", boundary_width=2)
 
@@ -91,7 +91,7 @@ def nuclei_split(object_fraction: float = 0.25, seed: int = 0) -> SegmentationTa
     Objects are chosen among those lying wholly inside the left half, so no
     painted object is cut by the split line.
     """
-    from workbench.partial import labelled_fraction, simulate_partial_labels
+    from workbench.datasets import labelled_fraction, simulate_partial_labels
 
     image, gt = load_nuclei()
     labels = simulate_partial_labels(gt, object_fraction=object_fraction, region=TRAIN_HALF, seed=seed)
@@ -111,8 +111,8 @@ def nuclei_split(object_fraction: float = 0.25, seed: int = 0) -> SegmentationTa
 def synthetic_pair(shape: tuple[int, int] = (512, 512), object_fraction: float = 0.25,
                    train_seed: int = 101, test_seed: int = 202) -> SegmentationTask:
     """Two hard synthetic images: partial labels on the first (train), full ground truth on the second (test)."""
-    from workbench.partial import labelled_fraction, simulate_partial_labels
-    from workbench.synth import hard_nuclei
+    from workbench.datasets import labelled_fraction, simulate_partial_labels
+    from workbench.datasets import hard_nuclei
 
     train_image, train_gt = hard_nuclei(tuple(shape), seed=train_seed)
     test_image, test_gt = hard_nuclei(tuple(shape), seed=test_seed)
@@ -153,8 +153,8 @@ def score_instances(gt: np.ndarray, probabilities: np.ndarray, *, min_size: int 
         ``iou`` and ``dice`` (1 - P(background) > 0.5 against ``gt > 0``),
         ``n_pred`` and ``n_gt``.
     """
-    from workbench import metrics
-    from workbench.instances import instances_from_probabilities
+    from workbench.predict import _metrics as metrics
+    from workbench.predict import instances_from_probabilities
 
     instances = instances_from_probabilities(probabilities, min_size=min_size)
     ap = metrics.average_precision(gt, instances)
@@ -242,7 +242,7 @@ def forest_rows(task: SegmentationTask) -> list[dict[str, Any]]:
 
 def deep_settings(variant: str, budget_s: float | None, device: str, **overrides: Any):
     """TrainSettings of a deep variant in instance mode: "scratch" (default preset) or "pretrained"."""
-    from workbench.train import TrainSettings
+    from workbench.deep import TrainSettings
 
     if variant == "scratch":
         base = {}
@@ -258,7 +258,7 @@ def deep_settings(variant: str, budget_s: float | None, device: str, **overrides
 
 def deep_label(variant: str) -> str:
     """Table label of a deep variant."""
-    from workbench.models import DEFAULT_PRESET, PRESETS
+    from workbench.deep import DEFAULT_PRESET, PRESETS
 
     if variant == "scratch":
         return f"workbench U-Net, scratch ('{DEFAULT_PRESET}': {PRESETS[DEFAULT_PRESET]['encoder']})"
@@ -268,8 +268,8 @@ def deep_label(variant: str) -> str:
 def train_and_score_deep(task: SegmentationTask, variant: str, budget_s: float, device: str,
                          config: BenchConfig = FULL) -> dict[str, Any]:
     """Train a deep variant on ``task`` for ``budget_s`` seconds and score it on the test image."""
-    from workbench.models import make_predictor
-    from workbench.train import train
+    from workbench.deep import make_predictor
+    from workbench.deep import train
 
     settings = deep_settings(variant, budget_s, device, patch_size=config.patch_size,
                              batch_size=config.batch_size)

@@ -21,8 +21,8 @@ import tifffile
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from widgets.annotator import Annotator  # noqa: E402
-from workbench.project import Project  # noqa: E402
+from workbench_widgets.annotator import Annotator  # noqa: E402
+from workbench.store import Project  # noqa: E402
 
 NUCLEI = REPO.parent / "shared" / "data" / "dsb2018_nuclei" / "image.tif"
 

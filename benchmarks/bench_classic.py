@@ -3,7 +3,7 @@
 Trains both on 20 annotated nuclei (interior / boundary) plus background
 strokes on the left half, scores the right half (foreground Dice, instance
 AP@0.5 with the shared post-processing,
-workbench.instances.instances_from_probabilities), and times feature computation,
+workbench.predict.instances_from_probabilities), and times feature computation,
 training and end-to-end prediction (features + forest) on a 1-megapixel image
 (the nuclei image tiled 2 x 2). Prints a markdown table.
 
@@ -29,10 +29,10 @@ from skimage import feature, future
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workbench import metrics  # noqa: E402
-from workbench.labels import training_targets  # noqa: E402
-from workbench.partial import simulate_partial_labels  # noqa: E402
-from workbench.instances import instances_from_probabilities  # noqa: E402
+from workbench.predict import _metrics as metrics  # noqa: E402
+from workbench.store import training_targets  # noqa: E402
+from workbench.datasets import simulate_partial_labels  # noqa: E402
+from workbench.predict import instances_from_probabilities  # noqa: E402
 from workbench.classic import ForestModel, ForestSettings, LivePreview  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_nuclei"

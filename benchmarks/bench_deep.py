@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from _common import FULL, BenchConfig, BenchmarkResult, Target, margin_text, markdown_table, ratio
 from _tasks import deep_label, deep_settings, forest_rows, nuclei_split, train_and_score_deep
-from workbench.callbacks import Callback
+from workbench.deep import Callback
 
 NAME = "deep"
 AP50_GOAL = 0.90
@@ -151,7 +151,7 @@ def run_throughput(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",)
     "incl. patch sampling" divides all pixels of the timed epochs by their
     wall time, so cropping, normalisation and augmentation count too.
     """
-    from workbench.train import train
+    from workbench.deep import train
 
     started = time.perf_counter()
     task = nuclei_split(config.object_fraction)

@@ -2,7 +2,7 @@
 
 One generated image carries the simulated partial labels for training, a
 second one (another seed) is the test image with full ground truth. The
-generator is ``workbench.synth.hard_nuclei`` with its default difficulty.
+generator is ``workbench.datasets.hard_nuclei`` with its default difficulty.
 
 Run alone: ``python benchmarks/bench_synthetic.py [--quick] [--device cpu]``.
 """
@@ -38,7 +38,7 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",)) -> Benchm
         row["ap50_lead"] = row["ap50"] - best_forest
 
     description = (
-        f"Data: `{task.name}` from `workbench.synth.hard_nuclei` (train seed 101, test seed 202; dim "
+        f"Data: `{task.name}` from `workbench.datasets.hard_nuclei` (train seed 101, test seed 202; dim "
         "nuclei, touching and overlapping nuclei, debris and out-of-focus clutter, uneven illumination, "
         f"Poisson + read noise). Training labels: {task.painted_objects} whole nuclei plus background "
         f"strokes ({task.labelled_fraction:.1%} of the train image labelled). The test image has "

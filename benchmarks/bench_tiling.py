@@ -57,7 +57,7 @@ _METHOD_LABELS = {"whole": "whole image at once (reference for seams)",
 
 
 def _load_predictor(model_dir: str, device: str):
-    from workbench.models import load_model, make_predictor
+    from workbench.deep import load_model, make_predictor
 
     model, card = load_model(model_dir, device=device)
     return make_predictor(model, card, device=device)
@@ -88,7 +88,7 @@ def _predict_in_memory(spec: dict[str, Any]) -> dict[str, Any]:
         def predict():
             return timed(image[None, None].astype(np.float32))[0]
     elif spec["method"] in ("workbench", "workbench_halo"):
-        from workbench.tiling import predict_tiled
+        from workbench.predict import predict_tiled
 
         def predict():
             return predict_tiled(image, timed, 3, tile_size=tile, overlap=overlap, batch_size=batch,
@@ -124,7 +124,7 @@ def _predict_in_memory(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _predict_zarr(spec: dict[str, Any]) -> dict[str, Any]:
     """Zarr-to-zarr prediction of one image size; report time and peak memory."""
-    from workbench.tiling import predict_tiled_zarr
+    from workbench.predict import predict_tiled_zarr
 
     predictor = _load_predictor(spec["model"], spec["device"])
     predictor(np.zeros((spec["batch_size"], 1, spec["tile_size"], spec["tile_size"]), np.float32))
@@ -158,8 +158,8 @@ def _run_worker(spec: dict[str, Any], isolate: bool) -> dict[str, Any]:
 
 def train_tiling_model(config: BenchConfig, directory: Path) -> Path:
     """Train the default U-Net briefly on the nuclei train half and save it to ``directory``."""
-    from workbench.models import save_model
-    from workbench.train import train
+    from workbench.deep import save_model
+    from workbench.deep import train
 
     task = nuclei_split(config.object_fraction)
     steps_per_epoch = min(10, config.tiling_model_steps)
@@ -186,7 +186,7 @@ def write_synthetic_zarr(path: Path, size: int, blocks: list[np.ndarray]) -> Non
 
 def synthetic_blocks(edge: int, count: int = 4) -> list[np.ndarray]:
     """``count`` different hard synthetic images of ``edge``², the bricks of the large zarr inputs."""
-    from workbench.synth import hard_nuclei
+    from workbench.datasets import hard_nuclei
 
     return [hard_nuclei((edge, edge), seed=500 + k)[0] for k in range(count)]
 

@@ -5,12 +5,12 @@ import time
 import numpy as np
 import pytest
 
-from widgets._render import BOUNDARY_COLOR, OUTLINE_COLOR
-from widgets.annotator import STROKE, Annotator
+from workbench_widgets._render import BOUNDARY_COLOR, OUTLINE_COLOR
+from workbench_widgets.annotator import STROKE, Annotator
 from workbench.errors import WorkbenchError
-from workbench.painting import LabelEditor, rasterize_lasso, rasterize_stroke
-from workbench.project import Project
-from workbench.pyramid import hex_to_rgb
+from workbench.annotate import LabelEditor, rasterize_lasso, rasterize_stroke
+from workbench.store import Project
+from workbench.annotate import hex_to_rgb
 
 
 @pytest.fixture()

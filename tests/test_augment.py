@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
-from workbench.augment import Augmenter
+from workbench.deep import Augmenter
 from workbench.errors import WorkbenchError
 
 

@@ -11,8 +11,8 @@ from skimage.filters.rank import entropy as rank_entropy
 from skimage.morphology import disk, footprint_rectangle
 from skimage.segmentation import find_boundaries
 
-from workbench import metrics
-from workbench.instances import instances_from_probabilities
+from workbench.predict import _metrics as metrics
+from workbench.predict import instances_from_probabilities
 from workbench.classic import (
     ClassicInputError,
     FeatureCache,
@@ -161,7 +161,7 @@ def test_model_properties_for_the_pipeline(trained):
 def test_tiled_prediction_equals_whole_image_prediction(trained, probabilities, nuclei_image):
     tiled = predict_image(trained, nuclei_image[None], tile_size=200)
     np.testing.assert_array_equal(tiled, probabilities)
-    from workbench.tiling import predict_tiled
+    from workbench.predict import predict_tiled
 
     blended = predict_tiled(
         nuclei_image[None], trained.as_predictor(), 3, tile_size=256, overlap=32, halo=trained.halo

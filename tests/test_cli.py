@@ -10,8 +10,8 @@ import tifffile
 import zarr
 
 from workbench.cli import main
-from workbench.partial import simulate_partial_labels
-from workbench.project import Project
+from workbench.datasets import simulate_partial_labels
+from workbench.store import Project
 
 
 @pytest.fixture()

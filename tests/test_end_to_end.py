@@ -10,9 +10,9 @@ import pytest
 import tifffile
 
 from workbench import pipeline
-from workbench.metrics import average_precision
-from workbench.partial import labelled_fraction, simulate_partial_labels
-from workbench.project import Project
+from workbench.predict import average_precision
+from workbench.datasets import labelled_fraction, simulate_partial_labels
+from workbench.store import Project
 
 LEFT = (slice(None), slice(0, 256))
 # Measured on the 2-core CPU: U-Net AP@0.5 0.881 (mAP 0.649) after 500 steps, forest 0.869;
@@ -56,7 +56,7 @@ def test_unet_segments_unseen_half(half_split, nuclei_labels):
 @pytest.mark.slow
 def test_tiled_unet_prediction_matches_whole_image(half_split, nuclei_image):
     """The default U-Net has no global pooling, so tiles agree with the whole image inside."""
-    from workbench.tiling import predict_tiled
+    from workbench.predict import predict_tiled
 
     project, _, _ = half_split
     segmenter = pipeline.load_segmenter(project, method="unet")
@@ -80,7 +80,7 @@ def test_forest_segments_unseen_half(half_split, nuclei_labels):
 
 def test_min_object_size_follows_painted_objects(half_split):
     project, _, labels = half_split
-    from workbench.labels import painted_objects
+    from workbench.store import painted_objects
 
     objects, _ = painted_objects(labels[LEFT])
     median = np.median(np.bincount(objects.ravel())[1:])

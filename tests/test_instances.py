@@ -7,7 +7,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
 from workbench.errors import WorkbenchError
-from workbench.instances import (
+from workbench.predict import (
     InstancesError,
     instances_from_probabilities,
     semantic_from_probabilities,

@@ -6,7 +6,7 @@ from scipy import ndimage as ndi
 from skimage.draw import disk
 
 from workbench.errors import WorkbenchError
-from workbench.labels import (derive_boundaries, label_statistics, labels_from_instances, painted_objects,
+from workbench.store import (derive_boundaries, label_statistics, labels_from_instances, painted_objects,
                               training_targets, validate_labels)
 
 

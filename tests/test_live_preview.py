@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from widgets.annotator import Annotator
-from widgets.live_preview import ONE_CLASS_MESSAGE, LivePreviewController, preview_region
-from workbench.partial import simulate_partial_labels
-from workbench.project import Project
+from workbench_widgets.annotator import Annotator
+from workbench_widgets.live_preview import ONE_CLASS_MESSAGE, LivePreviewController, preview_region
+from workbench.datasets import simulate_partial_labels
+from workbench.store import Project
 
 
 def make_project(path, image, labels, mode="instance"):
@@ -166,7 +166,7 @@ def test_time_of_a_one_megapixel_view(tmp_path, nuclei_image, nuclei_labels, cap
 
 
 def test_the_app_puts_the_toggle_in_the_annotators_toolbar(tmp_path, nuclei_image):
-    from widgets.app import WorkbenchApp
+    from workbench_widgets.app import WorkbenchApp
 
     app = WorkbenchApp(make_project(tmp_path / "p", nuclei_image, None))
     assert app.live_preview.toggle.description == "Live preview (Random Forest)"

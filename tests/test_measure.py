@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.measure import MeasureError, measure_objects, write_table
+from workbench.predict import MeasureError, measure_objects, write_table
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from workbench.errors import WorkbenchError
-from workbench.metrics import (
+from workbench.predict import (
     DSB_THRESHOLDS,
     average_precision,
     dice,

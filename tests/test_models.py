@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.models import (
+from workbench.deep import (
     CARD_FILENAME,
     PRESETS,
     WEIGHTS_FILENAME,
@@ -17,7 +17,7 @@ from workbench.models import (
     make_predictor,
     save_model,
 )
-from workbench.normalize import PercentileNormalizer
+from workbench.deep import PercentileNormalizer
 
 MOBILENET_FILE = ("weights", "mobilenet_v2-b0353104.pth")
 

@@ -21,8 +21,8 @@ import pytest
 import tifffile
 
 from workbench import pipeline
-from workbench.project import Project
-from workbench.sample import build_sample_project, sample_image_path
+from workbench.store import Project
+from workbench.datasets import build_sample_project, sample_image_path
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = CHECKOUT / "notebooks"
@@ -101,10 +101,10 @@ def test_batch_notebook_runs_headless_with_papermill(notebook_env, tmp_path):
 
 
 def test_launch_builds_the_sample_project_and_serves_the_app(notebook_env, tmp_path):
-    from widgets.launch import free_port
+    from workbench_widgets.launch import free_port
 
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "widgets.launch", "--project", str(tmp_path / "proj"),
+    process = subprocess.Popen([sys.executable, "-m", "workbench_widgets.launch", "--project", str(tmp_path / "proj"),
                                 "--port", str(port)], cwd=tmp_path, env=notebook_env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:

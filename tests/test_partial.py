@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from workbench.errors import WorkbenchError
-from workbench.partial import labelled_fraction, simulate_partial_labels
+from workbench.datasets import labelled_fraction, simulate_partial_labels
 
 LEFT_HALF = np.s_[:, :256]
 

@@ -15,8 +15,8 @@ import tifffile
 import zarr
 
 from workbench.errors import WorkbenchError
-from workbench.io import open_image, write_image
-from workbench.project import SCHEMA_VERSION, Project
+from workbench.store import open_image, write_image
+from workbench.store import SCHEMA_VERSION, Project
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -144,7 +144,7 @@ def test_killed_writer_leaves_last_good_state(project, nuclei_labels):
     good = project.read_labels("nuclei")
     script = textwrap.dedent(f"""
         import numpy as np
-        from workbench.project import Project
+        from workbench.store import Project
         p = Project.open({str(project.path)!r})
         rng = np.random.default_rng(0)
         print("ready", flush=True)

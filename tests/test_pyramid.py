@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from workbench import pyramid as pyr
+from workbench.annotate import _pyramid as pyr
 from workbench.errors import WorkbenchError
-from workbench.project import Project
-from workbench.pyramid import (ChannelDisplay, NearestPyramid, auto_contrast, build_pyramid,
+from workbench.store import Project
+from workbench.annotate import (ChannelDisplay, NearestPyramid, auto_contrast, build_pyramid,
                                default_channel_displays, ensure_pyramid, open_pyramid, pyramid_factors,
                                render_image)
-from workbench.viewport import Viewport
+from workbench.annotate import Viewport
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from workbench.errors import WorkbenchError
-from workbench.synth import hard_nuclei
+from workbench.datasets import hard_nuclei
 
 
 @pytest.fixture(scope="module")

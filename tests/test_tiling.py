@@ -8,7 +8,7 @@ import zarr
 from scipy import ndimage as ndi
 
 from workbench.errors import WorkbenchError
-from workbench.tiling import (DEFAULT_WINDOW, WINDOWS, TilingError, _tile_starts, predict_tiled,
+from workbench.predict._tiling import (DEFAULT_WINDOW, WINDOWS, TilingError, _tile_starts, predict_tiled,
                               predict_tiled_zarr)
 
 # Gaussian with sigma 2 truncated at 3 sigma: the receptive field reaches 6 pixels.

@@ -7,10 +7,10 @@ import pytest
 import torch
 from skimage.segmentation import find_boundaries
 
-from workbench.callbacks import Callback, CallbackList, HistoryCallback, TqdmProgress
+from workbench.deep import Callback, CallbackList, HistoryCallback, TqdmProgress
 from workbench.errors import WorkbenchError
-from workbench.models import load_model, make_predictor
-from workbench.train import TrainSettings, Trainer, masked_loss, train
+from workbench.deep import load_model, make_predictor
+from workbench.deep import TrainSettings, Trainer, masked_loss, train
 
 LOG_KEYS = {"loss", "val_loss", "seconds", "epoch", "lr", "pixels_per_second"}
 

@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 import tifffile
 
-from widgets.project_setup import ProjectSetupPanel
-from widgets.review import ReviewPanel, SegmentPanel, least_certain_regions, quality_hint, segment_and_measure
+from workbench_widgets.project_setup import ProjectSetupPanel
+from workbench_widgets.review import ReviewPanel, SegmentPanel, least_certain_regions, quality_hint, segment_and_measure
 from workbench import pipeline
 from workbench.errors import WorkbenchError
-from workbench.project import Project
-from workbench.sample import SAMPLE_NAME, build_sample_project, sample_image_path
+from workbench.store import Project
+from workbench.datasets._sample import SAMPLE_NAME, build_sample_project, sample_image_path
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +188,7 @@ def test_project_setup_creates_projects_and_adds_uploaded_and_copied_images(tmp_
 
 
 def test_app_wires_the_steps_together(tmp_path, monkeypatch):
-    from widgets.app import STEPS, WorkbenchApp, default_project_path
+    from workbench_widgets.app import STEPS, WorkbenchApp, default_project_path
 
     monkeypatch.setenv("WORKBENCH_PROJECT", str(tmp_path / "app-project"))
     assert default_project_path() == tmp_path / "app-project"
@@ -214,7 +214,7 @@ def test_app_wires_the_steps_together(tmp_path, monkeypatch):
 
 
 def test_semantic_project_with_a_random_forest_from_training_to_measurements(tmp_path, nuclei_image, nuclei_labels):
-    from widgets.training import TrainingPanel
+    from workbench_widgets.training import TrainingPanel
 
     project = Project.create(tmp_path / "semantic", mode="semantic", classes=["background", "nucleus"])
     name = project.add_image(nuclei_image, name="nuclei")

@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from widgets.training import TrainingPanel, _loss_plot_png, format_seconds, train_seconds_from_env
+from workbench_widgets.training import TrainingPanel, _loss_plot_png, format_seconds, train_seconds_from_env
 from workbench.errors import WorkbenchError
-from workbench.project import Project
-from workbench.sample import build_sample_project
+from workbench.store import Project
+from workbench.datasets import build_sample_project
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

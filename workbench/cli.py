@@ -143,14 +143,14 @@ def _progress_bar(desc: str):
 
 
 def _cmd_new(args) -> None:
-    from workbench.project import Project
+    from workbench.store import Project
 
     project = Project.create(args.dir, mode=args.mode, classes=args.classes, boundary_width=args.boundary_width)
     print(f"created {args.mode} project {project.path} with classes {', '.join(project.class_names)}")
 
 
 def _cmd_add(args) -> None:
-    from workbench.project import Project
+    from workbench.store import Project
 
     project = Project.open(args.dir)
     for image in args.images:
@@ -164,7 +164,7 @@ def _cmd_add(args) -> None:
 
 
 def _cmd_labels(args) -> None:
-    from workbench.project import Project
+    from workbench.store import Project
 
     project = Project.open(args.dir)
     path = args.instances or args.from_file
@@ -177,7 +177,7 @@ def _cmd_labels(args) -> None:
 
 def _cmd_train(args) -> None:
     from workbench import pipeline
-    from workbench.project import Project
+    from workbench.store import Project
 
     project = Project.open(args.dir)
     settings = {k: v for k, v in {
@@ -193,7 +193,7 @@ def _cmd_train(args) -> None:
 
 def _cmd_predict(args) -> None:
     from workbench import pipeline
-    from workbench.project import Project
+    from workbench.store import Project
 
     project = Project.open(args.dir)
     options = dict(model_version=args.model, tile_size=args.tile_size, overlap=args.overlap, tta=args.tta,
@@ -226,7 +226,7 @@ def _cmd_predict(args) -> None:
 
 def _cmd_measure(args) -> None:
     from workbench import pipeline
-    from workbench.project import Project
+    from workbench.store import Project
 
     project = Project.open(args.dir)
     table = pipeline.measure_project(project, args.out, names=args.image)
@@ -234,7 +234,7 @@ def _cmd_measure(args) -> None:
 
 
 def _cmd_info(args) -> None:
-    from workbench.project import Project
+    from workbench.store import Project
 
     project = Project.open(args.dir)
     print(f"project {project.path} ({project.mode}; classes {', '.join(project.class_names)}; "

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.project import Project
+from workbench.store import Project
 
 __all__ = [
     "METHODS", "Segmenter", "load_segmenter", "train_model", "predict_project", "predict_file",
@@ -47,7 +47,7 @@ def load_segmenter(project: Project, version: int | None = None, *, method: str 
     record = project.model_record(version, method=method)
     directory = project.path / record["path"]
     if record["method"] == "unet":
-        from workbench.models import load_model, make_predictor
+        from workbench.deep import load_model, make_predictor
 
         model, card = load_model(directory, device=device)
         predictor = make_predictor(model, card, device=device, **({"batch_size": batch_size} if batch_size else {}))
@@ -63,7 +63,7 @@ def load_segmenter(project: Project, version: int | None = None, *, method: str 
 
 # ---------------------------------------------------------------------- training
 def _unet_settings(project: Project, settings: dict):
-    from workbench.train import TrainSettings
+    from workbench.deep import TrainSettings
 
     known = {f.name for f in fields(TrainSettings)} - {"mode", "classes", "n_classes"}
     mapped = dict(settings)
@@ -79,7 +79,7 @@ def _unet_settings(project: Project, settings: dict):
 
 
 def _output_classes(project: Project) -> list[str]:
-    from workbench.labels import INSTANCE_CLASSES
+    from workbench.store import INSTANCE_CLASSES
 
     return list(INSTANCE_CLASSES) if project.mode == "instance" else project.class_names
 
@@ -93,11 +93,11 @@ def train_model(project: Project, *, method: str = "unet", settings: dict | None
     ----------
     method : {"unet", "forest"}
     settings : dict
-        U-Net: fields of `workbench.train.TrainSettings` (``minutes``, ``epochs``, ``encoder``,
-        ``weights``, ``augment``, ``seed``...). Forest: fields of `workbench.classic` settings.
+        U-Net: fields of `workbench.deep.TrainSettings` (``minutes``, ``epochs``, ``encoder``,
+        ``weights``, ``augment``, ``seed``...). Forest: fields of `workbench.classic._forest` settings.
     resume : bool
         Start from the project's latest model of this method (iterative development).
-    callbacks : sequence of workbench.callbacks.Callback
+    callbacks : sequence of workbench.deep.Callback
         Observers (live loss plot, progress bar).
     stop_event : threading.Event, optional
         Set it to stop training early; the best model so far is kept.
@@ -121,12 +121,12 @@ def train_model(project: Project, *, method: str = "unet", settings: dict | None
     callbacks = list(callbacks)
     bar = None
     if progress is True:
-        from workbench.callbacks import TqdmProgress
+        from workbench.deep import TqdmProgress
 
         bar = TqdmProgress()
         callbacks.append(bar)
     elif callable(progress):
-        from workbench.callbacks import ProgressFunctionCallback
+        from workbench.deep import ProgressFunctionCallback
 
         callbacks.append(ProgressFunctionCallback(progress))
 
@@ -146,8 +146,8 @@ def train_model(project: Project, *, method: str = "unet", settings: dict | None
 
 
 def _train_unet(project, samples, settings, directory, init_from, callbacks, stop_event):
-    from workbench.models import save_model
-    from workbench.train import train
+    from workbench.deep import save_model
+    from workbench.deep import train
 
     train_settings = _unet_settings(project, settings)
     result = train(samples, train_settings, callbacks=callbacks, init_from=init_from, stop_event=stop_event)
@@ -159,7 +159,7 @@ def _train_unet(project, samples, settings, directory, init_from, callbacks, sto
 
 
 def _train_forest(project, samples, settings, directory, init_from, callbacks, stop_event):
-    from workbench.callbacks import CallbackList
+    from workbench.deep import CallbackList
     from workbench.classic import ForestModel
 
     # A forest is refitted from scratch: `init_from` only matters to the record's lineage.
@@ -233,7 +233,7 @@ def auto_min_size(project: Project) -> int:
 
 def min_size_from_labels(label_planes: Iterable[np.ndarray]) -> int:
     """A tenth of the median area of the objects painted in these label planes (at least 16 pixels)."""
-    from workbench.labels import painted_objects
+    from workbench.store import painted_objects
 
     areas = []
     for plane in label_planes:
@@ -247,7 +247,7 @@ def min_size_from_labels(label_planes: Iterable[np.ndarray]) -> int:
 
 def postprocess(probabilities, mode: str, **options) -> np.ndarray:
     """Instances (int32 ids) in instance mode, the class map (uint8, 0-based) in semantic mode."""
-    from workbench.instances import instances_from_probabilities, semantic_from_probabilities
+    from workbench.predict import instances_from_probabilities, semantic_from_probabilities
 
     if mode == "instance":
         return instances_from_probabilities(probabilities, **options)
@@ -255,7 +255,7 @@ def postprocess(probabilities, mode: str, **options) -> np.ndarray:
 
 
 def _predict_plane(segmenter: Segmenter, plane, out, *, tile_size, overlap, tta, progress):
-    from workbench.tiling import predict_tiled
+    from workbench.predict import predict_tiled
 
     if plane.shape[0] != segmenter.in_channels:
         raise WorkbenchError(
@@ -340,7 +340,7 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
     """
     import zarr
 
-    from workbench.io import open_image, write_image
+    from workbench.store import open_image, write_image
 
     segmenter = load_segmenter(project, model_version, device=device)
     options = instance_options(project) if project.mode == "instance" else {}
@@ -382,7 +382,7 @@ def _check_output_suffix(path: Path) -> None:
 
 def export_prediction(project: Project, name: str, out, *, probabilities=None) -> Path:
     """Write a stored prediction of a project image to a file (.tif, .png or .zarr)."""
-    from workbench.io import write_image
+    from workbench.store import write_image
 
     kind = "instances" if project.mode == "instance" else "classes"
     labels = project.prediction(name, kind)
@@ -407,7 +407,7 @@ def measure_labels(project: Project, labels, intensity, *, image: str, z: int = 
     import pandas as pd
     from scipy import ndimage as ndi
 
-    from workbench.measure import measure_objects
+    from workbench.predict import measure_objects
 
     labels = np.asarray(labels)
     intensity = np.asarray(intensity)
@@ -429,7 +429,7 @@ def measure_project(project: Project, out=None, *, names: Iterable[str] | None =
     """One table of per-object measurements over the project's predicted images (see `measure_labels`)."""
     import pandas as pd
 
-    from workbench.measure import write_table
+    from workbench.predict import write_table
 
     names = list(names) if names else project.image_names
     tables = []
@@ -453,10 +453,10 @@ def measure_project(project: Project, out=None, *, names: Iterable[str] | None =
 # ---------------------------------------------------------------------- the demo
 def run_demo(out_dir, *, minutes: float = 2.0, seed: int = 0, progress: bool = True) -> dict:
     """Sample project → train → predict → overlay PNG + measurements table; returns where they are."""
-    from workbench.io import write_image
-    from workbench.metrics import average_precision
-    from workbench.overlay import overlay_instances
-    from workbench.sample import SAMPLE_NAME, build_sample_project, sample_ground_truth
+    from workbench.store import write_image
+    from workbench.predict import average_precision
+    from workbench.predict import overlay_instances
+    from workbench.datasets._sample import SAMPLE_NAME, build_sample_project, sample_ground_truth
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

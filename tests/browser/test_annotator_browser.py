@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.project import Project
-from workbench.viewport import Viewport
+from workbench.store import Project
+from workbench.annotate import Viewport
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -40,8 +40,8 @@ def _free_port() -> int:
 
 def _notebook(project_path: Path) -> dict:
     code = (
-        "from workbench.project import Project\n"
-        "from widgets.annotator import Annotator\n"
+        "from workbench.store._project import Project\n"
+        "from workbench_widgets.annotator import Annotator\n"
         f"annotator = Annotator(Project.open({str(project_path)!r}), width={CANVAS_W}, height={CANVAS_H},\n"
         "                      save_delay=0.1)\n"
         "annotator.widget"

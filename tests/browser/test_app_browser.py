@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from widgets.launch import app_notebook, free_port, voila_command, voila_environment
-from workbench.project import Project
-from workbench.sample import SAMPLE_NAME, build_sample_project
+from workbench_widgets.launch import app_notebook, free_port, voila_command, voila_environment
+from workbench.store import Project
+from workbench.datasets._sample import SAMPLE_NAME, build_sample_project
 
 pytestmark = pytest.mark.browser
 

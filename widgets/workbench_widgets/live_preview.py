@@ -4,7 +4,7 @@
 While it is on, every saved stroke retrains `workbench.classic.LivePreview` on the labels of the
 image plane being painted, and every pan or zoom predicts the visible region; the result is drawn
 in the annotator's prediction layer (`Annotator.set_preview`): class colours in a semantic project,
-instance outlines (`workbench.instances.instances_from_probabilities`) in an instance project.
+instance outlines (`workbench.predict.instances_from_probabilities`) in an instance project.
 
 The work runs on one background thread. Requests that arrive while it is busy are merged into one
 (a retrain if any of them asked for it, at the view of the moment it starts), so a fast painter
@@ -35,8 +35,8 @@ import numpy as np
 
 from workbench.classic import LivePreview
 from workbench.errors import WorkbenchError
-from workbench.instances import instances_from_probabilities, semantic_from_probabilities
-from workbench.labels import training_targets
+from workbench.predict import instances_from_probabilities, semantic_from_probabilities
+from workbench.store import training_targets
 
 __all__ = ["LivePreviewController", "MAX_PREVIEW_PIXELS", "ONE_CLASS_MESSAGE", "preview_region"]
 
@@ -76,8 +76,8 @@ class LivePreviewController:
 
     Parameters
     ----------
-    annotator : widgets.annotator.Annotator
-    project : workbench.project.Project, optional
+    annotator : workbench_widgets.annotator.Annotator
+    project : workbench.store.Project, optional
         The annotator's project (default ``annotator.project``).
     max_pixels : int
         Largest region predicted at once (see the module notes).
@@ -107,7 +107,7 @@ class LivePreviewController:
     def __init__(self, annotator, project=None, *, max_pixels: int = MAX_PREVIEW_PIXELS,
                  show_in_toolbar: bool = True):
         if not hasattr(annotator, "set_preview") or not hasattr(annotator, "on_labels_changed"):
-            raise WorkbenchError(f"annotator must be a widgets.annotator.Annotator, got {type(annotator).__name__}")
+            raise WorkbenchError(f"annotator must be a workbench_widgets.annotator.Annotator, got {type(annotator).__name__}")
         if int(max_pixels) < 1024:
             raise WorkbenchError(f"max_pixels must be at least 1024, got {max_pixels}")
         self.annotator = annotator

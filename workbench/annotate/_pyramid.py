@@ -11,7 +11,7 @@ from the level below, so the whole image is never in memory. The group's attribu
 image shape and type it was built from and whether the build finished; an interrupted or outdated
 pyramid is rebuilt by `ensure_pyramid`.
 
-`render_image` draws what a `workbench.viewport.Viewport` sees: it picks the coarsest level that
+`render_image` draws what a `workbench.annotate.Viewport` sees: it picks the coarsest level that
 still gives one level pixel per canvas pixel, reads only the visible region of it and maps each
 canvas pixel to an image pixel, so a 10 000 x 10 000 image renders as quickly as a small one.
 `NearestPyramid` does the same for label and prediction planes, in memory, by taking every
@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.io import ImageSource, iter_blocks
-from workbench.viewport import Viewport
+from workbench.store import ImageSource, iter_blocks
+from workbench.annotate._viewport import Viewport
 
 MIN_LEVEL_SIZE = 256  # the coarsest level fits a thumbnail
 BUILD_BLOCK = 1024  # output pixels a side per build step
@@ -136,7 +136,7 @@ def build_pyramid(project, name: str, *, min_size: int = MIN_LEVEL_SIZE,
 
     Parameters
     ----------
-    project : workbench.project.Project
+    project : workbench.store.Project
     name : str
         An image of the project.
     min_size : int

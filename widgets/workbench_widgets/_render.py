@@ -9,9 +9,9 @@ from typing import Sequence
 
 import numpy as np
 
-from workbench.labels import OBJECT, derive_boundaries
-from workbench.pyramid import NearestPyramid, hex_to_rgb
-from workbench.viewport import Viewport
+from workbench.store import OBJECT, derive_boundaries
+from workbench.annotate import NearestPyramid, hex_to_rgb
+from workbench.annotate import Viewport
 
 BOUNDARY_COLOR = (255, 225, 25)  # derived boundary: yellow, unlike any default class colour
 OUTLINE_COLOR = (255, 255, 0)
@@ -48,7 +48,7 @@ def label_overlay(labels: NearestPyramid, viewport: Viewport, factor: int, color
                   *, boundary_width: int | None = None) -> np.ndarray:
     """RGBA picture of the painted labels, with derived instance boundaries when `boundary_width` is set.
 
-    Boundaries are derived (`workbench.labels.derive_boundaries`) on the region read plus a margin,
+    Boundaries are derived (`workbench.store.derive_boundaries`) on the region read plus a margin,
     so an object cut by the canvas edge gets no false outline there; at a zoomed-out level the
     width shrinks with the level's factor (at least one level pixel).
     """

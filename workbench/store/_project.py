@@ -31,9 +31,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import zarr
 
-from workbench import labels as _labels
+from workbench.store import _labels as _labels
 from workbench.errors import WorkbenchError
-from workbench.io import ImageSource, as_image_source, iter_blocks, open_image, write_json_atomic
+from workbench.store._io import ImageSource, as_image_source, iter_blocks, open_image, write_json_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST = "project.json"

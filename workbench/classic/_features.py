@@ -1,4 +1,4 @@
-"""Filter-bank machinery behind `workbench.classic`: settings, registry, normalisation, tiles, cache.
+"""Filter-bank machinery behind `workbench.classic._forest`: settings, registry, normalisation, tiles, cache.
 
 Every feature is computed in float32 with separable scipy.ndimage filters on a
 whole plane at once (no per-pixel Python). Gaussian smoothing is computed once
@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from workbench.errors import WorkbenchError
-from workbench.io import atomic_write
+from workbench.store import atomic_write
 
 
 class ClassicInputError(WorkbenchError, ValueError):
@@ -858,7 +858,7 @@ def as_targets(targets: Any, shape: tuple[int, int], n_classes: int | None, name
     if not np.issubdtype(array.dtype, np.integer):
         raise ClassicTypeError(
             f"`{name}` must be integer class indices (-1 = unlabelled, 0..K-1 = class), got dtype {array.dtype}; "
-            "convert a painted label layer with workbench.labels.training_targets(labels, mode)."
+            "convert a painted label layer with workbench.store.training_targets(labels, mode)."
         )
     if array.shape != tuple(shape):
         raise ClassicInputError(f"`{name}` has shape {array.shape} but its image is {tuple(shape)} (Y, X); they must match.")

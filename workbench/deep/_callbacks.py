@@ -57,7 +57,7 @@ class CallbackList(Callback):
                 continue
             if not isinstance(callback, Callback):
                 raise TypeError(
-                    f"`callbacks` must hold workbench.callbacks.Callback instances; got "
+                    f"`callbacks` must hold workbench.deep.Callback instances; got "
                     f"{type(callback).__name__}. Subclass Callback and override the hooks you need."
                 )
             self.callbacks.append(callback)

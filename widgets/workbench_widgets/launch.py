@@ -1,4 +1,4 @@
-"""Start the guided app: ``python -m widgets.launch [--project DIR] [--port 8866] [--ip 127.0.0.1]``.
+"""Start the guided app: ``python -m workbench_widgets.launch [--project DIR] [--port 8866] [--ip 127.0.0.1]``.
 
 Builds the sample project when the folder holds no project yet, then runs Voila on
 ``notebooks/app.ipynb`` (no browser opened) and prints the address to open. Ctrl-C stops it.
@@ -19,7 +19,7 @@ from workbench.errors import WorkbenchError
 
 __all__ = ["main", "app_notebook", "voila_command", "voila_environment", "free_port"]
 
-CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def app_notebook() -> Path:
@@ -67,7 +67,7 @@ def voila_environment(project: Path, *, train_seconds: float | None = None) -> d
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m widgets.launch",
+    parser = argparse.ArgumentParser(prog="python -m workbench_widgets.launch",
                                      description="Start the guided microscopy workbench app (Voila).")
     parser.add_argument("--project", default=None,
                         help="project folder (default: $WORKBENCH_PROJECT or ./sample-project; "
@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Build the sample project if needed, start Voila and wait for it; return its exit code."""
     args = _parser().parse_args(argv)
-    from widgets.app import open_default_project
+    from workbench_widgets.app import open_default_project
 
     project_dir = Path(args.project or os.environ.get("WORKBENCH_PROJECT") or Path.cwd() / "sample-project")
     if args.port < 0 or args.port > 65535:

@@ -28,7 +28,7 @@ from scipy.spatial import cKDTree
 from skimage.measure import regionprops_table
 
 from workbench.errors import WorkbenchError
-from workbench.io import atomic_write
+from workbench.store import atomic_write
 
 __all__ = ["MeasureError", "measure_objects", "write_table"]
 

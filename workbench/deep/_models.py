@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workbench.device import pick_device
+from workbench.deep._device import pick_device
 from workbench.errors import WorkbenchError
-from workbench.io import atomic_write, to_jsonable
-from workbench.normalize import PercentileNormalizer
+from workbench.store import atomic_write, to_jsonable
+from workbench.deep._normalize import PercentileNormalizer
 
 __all__ = [
     "PRESETS",
@@ -317,10 +317,10 @@ def save_model(directory: str | os.PathLike, model: torch.nn.Module, card: Model
     recipe = getattr(model, "workbench_recipe", None)
     if not recipe:
         raise WorkbenchError(
-            "`model` has no workbench recipe; build it with workbench.models.build_unet or load_model."
+            "`model` has no workbench recipe; build it with workbench.deep.build_unet or load_model."
         )
     if not isinstance(card, ModelCard):
-        raise WorkbenchError(f"`card` must be a workbench.models.ModelCard; got {type(card).__name__}.")
+        raise WorkbenchError(f"`card` must be a workbench.deep.ModelCard; got {type(card).__name__}.")
     init_kwargs = recipe["init_kwargs"]
     if card.in_channels != init_kwargs["in_channels"] or card.n_classes != init_kwargs["classes"]:
         raise WorkbenchError(

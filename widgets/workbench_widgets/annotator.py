@@ -4,7 +4,7 @@ The canvas has four layers: the image (rendered from the image's pyramid, only t
 the prediction overlay, the label overlay and, on top, the stroke/cursor layer that receives the
 mouse and keyboard. A stroke is drawn on the top layer as it is made (a line path, no pixels
 sent); when the mouse is released the stroke is rasterised into the label layer by
-`workbench.painting.LabelEditor`, the label overlay is re-sent as one PNG, and the changed label
+`workbench.annotate.LabelEditor`, the label overlay is re-sent as one PNG, and the changed label
 chunks are saved shortly after.
 
 All behaviour is in plain methods (`handle_mouse_down`, `handle_key_down`, `paint`, `undo`...)
@@ -20,14 +20,14 @@ import ipywidgets as w
 import numpy as np
 from ipycanvas import MultiCanvas, hold_canvas
 
-from widgets import _controls
-from widgets._render import PREDICTION_VIEWS, RegionPlane, label_overlay, prediction_overlay, prediction_reader
+from workbench_widgets import _controls
+from workbench_widgets._render import PREDICTION_VIEWS, RegionPlane, label_overlay, prediction_overlay, prediction_reader
 from workbench.errors import WorkbenchError
-from workbench.labels import INSTANCE_CLASSES, OBJECT, UNLABELLED
-from workbench.painting import DEFAULT_SAVE_DELAY, Edit, LabelEditor, LabelsChanged
-from workbench.pyramid import (ChannelDisplay, NearestPyramid, auto_contrast, default_channel_displays,
+from workbench.store import INSTANCE_CLASSES, OBJECT, UNLABELLED
+from workbench.annotate import DEFAULT_SAVE_DELAY, Edit, LabelEditor, LabelsChanged
+from workbench.annotate import (ChannelDisplay, NearestPyramid, auto_contrast, default_channel_displays,
                                ensure_pyramid, hex_to_rgb, render_image)
-from workbench.viewport import Viewport
+from workbench.annotate import Viewport
 
 IMAGE, PREDICTION, LABELS, STROKE = range(4)
 LAYER_NAMES = ("image", "prediction", "labels", "stroke")
@@ -46,7 +46,7 @@ class Annotator:
 
     Parameters
     ----------
-    project : workbench.project.Project
+    project : workbench.store.Project
     image_name : str, optional
         The image to open first (default: the project's first image).
     width, height : int
@@ -58,7 +58,7 @@ class Annotator:
     ----------
     widget : ipywidgets.VBox
         What to display (displaying the Annotator itself works too).
-    viewport : workbench.viewport.Viewport
+    viewport : workbench.annotate.Viewport
     frames : dict
         The last picture sent to each canvas layer (``"image"`` RGB, overlays RGBA), for tests.
 

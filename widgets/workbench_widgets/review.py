@@ -9,7 +9,7 @@ when the result is not good enough (add annotations, add images, train longer).
 Zarr on this computer, tile by tile, and offers label images (TIFF), measurements (CSV) and
 overlays (PNG) as downloads, in JupyterLab and in Voila alike (links with ``data:`` URLs).
 
-As in `widgets.training`, long work runs in a thread that only updates widgets made beforehand.
+As in `workbench_widgets.training`, long work runs in a thread that only updates widgets made beforehand.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import numpy as np
 
 from workbench import pipeline
 from workbench.errors import WorkbenchError
-from workbench.overlay import overlay_classes, overlay_instances
-from workbench.project import Project
+from workbench.predict import overlay_classes, overlay_instances
+from workbench.store import Project
 
-from widgets.training import METHOD_NAMES, _data_url, _plural, _png_bytes, _status_html, _user_message, _when
+from workbench_widgets.training import METHOD_NAMES, _data_url, _plural, _png_bytes, _status_html, _user_message, _when
 
 __all__ = ["ReviewPanel", "SegmentPanel", "segment_and_measure", "list_inputs", "UncertainRegion",
            "least_certain_regions", "quality_hint"]
@@ -177,7 +177,7 @@ class ReviewPanel:
 
     Parameters
     ----------
-    project : workbench.project.Project
+    project : workbench.store.Project
     open_annotator : callable, optional
         ``open_annotator(name, y, x, zoom)`` shows the annotator at that place (the app wires it).
         Without it, the buttons say where to look.
@@ -476,8 +476,8 @@ def segment_and_measure(project: Project, *, names: Sequence[str] = (), files: S
     """
     import pandas as pd
 
-    from workbench.io import open_image, write_image
-    from workbench.measure import write_table
+    from workbench.store import open_image, write_image
+    from workbench.predict import write_table
 
     names, files = list(names), [Path(f) for f in files]
     if not names and not files:
@@ -537,7 +537,7 @@ class SegmentPanel:
 
     Parameters
     ----------
-    project : workbench.project.Project
+    project : workbench.store.Project
     output_dir : path-like, optional
         Results are written to ``<output_dir>/model-v<version>/`` (default: ``<project>/results``).
 

@@ -23,9 +23,9 @@ from typing import Any, Callable, Iterable
 import ipywidgets as W
 
 from workbench.errors import WorkbenchError
-from workbench.project import Project
+from workbench.store import Project
 
-from widgets.training import _status_html, _user_message
+from workbench_widgets.training import _status_html, _user_message
 
 __all__ = ["ProjectSetupPanel", "add_uploaded_files", "UPLOAD_ACCEPT"]
 

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workbench.augment import Augmenter
-from workbench.callbacks import Callback, CallbackList
-from workbench.device import configure_cpu_threads, pick_device
+from workbench.deep._augment import Augmenter
+from workbench.deep._callbacks import Callback, CallbackList
+from workbench.deep._device import configure_cpu_threads, pick_device
 from workbench.errors import WorkbenchError
-from workbench.models import ModelCard, build_unet, check_model_fits, load_model, pad_to_multiple, save_model
-from workbench.normalize import PercentileNormalizer
+from workbench.deep._models import ModelCard, build_unet, check_model_fits, load_model, pad_to_multiple, save_model
+from workbench.deep._normalize import PercentileNormalizer
 
 __all__ = ["TrainSettings", "TrainResult", "Trainer", "train", "masked_loss", "INSTANCE_CLASSES"]
 
@@ -45,7 +45,7 @@ class TrainSettings:
     Attributes
     ----------
     preset : str
-        Model preset (see ``workbench.models.PRESETS``); ``"fast"`` suits CPUs.
+        Model preset (see ``workbench.deep.PRESETS``); ``"fast"`` suits CPUs.
     encoder : str or None
         Replace the preset's encoder (smp name or ``"tu-<timm model>"``).
     width : float
@@ -174,7 +174,7 @@ class TrainResult:
     card : ModelCard
         Recipe, normalisation, settings and metrics; save both with `save`.
     history : list of dict
-        One logs dict per epoch (see ``workbench.callbacks.Callback``).
+        One logs dict per epoch (see ``workbench.deep.Callback``).
     best_metrics : dict
         Validation (or, without validation pixels, training) metrics of the kept weights.
     labelled_pixels : dict
@@ -199,7 +199,7 @@ class TrainResult:
         return self.stop_reason == "stopped"
 
     def save(self, directory: str | Path) -> Path:
-        """Save model and card with ``workbench.models.save_model``."""
+        """Save model and card with ``workbench.deep.save_model``."""
         return save_model(directory, self.model, self.card)
 
 

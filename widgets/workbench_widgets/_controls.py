@@ -1,6 +1,6 @@
 """The annotator's controls: toolbar, class palette, display settings, channel panel, stats.
 
-Only builds widgets; `widgets.annotator.Annotator` wires them to its state.
+Only builds widgets; `workbench_widgets.annotator.Annotator` wires them to its state.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Sequence
 import ipywidgets as w
 import numpy as np
 
-from workbench.pyramid import ChannelDisplay
+from workbench.annotate import ChannelDisplay
 
 TOOLS = [("Brush (b)", "brush"), ("Eraser (e)", "eraser"), ("Fill (l)", "fill"), ("Pan (p)", "pan")]
 TOOL_TIPS = ["Paint with a round brush", "Erase back to 'not annotated'",

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from workbench.partial import simulate_partial_labels
-from workbench.project import Project
+from workbench.datasets._partial import simulate_partial_labels
+from workbench.store import Project
 
 __all__ = ["sample_image_path", "sample_ground_truth", "build_sample_project"]
 
@@ -19,12 +19,12 @@ SAMPLE_NAME = "nuclei"
 
 def sample_image_path() -> Path:
     """Path of the bundled 512 x 512 nuclei image (DSB 2018, CC0)."""
-    return Path(str(files("workbench") / "data" / "nuclei.tif"))
+    return Path(str(files("workbench.datasets") / "data" / "nuclei.tif"))
 
 
 def sample_ground_truth() -> np.ndarray:
     """Hand-made instance ground truth of the sample image (125 nuclei)."""
-    return tifffile.imread(Path(str(files("workbench") / "data" / "nuclei_labels.tif")))
+    return tifffile.imread(Path(str(files("workbench.datasets") / "data" / "nuclei_labels.tif")))
 
 
 def build_sample_project(path, *, object_fraction: float = 0.2, seed: int = 0, overwrite: bool = False) -> Project:

@@ -27,9 +27,9 @@ import ipywidgets as W
 import numpy as np
 
 from workbench import pipeline
-from workbench.callbacks import Callback
+from workbench.deep import Callback
 from workbench.errors import WorkbenchError
-from workbench.project import Project
+from workbench.store import Project
 
 __all__ = ["TrainingPanel", "DURATIONS", "MODEL_SIZES", "AUGMENTATION", "train_seconds_from_env"]
 
@@ -196,7 +196,7 @@ def _find_local_weights(encoder: str) -> Path | None:
     folders = []
     if os.environ.get(WEIGHTS_DIR_ENV):
         folders.append(Path(os.environ[WEIGHTS_DIR_ENV]))
-    folders.append(Path(__file__).resolve().parents[2] / "shared" / "weights")
+    folders.append(Path(__file__).resolve().parents[3] / "shared" / "weights")
     for folder in folders:
         if folder.is_dir():
             found = sorted(folder.glob(f"{encoder}-*.pth")) + sorted(folder.glob(f"{encoder}.pth"))
@@ -234,7 +234,7 @@ class TrainingPanel:
 
     Parameters
     ----------
-    project : workbench.project.Project
+    project : workbench.store.Project
         The project whose labels are trained on; the new model version is recorded in it.
     seconds : float, optional
         Training time to preselect (default: ``$WORKBENCH_TRAIN_SECONDS`` or 2 minutes). Any
@@ -257,7 +257,7 @@ class TrainingPanel:
     def __init__(self, project: Project, *, seconds: float | None = None):
         if not isinstance(project, Project):
             raise TypeError(f"`project` must be a workbench Project, got {type(project).__name__}; "
-                            "open one with workbench.project.Project.open(folder)")
+                            "open one with workbench.store.Project.open(folder)")
         self.project = project
         self.history: list[dict] = []
         self.record: dict | None = None
@@ -371,7 +371,7 @@ class TrainingPanel:
         settings: dict[str, Any] = {"minutes": seconds / 60.0, "preset": self.model_size.value,
                                     "augment": float(self.augmentation.value)}
         if self.start_from.value == "pretrained":
-            from workbench.models import PRESETS
+            from workbench.deep import PRESETS
 
             encoder = PRESETS[self.model_size.value]["encoder"]
             local = _find_local_weights(encoder)

@@ -17,7 +17,7 @@ import numpy as np
 from skimage.draw import polygon as _polygon
 
 from workbench.errors import WorkbenchError
-from workbench.labels import UNLABELLED, label_statistics
+from workbench.store import UNLABELLED, label_statistics
 
 DEFAULT_SAVE_DELAY = 0.3  # seconds without a new stroke before the changed chunks are written
 MAX_UNDO = 50
@@ -139,7 +139,7 @@ class LabelEditor:
 
     Parameters
     ----------
-    project : workbench.project.Project
+    project : workbench.store.Project
     name : str
         An image of the project.
     save_delay : float

@@ -7,7 +7,7 @@ sample project so a first visitor can try every step at once; step 1 opens or cr
 
 Examples
 --------
->>> from widgets.app import WorkbenchApp
+>>> from workbench_widgets.app import WorkbenchApp
 >>> WorkbenchApp()          # in a notebook or Voila: the whole app     # doctest: +SKIP
 """
 
@@ -21,11 +21,11 @@ from typing import Any
 import ipywidgets as W
 
 from workbench.errors import WorkbenchError
-from workbench.project import Project
+from workbench.store import Project
 
-from widgets.project_setup import ProjectSetupPanel
-from widgets.review import ReviewPanel, SegmentPanel
-from widgets.training import TrainingPanel, _status_html, _user_message
+from workbench_widgets.project_setup import ProjectSetupPanel
+from workbench_widgets.review import ReviewPanel, SegmentPanel
+from workbench_widgets.training import TrainingPanel, _status_html, _user_message
 
 __all__ = ["WorkbenchApp", "default_project_path", "open_default_project", "STEPS", "PROJECT_ENV"]
 
@@ -62,7 +62,7 @@ def default_project_path() -> Path:
     """
     if os.environ.get(PROJECT_ENV):
         return Path(os.environ[PROJECT_ENV]).expanduser().resolve()
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     if (checkout / "pyproject.toml").exists() and os.access(checkout, os.W_OK):
         return checkout / "sample-project"
     return Path.cwd() / "sample-project"
@@ -70,7 +70,7 @@ def default_project_path() -> Path:
 
 def open_default_project(path=None) -> Project:
     """Open the project at `path` (default `default_project_path`); build the sample project there if empty."""
-    from workbench.sample import build_sample_project
+    from workbench.datasets import build_sample_project
 
     path = Path(path) if path is not None else default_project_path()
     if (path / "project.json").exists():
@@ -95,7 +95,7 @@ class WorkbenchApp:
     tabs : ipywidgets.Tab
     setup, annotator, training, review, segment
         The step panels (the latter four are rebuilt when another project is opened).
-    live_preview : widgets.live_preview.LivePreviewController
+    live_preview : workbench_widgets.live_preview.LivePreviewController
         The annotator's "Live preview (Random Forest)" toggle, in its toolbar.
     """
 
@@ -126,8 +126,8 @@ class WorkbenchApp:
     # ------------------------------------------------------------------ public actions
     def set_project(self, project: Project) -> None:
         """Show `project` in every step (called when step 1 opens or creates one)."""
-        from widgets.annotator import Annotator
-        from widgets.live_preview import LivePreviewController
+        from workbench_widgets.annotator import Annotator
+        from workbench_widgets.live_preview import LivePreviewController
 
         self.project = project
         if self.live_preview is not None:

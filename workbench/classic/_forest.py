@@ -6,13 +6,13 @@ A `FeatureBank` (Gaussian, gradient, LoG and Hessian eigenvalues at scales
 27 (rich: 34) numbers per channel; a scikit-learn Random Forest trained on the annotated
 pixels only turns them into class probabilities (K, Y, X). In instance mode K
 = 3 (background, interior, boundary), the same input the deep path gives to
-`workbench.instances`.
+`workbench.predict._instances`.
 
 Intensities are normalised first with per-channel percentiles fitted on the
 training images and stored with the model, so a forest transfers to new
 images. Features are computed tile by tile with `FeatureBank.halo` pixels of
 context, so large images have no seams; `ForestModel.as_predictor()` plugs
-into `workbench.tiling.predict_tiled`, and `predict_image` is a simpler
+into `workbench.predict.predict_tiled`, and `predict_image` is a simpler
 tile loop of its own.
 
 Example
@@ -46,8 +46,8 @@ import numpy as np
 import sklearn
 from sklearn.ensemble import RandomForestClassifier
 
-from workbench.io import atomic_write
-from workbench._features import (
+from workbench.store import atomic_write
+from workbench.classic._features import (
     FEATURE_PRESETS,
     FEATURES,
     ClassicInputError,
@@ -85,7 +85,7 @@ __all__ = [
 ]
 
 INSTANCE_CLASSES = ("background", "interior", "boundary")
-"""Output classes in instance mode, the input of workbench.instances."""
+"""Output classes in instance mode, the input of workbench.predict._instances."""
 
 MODES = ("semantic", "instance")
 CARD_NAME = "card.json"
@@ -344,7 +344,7 @@ class ForestModel:
             image (C, Y, X) (or (Y, X)) any numeric dtype; targets (Y, X) int
             with -1 = unlabelled and 0..K-1 = class (instance mode: 0
             background, 1 interior, 2 boundary, see
-            workbench.labels.training_targets). A single pair is accepted.
+            workbench.store.training_targets). A single pair is accepted.
         progress : callable(fraction, message), optional
 
         Returns
@@ -511,7 +511,7 @@ class ForestModel:
         return self.predict_features(self._features_of_tile(image))
 
     def as_predictor(self) -> Callable[[np.ndarray], np.ndarray]:
-        """A callable for workbench.tiling.predict_tiled: (B, C, h, w) float32 -> (B, K, h, w) float32.
+        """A callable for workbench.predict.predict_tiled: (B, C, h, w) float32 -> (B, K, h, w) float32.
 
         Pass ``halo=model.halo`` to the tiler so tiles join without seams.
         """

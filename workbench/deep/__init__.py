@@ -1,0 +1,83 @@
+"""The deep path: scaled-down U-Nets, normalisation, augmentation, the trainer and its callbacks, device choice."""
+
+from workbench.deep._models import (
+    PRESETS,
+    DEFAULT_PRESET,
+    MODEL_CLASSES,
+    ModelCard,
+    build_unet,
+    save_model,
+    load_model,
+    check_model_fits,
+    make_predictor,
+    TorchPredictor,
+    WEIGHTS_FILENAME,
+    CARD_FILENAME,
+)
+from workbench.deep._train import (
+    TrainSettings,
+    TrainResult,
+    Trainer,
+    train,
+    masked_loss,
+    INSTANCE_CLASSES,
+)
+from workbench.deep._augment import (
+    Augmenter,
+    build_pipeline,
+    IntensityJitter,
+    GaussianNoiseAnyRange,
+    GaussianBlurAnyChannels,
+)
+from workbench.deep._callbacks import (
+    Callback,
+    CallbackList,
+    HistoryCallback,
+    TqdmProgress,
+    ProgressFunctionCallback,
+)
+from workbench.deep._device import (
+    pick_device,
+    configure_cpu_threads,
+    available_devices,
+)
+from workbench.deep._normalize import (
+    PercentileNormalizer,
+    fit_normalizer,
+)
+
+__all__ = [
+    "PRESETS",
+    "DEFAULT_PRESET",
+    "MODEL_CLASSES",
+    "ModelCard",
+    "build_unet",
+    "save_model",
+    "load_model",
+    "check_model_fits",
+    "make_predictor",
+    "TorchPredictor",
+    "WEIGHTS_FILENAME",
+    "CARD_FILENAME",
+    "TrainSettings",
+    "TrainResult",
+    "Trainer",
+    "train",
+    "masked_loss",
+    "INSTANCE_CLASSES",
+    "Augmenter",
+    "build_pipeline",
+    "IntensityJitter",
+    "GaussianNoiseAnyRange",
+    "GaussianBlurAnyChannels",
+    "Callback",
+    "CallbackList",
+    "HistoryCallback",
+    "TqdmProgress",
+    "ProgressFunctionCallback",
+    "pick_device",
+    "configure_cpu_threads",
+    "available_devices",
+    "PercentileNormalizer",
+    "fit_normalizer",
+]

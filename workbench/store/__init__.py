@@ -1,0 +1,63 @@
+"""The project store: a folder of project.json (the manifest) and data.zarr; image files in and out; the label convention."""
+
+from workbench.store._project import (
+    Project,
+    SCHEMA_VERSION,
+    PREDICTION_KINDS,
+)
+from workbench.store._io import (
+    CANONICAL_AXES,
+    ImageSource,
+    PlaneView,
+    open_image,
+    as_image_source,
+    write_image,
+    atomic_write,
+    write_json_atomic,
+    to_jsonable,
+    iter_blocks,
+)
+from workbench.store._labels import (
+    UNLABELLED,
+    BACKGROUND,
+    OBJECT,
+    IGNORE,
+    INSTANCE_CLASSES,
+    label_dtype,
+    validate_labels,
+    painted_objects,
+    derive_boundaries,
+    training_targets,
+    labels_from_instances,
+    label_statistics,
+    n_training_classes,
+)
+
+__all__ = [
+    "Project",
+    "SCHEMA_VERSION",
+    "PREDICTION_KINDS",
+    "CANONICAL_AXES",
+    "ImageSource",
+    "PlaneView",
+    "open_image",
+    "as_image_source",
+    "write_image",
+    "atomic_write",
+    "write_json_atomic",
+    "to_jsonable",
+    "iter_blocks",
+    "UNLABELLED",
+    "BACKGROUND",
+    "OBJECT",
+    "IGNORE",
+    "INSTANCE_CLASSES",
+    "label_dtype",
+    "validate_labels",
+    "painted_objects",
+    "derive_boundaries",
+    "training_targets",
+    "labels_from_instances",
+    "label_statistics",
+    "n_training_classes",
+]
