@@ -73,7 +73,7 @@ def test_formats_and_axes(tmp_path, nuclei_image):
     r = Project.create(tmp_path / "r")
     name = r.add_image(src)
     np.testing.assert_array_equal(r.image(name)[0], nuclei_image)
-    assert r.image_info(name)["pixel_size"] == [0.5, 0.25]
+    assert r.image_info(name).pixel_size == (0.5, 0.25)
 
 
 def test_bad_images_give_clear_errors(tmp_path, nuclei_image):

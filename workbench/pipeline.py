@@ -45,14 +45,14 @@ def load_segmenter(project: Project, version: int | None = None, *, method: str 
                    device: str | None = None, batch_size: int | None = None) -> Segmenter:
     """Load a model version of the project (the latest, or the latest of `method`) as a tile predictor."""
     record = project.model_record(version, method=method)
-    directory = project.path / record["path"]
-    if record["method"] == "unet":
+    directory = project.model_dir(record.version)
+    if record.method == "unet":
         from workbench.deep import load_model, make_predictor
 
         model, card = load_model(directory, device=device)
         predictor = make_predictor(model, card, device=device, **({"batch_size": batch_size} if batch_size else {}))
         return Segmenter(predictor, card.n_classes, card.in_channels, 0, record)
-    if record["method"] == "forest":
+    if record.method == "forest":
         from workbench.classic import ForestModel
 
         forest = ForestModel.load(directory)
@@ -117,7 +117,7 @@ def train_model(project: Project, *, method: str = "unet", settings: dict | None
     init_from = None
     if resume:
         previous = project.model_record(method=method)
-        parent, init_from = previous["version"], project.path / previous["path"]
+        parent, init_from = previous.version, project.model_dir(previous.version)
     callbacks = list(callbacks)
     bar = None
     if progress is True:
