@@ -266,7 +266,18 @@ def _predict_plane(segmenter: Segmenter, plane, out, *, tile_size, overlap, tta,
             f"the model expects {segmenter.in_channels} channel(s) but the image has {plane.shape[0]}; "
             "use a model trained on images with the same channels, or train one for these"
         )
-    return predict_tiled(plane, segmenter.predictor, segmenter.n_outputs, tile_size=tile_size or segmenter.tile_size,
+    predictor = segmenter.predictor
+    if np.dtype(plane.dtype).kind == "f":
+        name = getattr(getattr(plane, "source", None), "name", "the image")
+
+        def predictor(batch, _inner=segmenter.predictor):  # the image's fault, not the model's: say so
+            if not np.all(np.isfinite(batch)):
+                raise WorkbenchError(
+                    f"image {name!r} holds NaN or infinite values; replace them (e.g. with 0) and segment it again"
+                )
+            return _inner(batch)
+
+    return predict_tiled(plane, predictor, segmenter.n_outputs, tile_size=tile_size or segmenter.tile_size,
                          overlap=overlap, halo=segmenter.halo, out=out, tta=tta, progress=progress)
 
 

@@ -118,7 +118,7 @@ class _Reader:
 
     def get(self, data: dict, key: str, where: str, check: Callable[[Any], Any], expected: str, *,
             default: Any = ..., fix: str | None = None) -> Any:
-        if key not in data or (data[key] is None and default is not ...):
+        if key not in data:
             if default is ...:
                 raise self.fail(f"{where}{key!r}", f"is missing (expected {expected})", fix)
             return default() if callable(default) else default
@@ -308,7 +308,8 @@ def _model(read: _Reader, entry: Any, index: int) -> ModelRecord:
     where = f"models[{index}] "
     if not isinstance(entry, dict):
         raise read.fail(f"models[{index}]", f"is {_shown(entry)} but must be an object describing a model")
-    parent = read.get(entry, "parent", where, _int(1), "null or an earlier version number", default=None)
+    parent = read.get(entry, "parent", where, lambda v: None if v is None else _int(1)(v),
+                      "null or an earlier version number", default=None)
     return ModelRecord(
         version=read.get(entry, "version", where, _int(1), "a whole number (1, 2, ...)"),
         method=read.get(entry, "method", where, _choice(METHODS), f"one of {', '.join(METHODS)}"),
