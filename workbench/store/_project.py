@@ -781,39 +781,56 @@ class Project:
     def models(self) -> list[ModelRecord]:
         return list(self._current().models)
 
-    def new_model_dir(self, method: str) -> tuple[int, Path]:
-        """Reserve the next model version number, under the project lock, with a fresh folder for it.
-
-        Versions already recorded or reserved (a folder exists) by another process are skipped.
-        """
-        if method not in ("unet", "forest"):
-            raise WorkbenchError(f"method must be unet or forest, got {method!r}")
-        with self._lock, manifest_lock(self.path):
-            manifest, _ = _read_manifest(self.path)
-            models = self.path / MODELS
-            models.mkdir(exist_ok=True)
-            taken = {m.version for m in manifest.models}
+    def _next_version(self, manifest: Manifest) -> int:
+        taken = {m.version for m in manifest.models}
+        models = self.path / MODELS
+        if models.is_dir():
             for folder in models.iterdir():
                 match = re.match(r"^v(\d+)-", folder.name)
                 if match:
                     taken.add(int(match.group(1)))
-            version = max(taken, default=0) + 1
-            directory = models / f"v{version:03d}-{_safe_name(method)}"
-            directory.mkdir()
+        return max(taken, default=0) + 1
+
+    def new_model_dir(self, method: str) -> tuple[int, Path]:
+        """The likely next model version and a fresh staging folder to save the model into.
+
+        The model is moved into ``models/`` by `register_model`, which allocates the final
+        version number under the project lock: a killed training leaves nothing in ``models/``,
+        and two trainings never get the same number.
+        """
+        if method not in ("unet", "forest"):
+            raise WorkbenchError(f"method must be unet or forest, got {method!r}")
+        version = self._next_version(self._current())
+        directory = self._staging() / f"model-{_safe_name(method)}"
+        directory.mkdir()
         return version, directory
 
     def register_model(self, version: int, directory: Path, *, method: str, settings: dict | None = None,
                        metrics: dict | None = None, parent: int | None = None) -> ModelRecord:
-        """Record a finished model version with its settings, label counts and metrics."""
-        relative = Path(directory).resolve().relative_to((self.path / MODELS).resolve())
+        """Move a finished model into ``models/`` and record it with its settings, label counts and metrics.
+
+        The version is `version` when still free, else the next free one (allocated under the
+        project lock); the returned record says which.
+        """
+        directory = Path(directory)
         labels = self.label_stats()
         record = ModelRecord(
-            version=int(version), method=method, path=f"{MODELS}/{relative.as_posix()}", created=_now(),
+            version=int(version), method=method, path="", created=_now(),
             parent=parent, settings=json.loads(json.dumps(settings or {}, default=_jsonable)),
             labels=json.loads(json.dumps(labels, default=_jsonable)),
             metrics=json.loads(json.dumps(metrics or {}, default=_jsonable)),
         )
+        models = self.path / MODELS
         with self._edit() as manifest:
+            models.mkdir(exist_ok=True)
+            inside = directory.resolve().parent == models.resolve()
+            if not inside:
+                record.version = max(record.version, self._next_version(manifest))
+                final = models / f"v{record.version:03d}-{_safe_name(method)}"
+                os.rename(directory, final)
+            else:  # already in models/ (a caller that saved there itself)
+                final = directory
+            record.path = f"{MODELS}/{final.name}"
             manifest.models = [m for m in manifest.models if m.version != record.version] + [record]
         return record
 
