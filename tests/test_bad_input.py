@@ -95,6 +95,7 @@ def test_adding_a_damaged_file_names_it(project, tmp_path, nuclei_image, make, c
     (_truncated_tiff, "truncated or damaged"),
     (_corrupt_zarr_chunk, "truncated or damaged"),
     (_nan_image, "holds NaN or infinite values"),
+    (_oversized_tiff_header, "GiB of memory"),  # refused from its header, before a pixel is read
 ])
 def test_predicting_a_damaged_file_blames_the_file(project, tmp_path, nuclei_image, make, contains, capsys):
     path = make(tmp_path, nuclei_image)

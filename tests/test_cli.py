@@ -71,7 +71,7 @@ def test_full_command_line_workflow(files, capsys):
     (["train", "{tmp}/proj"], "nothing is annotated"),
     (["predict", "{tmp}/proj"], "no model yet"),
     (["new", "{tmp}/proj"], "already holds a project"),
-    (["predict", "{tmp}/proj", "{tmp}/wrong.tif", "--out", "{tmp}/x.jpg2"], "no model yet"),
+    (["predict", "{tmp}/proj", "{tmp}/wrong.tif", "--out", "{tmp}/x.jpg2"], "must end in .tif"),  # before any work
 ])
 def test_user_mistakes_give_one_line_and_exit_2(tmp_path, nuclei_image, argv, message, capsys):
     Project.create(tmp_path / "proj").add_image(nuclei_image, name="nuclei")

@@ -47,7 +47,13 @@ class ProjectBusyError(WorkbenchError):
 
 def state_dir(project_path: Path) -> Path:
     directory = Path(project_path) / STATE_DIR
-    directory.mkdir(exist_ok=True)
+    try:
+        directory.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise WorkbenchError(
+            f"cannot write to the project {project_path} ({exc.strerror}); changing it needs write access to its "
+            "folder: copy the project somewhere you can write to"
+        ) from exc
     return directory
 
 
@@ -117,7 +123,10 @@ def owner_tmp(project_path: Path) -> Path:
     with _owner_guard:
         if folder not in _owner_locks:
             lock = filelock.FileLock(root / f"{OWNER}.lock", thread_local=False)
-            lock.acquire(timeout=0)
+            try:
+                lock.acquire(timeout=0)
+            except filelock.Timeout:
+                pass  # held by this very process under the project's earlier path (a project folder moved)
             _owner_locks[folder] = lock
         folder.mkdir(exist_ok=True)
     return folder
