@@ -88,3 +88,17 @@ def test_help_and_entry_point():
     assert result.returncode == 0 and "--minutes" in result.stdout and "--resume" in result.stdout
     result = subprocess.run([sys.executable, "-m", "workbench.cli", "new"], capture_output=True, text=True)
     assert result.returncode == 2 and "required" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_never_deletes_and_force_replaces_only_its_outputs(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert run("demo", "--out", str(out), "--minutes", "0.05") == 0
+    (out / "notes.txt").write_text("mine")
+    first = Project.open(out / "project").model_record().created
+    assert run("demo", "--out", str(out), "--minutes", "0.05") == 2
+    assert "not empty" in capsys.readouterr().err
+    assert run("demo", "--out", str(out), "--minutes", "0.05", "--force") == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    assert Project.open(out / "project").model_record().created >= first
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
