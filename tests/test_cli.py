@@ -102,3 +102,23 @@ def test_demo_never_deletes_and_force_replaces_only_its_outputs(tmp_path, capsys
     assert (out / "notes.txt").read_text() == "mine"
     assert Project.open(out / "project").model_record().created >= first
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_encoder_option_takes_a_preset_name(tmp_path, nuclei_image, monkeypatch, capsys):
+    """`--encoder small` names a preset (its own error lists presets as choices): it chooses the preset."""
+    from workbench import pipeline
+    from workbench.records import ModelRecord
+
+    Project.create(tmp_path / "proj").add_image(nuclei_image, name="nuclei")
+    seen = {}
+
+    def fake_train(project, *, method, resume, settings, progress):
+        seen.update(settings)
+        return ModelRecord(version=1, method=method, path="models/v001-unet", created="now")
+
+    monkeypatch.setattr(pipeline, "train_model", fake_train)
+    assert run("train", str(tmp_path / "proj"), "--encoder", "small", "--epochs", "1") == 0
+    assert seen["preset"] == "small" and "encoder" not in seen
+    seen.clear()
+    assert run("train", str(tmp_path / "proj"), "--encoder", "densenet121", "--epochs", "1") == 0
+    assert seen["encoder"] == "densenet121" and "preset" not in seen  # an encoder name replaces only the encoder
