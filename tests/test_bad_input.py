@@ -223,3 +223,9 @@ def test_info_on_a_huge_unpainted_image_reads_no_pixels(tmp_path, capsys):
     assert peak < labels.nbytes / 8  # one label chunk at a time, never the 64 MiB layer
     stats = project.label_stats("big")
     assert stats["pixels"]["cell"] == 100 * 200 and stats["objects"] == 1
+
+
+def test_debug_shows_the_traceback_as_well(project, capsys):
+    assert main(["predict", str(project), "crop", "--tile-size", "7", "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.strip().splitlines()[-1].startswith("error: tile size")
