@@ -106,8 +106,13 @@ def train_model(project: Project, *, method: str = "unet", settings: dict | None
 
     Returns
     -------
-    dict
+    workbench.records.ModelRecord
         The model record written into the manifest.
+
+    Raises
+    ------
+    ProjectBusyError
+        When another job (training, predicting) holds the project.
     """
     if method not in METHODS:
         raise WorkbenchError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
