@@ -268,8 +268,11 @@ class Project:
         return cls.open(path) if (path / MANIFEST).exists() else cls.create(path, **kwargs)
 
     def _clean_leftovers(self) -> None:
+        from workbench.store._io import clean_leftovers_beside
+
         with manifest_lock(self.path):
             clean_dead_tmp(self.path)
+            clean_leftovers_beside(self.path / MANIFEST)  # a manifest write cut off before its rename
             for entry in self._current().images:
                 folder = self.path / STORE / "images" / entry.name
                 if not (folder / entry.labels).is_dir():
