@@ -285,6 +285,7 @@ def _volume_project(tmp_path, image, labels, boundaries):
     return project, name
 
 
+@pytest.mark.slow
 def test_forest_on_partial_labels_segments_the_other_half_in_3d(tmp_path, volume):
     """Minority of nuclei painted on one half; the unseen half scored with 3-D matching."""
     image, gt = volume
@@ -298,8 +299,9 @@ def test_forest_on_partial_labels_segments_the_other_half_in_3d(tmp_path, volume
     instances = project.prediction(name, "instances")[...]
     assert summary[name]["objects"] == int(instances.max())
     scores = average_precision(gt[TEST_HALF], instances[TEST_HALF])
-    # Measured 0.00 on this volume; the bar sits a little below.
-    assert scores["ap50"] >= 0.0, scores
+    # Measured 0.122 (14 objects for 32 nuclei: the forest's foreground IoU is 0.61 here, so
+    # neighbours merge); the bar sits a little below. Per plane the same labels score 0.0.
+    assert scores["ap50"] >= 0.10, scores
     table = pipeline.measure_project(project)
     assert len(table) == int(instances.max()) and "volume_voxels" in table and "neighbour_distance_px" in table
     out = pipeline.export_prediction(project, name, tmp_path / "instances.tif")
