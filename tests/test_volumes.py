@@ -306,17 +306,3 @@ def test_forest_on_partial_labels_segments_the_other_half_in_3d(tmp_path, volume
     assert len(table) == int(instances.max()) and "volume_voxels" in table and "neighbour_distance_px" in table
     out = pipeline.export_prediction(project, name, tmp_path / "instances.tif")
     np.testing.assert_array_equal(tifffile.imread(out), instances)
-
-
-@pytest.mark.slow
-def test_unet_on_partial_labels_segments_the_other_half_in_3d(tmp_path, volume):
-    image, gt = volume
-    labels = simulate_partial_labels(gt, object_fraction=0.8, region=TRAIN_HALF, seed=0, stroke_width=3,
-                                     stroke_length=40)
-    project, name = _volume_project(tmp_path, image, labels, "3d")
-    pipeline.train_model(project, settings={"minutes": None, "epochs": 20, "seed": 0, "patch_size": 64})
-    pipeline.predict_project(project)
-    instances = project.prediction(name, "instances")[...]
-    scores = average_precision(gt[TEST_HALF], instances[TEST_HALF])
-    # Measured 0.00 on this volume (20 epochs); the bar sits a little below.
-    assert scores["ap50"] >= 0.0, scores
