@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -200,8 +201,11 @@ def _write_files(folder: Path, project, record, card, wrapped, raw, normalised, 
     np.save(files["test_input"], raw)
     np.save(files["test_output"], expected)
     torch.save({k: v.detach().cpu().contiguous() for k, v in wrapped.state_dict().items()}, files["state_dict"])
-    traced = torch.jit.trace(wrapped, torch.from_numpy(normalised), check_trace=False)
-    traced.save(str(files["torchscript"]))
+    with warnings.catch_warnings():
+        # TorchScript is deprecated in torch but is what bioimage.io, DeepImageJ and Icy run.
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(wrapped, torch.from_numpy(normalised), check_trace=False)
+        traced.save(str(files["torchscript"]))
     export_onnx(wrapped.network, card, files["onnx"], tile_size=normalised.shape[-1], opset=ONNX_OPSET)
     shutil.copyfile(ARCHITECTURE_FILE, files["architecture"])
     files["environment"].write_text(_environment(), encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -87,6 +88,8 @@ def export_model(project, out: str | os.PathLike, *, version: int | None = None,
 
         wrapped = ProbabilityModel(model)
         example = torch.zeros(1, card.in_channels, 256, 256)
-        with atomic_write(out) as tmp:
+        with atomic_write(out) as tmp, warnings.catch_warnings():
+            # TorchScript is deprecated in torch but is what bioimage.io, DeepImageJ and Icy run.
+            warnings.simplefilter("ignore", FutureWarning)
             torch.jit.trace(wrapped, example, check_trace=False).save(str(tmp))
     return ModelExport(out, format, int(record["version"]))
