@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boundary-width", type=int, default=2,
                    help="width in pixels of the automatic boundary class in instance mode (default: 2)")
 
-    p = sub.add_parser("add", help="add images to a project (TIFF/OME-TIFF, PNG/JPEG, Zarr/OME-Zarr, .npy)")
+    p = sub.add_parser("add", help="add images to a project (TIFF/OME-TIFF, PNG/JPEG, Zarr/OME-Zarr, .npy, .czi, .nd2, .lif)")
     p.add_argument("dir", type=Path, help="project folder")
     p.add_argument("images", type=Path, nargs="+", help="image files or Zarr folders")
     p.add_argument("--axes", help="axis letters of the files when they do not say, e.g. ZCYX or YXC")
