@@ -1,6 +1,5 @@
 """bioimage.io packages: the exported zip passes bioimageio.core's test_model and describes the model."""
 
-import json
 import zipfile
 
 import numpy as np
@@ -56,7 +55,7 @@ def test_package_describes_weights_normalisation_axes_and_training(package):
     [tensor_in] = rdf["inputs"]
     assert [a.get("id", a["type"]) for a in tensor_in["axes"]] == ["batch", "channel", "y", "x"]
     assert tensor_in["axes"][2]["unit"] == "micrometer" and tensor_in["axes"][2]["scale"] == 0.5
-    card = project.model_record()  # the normalisation is the card's, as x * gain + offset
+    record = project.model_record()
     from workbench.deep import load_model
 
     _, model_card = load_model(project.model_dir(), device="cpu")
@@ -69,7 +68,7 @@ def test_package_describes_weights_normalisation_axes_and_training(package):
     assert test_input.shape == (1, 1, 96, 96) and test_output.shape == (1, 3, 96, 96)
     np.testing.assert_allclose(test_output.sum(axis=1), 1.0, atol=1e-5)
     assert "## Training data" in readme and "nuclei" in readme and "## Validation" in readme
-    assert rdf["config"]["workbench"]["model_version"] == card["version"]
+    assert rdf["config"]["workbench"]["model_version"] == record["version"]
 
 
 def test_forest_models_are_refused(tmp_path, nuclei_image):

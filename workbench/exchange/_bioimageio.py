@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -56,7 +56,6 @@ class BioimageioExport:
     model_version: int
     weight_formats: tuple[str, ...]
     test_shape: tuple[int, ...]
-    notes: list[str] = field(default_factory=list)
 
 
 def export_bioimageio(project, out, *, version: int | None = None, name: str | None = None,

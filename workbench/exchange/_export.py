@@ -83,10 +83,10 @@ def export_model(project, out: str | os.PathLike, *, version: int | None = None,
     else:
         import torch
 
-        from workbench.exchange._onnx import ProbabilityModel
+        from workbench.exchange._onnx import with_softmax
         from workbench.store import atomic_write
 
-        wrapped = ProbabilityModel(model)
+        wrapped = with_softmax(model)
         example = torch.zeros(1, card.in_channels, 256, 256)
         with atomic_write(out) as tmp, warnings.catch_warnings():
             # TorchScript is deprecated in torch but is what bioimage.io, DeepImageJ and Icy run.

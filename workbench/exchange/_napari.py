@@ -89,7 +89,7 @@ def read_project(path: str | os.PathLike) -> list[LayerData]:
                                 name=list(source.channel_names or [f"{name} ch{c}" for c in range(source.n_channels)]))
         else:
             image_kwargs["scale"] = _scale(source, image.ndim)
-        layers.append((_canonical(image, source), image_kwargs, "image"))
+        layers.append((image, image_kwargs, "image"))  # stored in canonical order: YX, CYX, ZYX, ZCYX
         labels = project.labels(name)
         layers.append((labels, {"name": f"{name} labels", "metadata": dict(meta, kind="labels"),
                                 "colormap": _colors(project), "scale": _scale(source, labels.ndim),
@@ -122,11 +122,6 @@ def _output_names(project) -> list[str]:
     from workbench.store import INSTANCE_CLASSES
 
     return list(INSTANCE_CLASSES) if project.mode == "instance" else project.class_names
-
-
-def _canonical(array, source):
-    """The stored image is already in canonical order (YX, CYX, ZYX, ZCYX)."""
-    return array
 
 
 def _outline_layer(instances: np.ndarray, name: str, meta: dict, scale: list[float]) -> LayerData | None:

@@ -19,7 +19,7 @@ import numpy as np
 from workbench.errors import WorkbenchError
 from workbench.store import atomic_write
 
-__all__ = ["ONNX_OPSET", "ProbabilityModel", "export_onnx", "OnnxPredictor", "make_onnx_predictor"]
+__all__ = ["ONNX_OPSET", "with_softmax", "export_onnx", "OnnxPredictor", "make_onnx_predictor"]
 
 #: Opset 17 runs in every ONNX Runtime of the last three years and in bioimage.io's tooling.
 ONNX_OPSET = 17
@@ -27,8 +27,8 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
 
 
-def ProbabilityModel(model):
-    """Wrap a logits network so that it returns softmax probabilities over the class axis.
+def with_softmax(model):
+    """The logits network wrapped so that it returns softmax probabilities over the class axis.
 
     Built lazily so that importing this module does not import torch.
     """
@@ -75,7 +75,7 @@ def export_onnx(model, card, path: str | os.PathLike, *, tile_size: int = 256, o
     import torch
 
     path = Path(path)
-    wrapped = ProbabilityModel(model.to("cpu").eval())
+    wrapped = with_softmax(model.to("cpu").eval())
     example = torch.zeros(1, int(card.in_channels), int(tile_size), int(tile_size))
     dynamic = {0: "batch", 2: "height", 3: "width"}
     with atomic_write(path) as tmp, warnings.catch_warnings():
