@@ -5,6 +5,7 @@
 - `write_geojson` / `geojson_to_labels`: instance outlines as QuPath-ready GeoJSON polygons.
 - `write_imagej_labels`: calibrated label TIFFs for ImageJ / Fiji.
 - `table_for_tool`: the measurement table in ImageJ, CellProfiler or QuPath column names.
+- `export_instances` / `export_table`: the one-call versions of those for a project image.
 - napari: the npe2 manifest ``napari.yaml`` (reader of projects and OME-Zarr, writer of labels).
 """
 
@@ -39,6 +40,10 @@ from workbench.exchange._tables import (
     TABLE_STYLES,
     table_for_tool,
 )
+from workbench.exchange._results import (
+    export_instances,
+    export_table,
+)
 
 __all__ = [
     "ONNX_OPSET",
@@ -60,4 +65,6 @@ __all__ = [
     "label_lut",
     "TABLE_STYLES",
     "table_for_tool",
+    "export_instances",
+    "export_table",
 ]
