@@ -102,3 +102,40 @@ def test_cli_export_model_writes_onnx(unet_project, tmp_path, capsys):
     assert main(["export-model", str(project.path), "--out", str(tmp_path / "m.onnx")]) == 0
     assert "model version 1 as onnx" in capsys.readouterr().out
     assert (tmp_path / "m.onnx").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_package_imports_back_into_a_project_and_predicts_the_same(package, tmp_path):
+    from workbench import pipeline
+    from workbench.deep import load_model
+    from workbench.exchange import import_bioimageio
+    from workbench.store import Project
+
+    source_project, result = package
+    project = Project.create(tmp_path / "elsewhere", mode="instance", classes=["background", "nucleus"])
+    project.add_image(source_project.image("nuclei")[...], name="nuclei")
+    record = import_bioimageio(project, result.path)
+    assert record["method"] == "unet" and record["settings"]["imported_from"] == str(result.path)
+    original, _ = load_model(source_project.model_dir(), device="cpu")
+    imported, _ = load_model(project.model_dir(), device="cpu")
+    for key, value in original.state_dict().items():
+        np.testing.assert_array_equal(imported.state_dict()[key].numpy(), value.numpy())
+    pipeline.predict_project(project, tile_size=128)
+    pipeline.predict_project(source_project, tile_size=128)
+    np.testing.assert_allclose(project.prediction("nuclei", "probabilities")[...],
+                               source_project.prediction("nuclei", "probabilities")[...], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_import_refuses_packages_that_do_not_fit(package, tmp_path):
+    from workbench.exchange import import_bioimageio
+    from workbench.store import Project
+
+    _, result = package
+    semantic = Project.create(tmp_path / "semantic", mode="semantic", classes=["background", "nucleus"])
+    with pytest.raises(WorkbenchError, match="instance model"):
+        import_bioimageio(semantic, result.path)
+    not_a_zip = tmp_path / "model.zip"
+    not_a_zip.write_bytes(b"not a zip")
+    with pytest.raises(WorkbenchError, match="cannot read bioimage.io package"):
+        import_bioimageio(semantic, not_a_zip)

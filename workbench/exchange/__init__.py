@@ -1,6 +1,7 @@
 """Models and results that travel: bioimage.io packages, ONNX, napari, QuPath / ImageJ / CellProfiler.
 
 - `export_model`: a project's U-Net as a bioimage.io package (``.zip``), ONNX or TorchScript file.
+- `import_bioimageio`: such a package back into a project, to predict with or train on.
 - `OnnxPredictor`: ONNX Runtime on the CPU as a `workbench.predict.predict_tiled` predictor.
 - `write_geojson` / `geojson_to_labels`: instance outlines as QuPath-ready GeoJSON polygons.
 - `write_imagej_labels`: calibrated label TIFFs for ImageJ / Fiji.
@@ -18,6 +19,9 @@ from workbench.exchange._onnx import (
 from workbench.exchange._bioimageio import (
     BioimageioExport,
     export_bioimageio,
+)
+from workbench.exchange._import import (
+    import_bioimageio,
 )
 from workbench.exchange._export import (
     MODEL_FORMATS,
@@ -52,6 +56,7 @@ __all__ = [
     "make_onnx_predictor",
     "BioimageioExport",
     "export_bioimageio",
+    "import_bioimageio",
     "MODEL_FORMATS",
     "ModelExport",
     "export_model",
