@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voxel-size", type=_voxel_size,
                    help="voxel size z,y,x in µm for z-stacks whose files do not say (e.g. 2,0.5,0.5)")
 
-    p = sub.add_parser("add", help="add images to a project (TIFF/OME-TIFF, PNG/JPEG, Zarr/OME-Zarr, .npy)")
+    p = sub.add_parser("add", help="add images to a project (TIFF/OME-TIFF, PNG/JPEG, Zarr/OME-Zarr, .npy, .czi, .nd2, .lif)")
     p.add_argument("dir", type=Path, help="project folder")
     p.add_argument("images", type=Path, nargs="+", help="image files or Zarr folders")
     p.add_argument("--axes", help="axis letters of the files when they do not say, e.g. ZCYX or YXC")
@@ -119,6 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default: 0.25)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips and rotations)")
     p.add_argument("--device", help="cpu, cuda or mps (default: the fastest available)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="U-Net runtime: torch (any device, default) or onnx (ONNX Runtime on the CPU, faster there)")
+
+    p = sub.add_parser("export-model", help="export a U-Net as a bioimage.io package, ONNX or TorchScript file")
+    p.add_argument("dir", type=Path, help="project folder")
+    p.add_argument("--out", type=Path, required=True,
+                   help="file to write: model.zip (bioimage.io), model.onnx or model.pt (TorchScript)")
+    p.add_argument("--version", type=int, help="model version (default: the latest U-Net)")
+    p.add_argument("--format", choices=["bioimageio", "onnx", "torchscript"],
+                   help="export format (default: from the --out suffix)")
+    p.add_argument("--author", action="append", help="author name for the bioimage.io package (repeatable)")
+    p.add_argument("--license", help="SPDX licence of the bioimage.io package (default: CC-BY-4.0)")
+    p.add_argument("--name", help="model name in the bioimage.io package")
 
     p = sub.add_parser("measure", help="per-object measurements of the predicted instances")
     p.add_argument("dir", type=Path, help="project folder")
@@ -221,7 +234,7 @@ def _cmd_predict(args) -> None:
 
     project = Project.open(args.dir)
     options = dict(model_version=args.model, tile_size=args.tile_size, overlap=args.overlap, tta=args.tta,
-                   device=args.device)
+                   device=args.device, backend=args.backend)
     if args.image is None or args.image in project.image_names:
         names = [args.image] if args.image else project.image_names
         bar = _progress_bar("predicting")
@@ -246,6 +259,16 @@ def _cmd_predict(args) -> None:
     finally:
         bar.close()
     print(f"wrote {args.out}: {info}")
+
+
+def _cmd_export_model(args) -> None:
+    from workbench.exchange import export_model
+    from workbench.store import Project
+
+    project = Project.open(args.dir)
+    result = export_model(project, args.out, version=args.version, format=args.format,
+                          authors=args.author or ("workbench user",), license=args.license, name=args.name)
+    print(f"wrote {result.path}: model version {result.model_version} as {result.format}")
 
 
 def _cmd_measure(args) -> None:
@@ -289,7 +312,7 @@ def _cmd_demo(args) -> None:
 
 
 COMMANDS = {"new": _cmd_new, "add": _cmd_add, "labels": _cmd_labels, "train": _cmd_train,
-            "predict": _cmd_predict, "measure": _cmd_measure, "info": _cmd_info, "demo": _cmd_demo}
+            "predict": _cmd_predict, "export-model": _cmd_export_model, "measure": _cmd_measure, "info": _cmd_info, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
