@@ -65,6 +65,7 @@ class ImageRecord(_ReadsLikeADict):
     pixel_size: tuple[float, float] | None = None
     added: str = ""
     labels: str = "labels"
+    z_spacing: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -177,6 +178,14 @@ def _safe_name(value: Any) -> str:
     if not isinstance(value, str) or not SAFE_NAME.match(value) or value in (".", ".."):
         raise ValueError
     return value
+
+
+def _optional_positive(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError
+    return float(value)
 
 
 def _labels_array(value: Any) -> str:
@@ -301,6 +310,8 @@ def _image(read: _Reader, entry: Any, index: int) -> ImageRecord:
                             default=None),
         added=read.get(entry, "added", where, _text, "a date as text", default=""),
         labels=read.get(entry, "labels", where, _labels_array, "'labels' or 'labels-<hex>'", default="labels"),
+        z_spacing=read.get(entry, "z_spacing", where, _optional_positive, "null or a positive number of µm",
+                           default=None),
     )
 
 
