@@ -123,11 +123,11 @@ def owner_tmp(project_path: Path) -> Path:
     with _owner_guard:
         if folder not in _owner_locks:
             lock = filelock.FileLock(root / f"{OWNER}.lock", thread_local=False)
+            _owner_locks[folder] = lock  # first, so that exit cleans up even if a signal lands right here
             try:
                 lock.acquire(timeout=0)
             except filelock.Timeout:
                 pass  # held by this very process under the project's earlier path (a project folder moved)
-            _owner_locks[folder] = lock
         folder.mkdir(exist_ok=True)
     return folder
 
