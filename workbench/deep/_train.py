@@ -293,9 +293,10 @@ class Trainer:
         self.callbacks = CallbackList(callbacks)
         self.init_from = None if init_from is None else Path(init_from)
         self.stop_event = stop_event if stop_event is not None else threading.Event()
-        #: The weight average being trained (the model `fit` will return), for callbacks that score
-        #: a run along the way; None until `fit` starts.
+        #: The weight average being trained (the model `fit` will return) and the normalisation it
+        #: expects, for callbacks that score a run along the way; None until `fit` starts.
         self.average_model: torch.nn.Module | None = None
+        self.normalizer: PercentileNormalizer | None = None
 
     def stop(self) -> None:
         """Ask training to end after the current step (keeps the best weights)."""
@@ -368,7 +369,7 @@ class Trainer:
 
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         average = _WeightAverage(model, settings.ema_decay)
-        self.average_model = average.model
+        self.average_model, self.normalizer = average.model, normalizer
         use_amp = device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         total_steps = settings.epochs * settings.steps_per_epoch
