@@ -272,7 +272,27 @@ def run_throughput(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",)
                            targets=targets, seconds=time.perf_counter() - started)
 
 
-if __name__ == "__main__":
-    from run_all import main_for
+def _one_curve(argv: Sequence[str]) -> None:
+    """``--curve DRAW SEED BUDGETS``: one default U-Net run scored at each budget, as JSON lines.
 
-    main_for(NAME, THROUGHPUT_NAME)
+    The pieces of the full benchmark one at a time (a machine shared by many can run them side
+    by side), e.g. ``python benchmarks/bench_deep.py --curve 0 1 30,60,120``.
+    """
+    import json
+
+    draw, seed, budgets = int(argv[0]), int(argv[1]), [float(b) for b in argv[2].split(",")]
+    task = nuclei_split(FULL.object_fraction, seed=draw)
+    for row in train_and_score_deep_curve(task, "scratch", budgets, "cpu", FULL, seed=seed):
+        print(json.dumps({key: value for key, value in dict(row, draw=draw).items()
+                          if isinstance(value, (int, float, str, type(None)))}), flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--curve"]:
+        _one_curve(sys.argv[2:])
+    else:
+        from run_all import main_for
+
+        main_for(NAME, THROUGHPUT_NAME)

@@ -74,8 +74,11 @@ def test_short_training_learns_nuclei_on_the_unlabelled_right_half(nuclei_image,
 def test_time_budget_ends_training(nuclei_image, left_quarter_targets):
     result = train([(nuclei_image[None], left_quarter_targets)], _tiny_settings(epochs=10_000, minutes=0.05))
     assert result.stop_reason == "time"
-    assert 3.0 <= result.seconds < 30.0
+    # It never stops before its budget; how far past it depends on the machine's load (a step under
+    # way finishes, then a last validation), which a test must not assert.
+    assert result.seconds >= 3.0
     assert result.best_metrics["stop_reason"] == "time"
+    assert 1 <= result.best_metrics["steps"] < 10_000 * 2
 
 
 def test_stop_event_ends_training_and_keeps_the_model_so_far(nuclei_image, left_quarter_targets):
