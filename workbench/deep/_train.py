@@ -32,7 +32,7 @@ from workbench.deep._augment import Augmenter
 from workbench.deep._callbacks import Callback, CallbackList
 from workbench.deep._device import configure_cpu_threads, pick_device
 from workbench.errors import WorkbenchError
-from workbench.deep._models import ModelCard, build_unet, check_model_fits, load_model, pad_to_multiple, save_model
+from workbench.deep._models import ModelCard, build_unet, check_model_fits, load_model, save_model
 from workbench.deep._normalize import PercentileNormalizer
 from workbench.deep._validation import held_out_pixels, hold_out, min_object_size, training_hint, validate
 
