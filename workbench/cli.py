@@ -256,9 +256,13 @@ def _cmd_train(args) -> None:
                 settings["preset"] = settings.pop("encoder")
     record = pipeline.train_model(project, method=args.method, resume=args.resume, settings=settings,
                                   progress=True)
+    summary = record["metrics"].get("summary")
     metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in record["metrics"].items() if not isinstance(v, (list, dict)))
+                        for k, v in record["metrics"].items()
+                        if not isinstance(v, (list, dict)) and k not in ("summary", "hint"))
     print(f"model version {record['version']} ({record['method']}) saved in {project.path / record['path']}: {metrics}")
+    if summary:
+        print(summary)
 
 
 def _cmd_predict(args) -> None:
