@@ -24,6 +24,8 @@ from workbench.predict import hex_to_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = 256
+# What the command line passes by default; the in-process runs use the same, so results compare.
+SETTINGS = BatchSettings(block_size=BLOCK, tile_size=256)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def reference(workspace):
     root, project = workspace
     out = root / "reference"
     results = predict_batch(project, [root / "slide_a.tif", root / "slide_b.zarr"], out,
-                            settings=BatchSettings(block_size=BLOCK), scheduler="sync")
+                            settings=SETTINGS, scheduler="sync")
     return out, results
 
 
@@ -60,7 +62,7 @@ def test_batch_on_a_local_cluster_of_two_workers_equals_this_process(workspace, 
     assert reference_results[1].blocks == 6 and reference_results[1].objects > 150
     out = root / "cluster"
     results = predict_batch(project, [root / "slide_a.tif", root / "slide_b.zarr"], out,
-                            settings=BatchSettings(block_size=BLOCK), scheduler="local:2")
+                            settings=SETTINGS, scheduler="local:2")
     for ours, theirs in zip(results, reference_results):
         assert ours.status == "done" and ours.objects == theirs.objects
         assert np.array_equal(instances(Path(ours.output)), instances(Path(theirs.output)))
@@ -71,7 +73,7 @@ def test_batch_on_a_local_cluster_of_two_workers_equals_this_process(workspace, 
 
 
 @pytest.mark.slow
-def test_a_killed_batch_resumes_and_skips_what_was_finished(workspace, reference):
+def test_a_killed_batch_resumes_and_skips_what_was_finished(workspace, reference, capsys):
     root, project = workspace
     reference_out, _ = reference
     out = root / "killed"
@@ -83,25 +85,31 @@ def test_a_killed_batch_resumes_and_skips_what_was_finished(workspace, reference
     markers = out / ".slide_b.ome.zarr.partial" / "done"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and process.poll() is None:
-        # Kill once slide_a is finished and slide_b has some blocks through the network.
-        if (out / "slide_a.ome.zarr").exists() and markers.is_dir() and len(list(markers.glob("network-*"))) >= 2:
+        # Kill in the middle: every block through the network, some through instances.
+        if markers.is_dir() and len(list(markers.glob("instances-*"))) >= 2:
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
     assert process.poll() is None, "the batch ended before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    # The killed image has no output that looks complete; the finished one is whole.
-    assert not (out / "slide_b.ome.zarr").exists() and not (out / "slide_b.csv").exists()
-    assert (out / ".slide_b.ome.zarr.partial").is_dir()
-    done_before = len(list(markers.glob("network-*")))
+    # No output that looks complete; the work done so far waits in the hidden partial folders.
+    assert not list(out.glob("*.ome.zarr")) and not list(out.glob("*.csv"))
+    assert (out / ".slide_b.ome.zarr.partial" / "job.json").is_file()
+    done_before = len(list(markers.iterdir()))
 
-    results = predict_batch(project, [root / "slide_a.tif", root / "slide_b.zarr"], out,
-                            settings=BatchSettings(block_size=BLOCK), scheduler="sync")
-    assert results[0].status == "already finished, skipped"
-    assert results[1].status == "done" and results[1].resumed_blocks >= done_before >= 2
-    assert np.array_equal(instances(out / "slide_b.ome.zarr"), instances(reference_out / "slide_b.ome.zarr"))
-    pd.testing.assert_frame_equal(pd.read_csv(out / "slide_b.csv"), pd.read_csv(reference_out / "slide_b.csv"))
-    assert not (out / ".slide_b.ome.zarr.partial").exists()
+    # Started again the way it was started: the finished blocks are skipped.
+    assert main(command[3:]) == 0
+    lines = capsys.readouterr().out
+    assert "slide_b:" in lines and "block steps resumed" in lines
+    for name in ("slide_a", "slide_b"):
+        assert np.array_equal(instances(out / f"{name}.ome.zarr"), instances(reference_out / f"{name}.ome.zarr"))
+        pd.testing.assert_frame_equal(pd.read_csv(out / f"{name}.csv"), pd.read_csv(reference_out / f"{name}.csv"))
+    assert not list(out.glob(".*.partial"))
+    assert done_before >= 2 + 6  # network for the six blocks of slide_b, and instances of two
+    # And once more: finished images are skipped whole.
+    results = predict_batch(project, [root / "slide_a.tif", root / "slide_b.zarr"], out, settings=SETTINGS,
+                            scheduler="sync")
+    assert [r.status for r in results] == ["already finished, skipped"] * 2
 
 
 @pytest.mark.slow

@@ -54,6 +54,8 @@ Progress = Callable[[float, str], None]
 SMALL_JOB_PIXELS = 4096 * 4096
 TABLE_FORMATS = ("csv", "parquet")
 _JOB_FILE = "job.json"
+# Images are processed in groups of at least this many blocks (see `_groups`).
+GROUP_BLOCKS = 64
 _PARTIAL_SUFFIX = ".ome.zarr.partial"
 
 
@@ -307,7 +309,7 @@ def _finish_task(job: _Job, index: tuple[int, int], skipped: bool) -> tuple[floa
     if part.exists():
         return 0.0, True
     start = time.perf_counter()
-    if not skipped:
+    if not skipped and job.mode == "instance":
         table = _relabel_table(job)
         ids = _open(job, "ids.zarr")
         grid = job.grid(job.halo)
@@ -408,12 +410,9 @@ def _runner(scheduler: str | None, total_pixels: int, n_images: int):
     if kind == "sync":
         runner = _SerialRunner()
     else:
-        import dask
         from distributed import Client, LocalCluster
 
-        # Worker processes import torch, which checks for a GPU; quiet the dashboard and keep one
-        # thread per worker (torch and the watershed use one core each).
-        dask.config.set({"distributed.worker.daemon": False})
+        # One thread per worker process: torch and the watershed then use one core each.
         if kind == "local":
             cluster = LocalCluster(n_workers=int(value), threads_per_worker=1, processes=True,
                                    dashboard_address=None, env={"WORKBENCH_THREADS": "1", "OMP_NUM_THREADS": "1"})
@@ -609,6 +608,67 @@ def _write_container(job: _Job, project, final: Path, with_probabilities: bool) 
     os.rename(container, final)
 
 
+def _groups(todo: list) -> Iterator[list]:
+    """Images in groups of at least `GROUP_BLOCKS` blocks: enough work to keep every worker busy,
+    and each group's outputs are finished before the next starts, so a long batch delivers
+    images as it goes instead of all at the end."""
+    group, blocks = [], 0
+    for item in todo:
+        group.append(item)
+        blocks += item[0].grid(item[0].halo).n_blocks
+        if blocks >= GROUP_BLOCKS:
+            yield group
+            group, blocks = [], 0
+    if group:
+        yield group
+
+
+def _run_group(runner, group: list, results: dict[str, ImageResult], step: Callable[[str], None], project,
+               settings: BatchSettings) -> None:
+    """The four stages for a group of images; results come back in completion order, named."""
+    import zarr
+
+    from workbench.predict import merge_blocks
+
+    tasks = [(job, index) for job, _, _ in group for index in job.grid(job.halo).indices()]
+    for seconds, resumed, name in runner.map(_named, [(_network_task, *t) for t in tasks]):
+        results[name].network_seconds += seconds
+        results[name].resumed_blocks += int(resumed)
+        step(f"{name}: network")
+    records: dict[str, list] = {job.name: [] for job, _, _ in group}
+    for record, seconds, resumed, name in runner.map(_named, [(_instances_task, *t) for t in tasks]):
+        records[name].append(record)
+        results[name].postprocess_seconds += seconds
+        results[name].resumed_blocks += int(resumed)
+        results[name].skipped_empty += int(record.skipped)
+        step(f"{name}: instances")
+    for job, _, _ in group:
+        if job.mode == "instance":
+            table = merge_blocks(records[job.name], zarr.open_array(str(job.scratch_path / "ids.zarr"), mode="r"))
+            _save_npz(job.scratch_path / "relabel.npz", anchored=table.anchored, final=table.final,
+                      merged=np.asarray(table.merged))
+            results[job.name].objects = table.n_objects
+            results[job.name].merged_across_faces = table.merged
+    skipped = {(job.name, r.index): r.skipped for job, _, _ in group for r in records[job.name]}
+    finish = [(_finish_task, job, index, skipped[(job.name, index)]) for job, index in tasks]
+    for seconds, resumed, name in runner.map(_named, finish):
+        results[name].postprocess_seconds += seconds
+        results[name].resumed_blocks += int(resumed)
+        step(f"{name}: measured")
+    for job, final, table in group:
+        result = results[job.name]
+        start = time.perf_counter()
+        if table is not None:
+            result.truncated = _write_table(job, job.grid(job.halo), table, settings.n_neighbours)
+            if result.truncated:
+                result.notes.append(f"{result.truncated} objects are wider than the halo ({job.halo} px) "
+                                    "and were measured in part; rerun with a larger --halo")
+        _write_container(job, project, final, settings.probabilities)
+        shutil.rmtree(job.scratch_path, ignore_errors=True)
+        result.write_seconds = time.perf_counter() - start
+        step(f"{job.name}: written")
+
+
 def predict_batch(
     project,
     inputs: Iterable[str | os.PathLike],
@@ -649,7 +709,6 @@ def predict_batch(
         For a missing input, clashing output names, z-stacks, or an unreachable scheduler.
     """
     from workbench.pipeline import instance_options
-    from workbench.predict import merge_blocks
 
     settings = settings or BatchSettings()
     parse_scheduler(scheduler)  # a mistyped scheduler fails before any work
@@ -691,47 +750,8 @@ def predict_batch(
     total_pixels = sum(math.prod(job.spatial_shape) for job, _, _ in todo)
     if todo:
         with _runner(scheduler, total_pixels, len(todo)) as runner:
-            tasks = [(job, index) for job, _, _ in todo for index in job.grid(job.halo).indices()]
-            # Results come back in completion order, each with the name of its image.
-            for seconds, resumed, name in runner.map(_named, [(_network_task, *t) for t in tasks]):
-                results[name].network_seconds += seconds
-                results[name].resumed_blocks += int(resumed)
-                step(f"{name}: network")
-            records: dict[str, list] = {job.name: [] for job, _, _ in todo}
-            for record, seconds, resumed, name in runner.map(_named, [(_instances_task, *t) for t in tasks]):
-                records[name].append(record)
-                results[name].postprocess_seconds += seconds
-                results[name].resumed_blocks += int(resumed)
-                results[name].skipped_empty += int(record.skipped)
-                step(f"{name}: instances")
-            for job, _, _ in todo:
-                if job.mode == "instance":
-                    import zarr
-
-                    relabel = job.scratch_path / "relabel.npz"
-                    table = merge_blocks(records[job.name], zarr.open_array(str(job.scratch_path / "ids.zarr"),
-                                                                            mode="r"))
-                    _save_npz(relabel, anchored=table.anchored, final=table.final, merged=np.asarray(table.merged))
-                    results[job.name].objects = table.n_objects
-                    results[job.name].merged_across_faces = table.merged
-            skipped = {(job.name, r.index): r.skipped for job, _, _ in todo for r in records[job.name]}
-            finish = [(_finish_task, job, index, skipped[(job.name, index)]) for job, index in tasks]
-            for seconds, resumed, name in runner.map(_named, finish):
-                results[name].postprocess_seconds += seconds
-                results[name].resumed_blocks += int(resumed)
-                step(f"{name}: measured")
-            for job, final, table in todo:
-                result = results[job.name]
-                start = time.perf_counter()
-                if table is not None:
-                    result.truncated = _write_table(job, job.grid(job.halo), table, settings.n_neighbours)
-                    if result.truncated:
-                        result.notes.append(f"{result.truncated} objects are wider than the halo ({job.halo} px) "
-                                            "and were measured in part; rerun with a larger --halo")
-                _write_container(job, project, final, settings.probabilities)
-                shutil.rmtree(job.scratch_path, ignore_errors=True)
-                result.write_seconds = time.perf_counter() - start
-                step(f"{job.name}: written")
+            for group in _groups(todo):
+                _run_group(runner, group, results, step, project, settings)
     if progress:
         progress(1.0, "done")
     return [results[job.name] for job, _, _ in planned]
