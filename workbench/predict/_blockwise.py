@@ -58,6 +58,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from skimage.segmentation import relabel_sequential
 
 from workbench.errors import WorkbenchError
 
@@ -514,8 +515,16 @@ def measure_block(
         window_intensity = np.asarray(intensity[window] if intensity.ndim == 2 else intensity[(slice(None),) + window])
         if window_intensity.ndim == 3 and len(window_intensity) == 1:
             window_intensity = window_intensity[0]
-    table = measure_objects(window_labels, window_intensity, pixel_size=pixel_size, n_neighbours=0)
     offset = [w.start for w in window]
+    # Measure only the objects this block owns (bounding box starting in its core): the others
+    # belong to neighbours, and every shape and intensity property depends on the object's own
+    # pixels alone, so blanking them changes nothing but the time.
+    local, _, _ = relabel_sequential(window_labels)
+    owned_local = [i + 1 for i, box in enumerate(ndi.find_objects(local)) if box is not None and all(
+        c.start <= b.start + o < c.stop for b, c, o in zip(box, core, offset))]
+    window_labels = np.where(np.isin(local, owned_local), window_labels, 0)
+    del local
+    table = measure_objects(window_labels, window_intensity, pixel_size=pixel_size, n_neighbours=0)
     for column, axis in _COORDINATE_COLUMNS.items():
         table[column] = table[column] + offset[axis]
     owned = ((table["bbox_y0"] >= core[0].start) & (table["bbox_y0"] < core[0].stop)
