@@ -187,6 +187,9 @@ def test_blockwise_measurements_measure_each_object_once(nuclei_image, nuclei_la
     assert len(table) == len(whole) and table["label"].is_unique and not table["truncated"].any()
     table = table.assign(**neighbour_distances(table[["centroid_y", "centroid_x"]].to_numpy(),
                                                pixel_size=(0.5, 0.5)))
+    # Neighbour lists queried a few points at a time give the same distances.
+    chunked = neighbour_distances(table[["centroid_y", "centroid_x"]].to_numpy(), chunk=7)
+    np.testing.assert_array_equal(chunked["neighbour_distance_px"], table["neighbour_distance_px"])
     for column in whole.columns:
         np.testing.assert_allclose(table[column].to_numpy(float), whole[column].to_numpy(float),
                                    rtol=1e-9, atol=1e-9, err_msg=column)

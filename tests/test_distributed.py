@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -62,14 +63,14 @@ def test_batch_on_a_local_cluster_of_two_workers_equals_this_process(workspace, 
     assert reference_results[1].blocks == 6 and reference_results[1].objects > 150
     out = root / "cluster"
     results = predict_batch(project, [root / "slide_a.tif", root / "slide_b.zarr"], out,
-                            settings=SETTINGS, scheduler="local:2")
+                            settings=replace(SETTINGS, table_format="parquet"), scheduler="local:2")
     for ours, theirs in zip(results, reference_results):
         assert ours.status == "done" and ours.objects == theirs.objects
         assert np.array_equal(instances(Path(ours.output)), instances(Path(theirs.output)))
-        pd.testing.assert_frame_equal(pd.read_csv(ours.table), pd.read_csv(theirs.table))
+        pd.testing.assert_frame_equal(pd.read_parquet(ours.table), pd.read_csv(theirs.table), check_dtype=False)
     # Nothing half-made is left beside the outputs.
-    assert sorted(p.name for p in out.iterdir()) == ["slide_a.csv", "slide_a.ome.zarr", "slide_b.csv",
-                                                     "slide_b.ome.zarr"]
+    assert sorted(p.name for p in out.iterdir()) == ["slide_a.ome.zarr", "slide_a.parquet", "slide_b.ome.zarr",
+                                                     "slide_b.parquet"]
 
 
 @pytest.mark.slow

@@ -530,30 +530,47 @@ def _prepare_scratch(job: _Job) -> None:
     write_json_atomic(job_file, job.identity())
 
 
-def _write_table(job: _Job, grid, table_path: Path, n_neighbours: int) -> int:
-    """Concatenate the block parts, add the whole-image neighbour distances, write atomically."""
+def _write_table(job: _Job, grid, table_path: Path, n_neighbours: int, table_format: str) -> int:
+    """Stream the block parts into one table with whole-image neighbour distances, atomically.
+
+    Only the centroids of all objects are held at once (for the k-d tree); rows go to the
+    file part by part. Returns how many objects were wider than the halo.
+    """
     import pandas as pd
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from workbench.predict import neighbour_distances, write_table
+    from workbench.predict import neighbour_distances
+    from workbench.store import atomic_write
 
-    parts = [job.marker("finish", index, ".parquet") for index in grid.indices()]
-    centroids = [pq.read_table(p, columns=["centroid_y", "centroid_x"]).to_pandas().to_numpy()
-                 for p in parts if pq.read_metadata(p).num_rows]
+    parts = [p for p in (job.marker("finish", index, ".parquet") for index in grid.indices())
+             if pq.read_metadata(p).num_rows]
+    centroids = [pq.read_table(p, columns=["centroid_y", "centroid_x"]).to_pandas().to_numpy() for p in parts]
     centroids = np.concatenate(centroids) if centroids else np.zeros((0, 2))
     distances = neighbour_distances(centroids, n_neighbours, job.pixel_size)
-    tables, start = [], 0
-    for p in parts:
-        rows = pd.read_parquet(p)
-        if len(rows):
+    del centroids
+    start, truncated, writer = 0, 0, None
+    with atomic_write(table_path) as temporary:
+        for p in parts:
+            rows = pd.read_parquet(p)
             for column, values in distances.items():
                 rows[column] = values[start : start + len(rows)]
             start += len(rows)
+            truncated += int(rows["truncated"].sum())
             rows.insert(0, "image", job.name)
-            tables.append(rows)
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["image", "label"])
-    write_table(table, table_path)
-    return int(table["truncated"].sum()) if "truncated" in table else 0
+            if table_format == "csv":
+                rows.to_csv(temporary, mode="w" if writer is None else "a", header=writer is None, index=False)
+                writer = True
+            else:
+                batch = pa.Table.from_pandas(rows, preserve_index=False)
+                writer = writer or pq.ParquetWriter(temporary, batch.schema)
+                writer.write_table(batch)
+        if writer is None:  # no object at all: a table with its header
+            pd.DataFrame(columns=["image", "label"]).to_csv(temporary, index=False) if table_format == "csv" else \
+                pd.DataFrame(columns=["image", "label"]).to_parquet(temporary, index=False)
+        elif table_format != "csv":
+            writer.close()
+    return truncated
 
 
 def _read_chunk(job: _Job, dtype: str, block_info=None) -> np.ndarray:
@@ -659,7 +676,8 @@ def _run_group(runner, group: list, results: dict[str, ImageResult], step: Calla
         result = results[job.name]
         start = time.perf_counter()
         if table is not None:
-            result.truncated = _write_table(job, job.grid(job.halo), table, settings.n_neighbours)
+            result.truncated = _write_table(job, job.grid(job.halo), table, settings.n_neighbours,
+                                            settings.table_format)
             if result.truncated:
                 result.notes.append(f"{result.truncated} objects are wider than the halo ({job.halo} px) "
                                     "and were measured in part; rerun with a larger --halo")

@@ -540,17 +540,36 @@ def measure_block(
     return table
 
 
+def _chunked_mean_distance(points: np.ndarray, n_neighbours: int, chunk: int) -> np.ndarray:
+    from scipy.spatial import cKDTree
+
+    n_points = len(points)
+    if n_neighbours < 1 or n_points <= n_neighbours:
+        return np.full(n_points, np.nan)
+    tree = cKDTree(points)
+    result = np.empty(n_points)
+    for start in range(0, n_points, chunk):
+        stop = min(start + chunk, n_points)
+        distances, indices = tree.query(points[start:stop], k=n_neighbours + 1)
+        # Drop each point itself by index, not by position (coinciding centroids), as measure_objects does.
+        distances = np.where(indices == np.arange(start, stop)[:, None], np.inf, distances)
+        result[start:stop] = np.sort(distances, axis=1)[:, :n_neighbours].mean(axis=1)
+    return result
+
+
 def neighbour_distances(centroids: np.ndarray, n_neighbours: int = 8,
-                        pixel_size: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+                        pixel_size: tuple[float, float] | None = None, *, chunk: int = 65536) -> dict[str, np.ndarray]:
     """Mean distance of each centroid to its nearest others over the whole image (k-d tree).
+
+    The tree holds every centroid (16 bytes an object); queries go ``chunk`` points at a
+    time so the neighbour lists of a million objects are never held at once.
 
     Returns ``{"neighbour_distance_px": ...}`` and, with ``pixel_size``,
     ``neighbour_distance_um``; the same numbers `measure_objects` gives.
     """
-    from workbench.predict._measure import _mean_neighbour_distance
-
     centroids = np.asarray(centroids, np.float64).reshape(-1, 2)
-    result = {"neighbour_distance_px": _mean_neighbour_distance(centroids, n_neighbours)}
+    result = {"neighbour_distance_px": _chunked_mean_distance(centroids, n_neighbours, chunk)}
     if pixel_size is not None:
-        result["neighbour_distance_um"] = _mean_neighbour_distance(centroids * np.asarray(pixel_size), n_neighbours)
+        result["neighbour_distance_um"] = _chunked_mean_distance(centroids * np.asarray(pixel_size), n_neighbours,
+                                                                 chunk)
     return result
