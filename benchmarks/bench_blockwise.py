@@ -150,6 +150,8 @@ def _run_batch(size: int, scheduler: str) -> dict:
             "network_task_s": round(result.network_seconds, 1),
             "postprocess_task_s": round(result.postprocess_seconds, 1),
             "write_s": round(result.write_seconds, 1), "peak_rss_mb": round(_peak_rss_mb(), 1),
+            # CPU time of this process (workers' not included): on a shared machine the honest clock.
+            "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
             "megapixels_per_s": round(size * size / 1e6 / seconds, 3)}
 
 
