@@ -138,6 +138,13 @@ def test_ome_zarr_output_opens_with_ome_zarr_reader(workspace, reference, nuclei
     np.testing.assert_allclose(np.asarray(levels[0]).sum(axis=0), 1.0, atol=1e-4)
     # Objects on block faces are measured once, with whole-image neighbour distances.
     assert table["label"].is_unique and table["neighbour_distance_px"].notna().all()
+    # And the workbench's napari reader (issue 13) opens it as it is: the image and both label layers.
+    from workbench.exchange._napari import get_reader
+
+    layers = get_reader(str(container))(str(container))
+    assert [(kind, kwargs.get("name")) for _, kwargs, kind in layers][1:] == [("labels", "instances"),
+                                                                                ("labels", "classes")]
+    assert layers[0][2] == "image"
 
 
 def test_scheduler_names():

@@ -66,7 +66,7 @@ class BatchSettings:
     block_size : core edge of a block in pixels (also the chunk edge of every output)
     halo : context around a block for instances and measurements; None sizes it from the
         largest object painted in the project (`object_halo`)
-    tile_size, overlap, tta, device, model_version : as for tiled prediction
+    tile_size, overlap, tta, device, backend, model_version : as for `workbench predict`
     n_neighbours : neighbours averaged in the neighbour distance
     probabilities : also write the probabilities into the OME-Zarr
     table_format : "csv" or "parquet"
@@ -78,6 +78,7 @@ class BatchSettings:
     overlap: float = 0.25
     tta: bool = False
     device: str | None = None
+    backend: str = "torch"
     model_version: int | None = None
     n_neighbours: int = 8
     probabilities: bool = True
@@ -115,6 +116,7 @@ class _Job:
     device: str | None
     options: dict
     pixel_size: tuple[float, float] | None
+    backend: str = "torch"
 
     @property
     def scratch_path(self) -> Path:
@@ -131,7 +133,7 @@ class _Job:
     def identity(self) -> dict:
         """What decides the result: a partial folder made for another identity is not resumed."""
         keep = ("project", "image", "axes", "model_version", "mode", "spatial_shape", "block", "halo", "margin",
-                "tile_size", "overlap", "tta", "options")
+                "tile_size", "overlap", "tta", "options", "backend")
         return json.loads(json.dumps({k: v for k, v in asdict(self).items() if k in keep}, default=list))
 
 
@@ -171,8 +173,8 @@ _SOURCES: dict[tuple, Any] = {}
 _TABLES: dict[str, Any] = {}
 
 
-def _segmenter(project: str, version: int, device: str | None):
-    key = (project, version, device)
+def _segmenter(project: str, version: int, device: str | None, backend: str = "torch"):
+    key = (project, version, device, backend)
     if key not in _SEGMENTERS:
         from workbench.pipeline import load_segmenter
         from workbench.store import Project
@@ -181,7 +183,7 @@ def _segmenter(project: str, version: int, device: str | None):
             from workbench.deep import configure_cpu_threads
 
             configure_cpu_threads()
-        _SEGMENTERS[key] = load_segmenter(Project.open(project), version, device=device)
+        _SEGMENTERS[key] = load_segmenter(Project.open(project), version, device=device, backend=backend)
     return _SEGMENTERS[key]
 
 
@@ -244,7 +246,7 @@ def _network_task(job: _Job, index: tuple[int, int]) -> tuple[float, bool]:
     from workbench.predict import predict_tiled
 
     start = time.perf_counter()
-    segmenter = _segmenter(job.project, job.model_version, job.device)
+    segmenter = _segmenter(job.project, job.model_version, job.device, job.backend)
     grid = job.grid(job.margin)
     window, core = grid.window(index), grid.core(index)
     image = _read_window(job, window)
@@ -493,7 +495,7 @@ def _plan(project, inputs: Sequence[str], out_dir: Path, settings: BatchSettings
             mode=project.mode, n_outputs=int(segmenter.n_outputs), spatial_shape=tuple(source.spatial_shape),
             block=settings.block_size, halo=halo, margin=margin + int(segmenter.halo), tile_size=settings.tile_size,
             overlap=settings.overlap, tta=settings.tta, device=settings.device, options=dict(options),
-            pixel_size=tuple(pixel_size) if pixel_size else None,
+            pixel_size=tuple(pixel_size) if pixel_size else None, backend=settings.backend,
         )
         table = out_dir / f"{stem}.{settings.table_format}" if project.mode == "instance" else None
         jobs.append((job, out_dir / f"{stem}.ome.zarr", table))
@@ -738,7 +740,7 @@ def predict_batch(
         raise WorkbenchError(f"--out {out_dir} is a file; the batch writes a folder of OME-Zarr images there")
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter = _segmenter(str(project.path), project.model_record(settings.model_version)["version"],
-                           settings.device)
+                           settings.device, settings.backend)
     options = instance_options(project) if project.mode == "instance" else {}
     halo = settings.halo if settings.halo is not None else object_halo(project)
     planned = _plan(project, inputs, out_dir, settings, segmenter, options, halo)

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boundary-width", type=int, default=2,
                    help="width in pixels of the automatic boundary class in instance mode (default: 2)")
 
-    p = sub.add_parser("add", help="add images to a project (TIFF/OME-TIFF, PNG/JPEG, Zarr/OME-Zarr, .npy)")
+    p = sub.add_parser("add", help="add images to a project (TIFF/OME-TIFF, PNG/JPEG, Zarr/OME-Zarr, .npy, .czi, .nd2, .lif)")
     p.add_argument("dir", type=Path, help="project folder")
     p.add_argument("images", type=Path, nargs="+", help="image files or Zarr folders")
     p.add_argument("--axes", help="axis letters of the files when they do not say, e.g. ZCYX or YXC")
@@ -115,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
                                             "largest object (default: from the painted objects)")
     p.add_argument("--table-format", choices=["csv", "parquet"], default="csv",
                    help="folder output: measurements table format (default: csv)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="U-Net runtime: torch (any device, default) or onnx (ONNX Runtime on the CPU, faster there)")
+
+    p = sub.add_parser("export-model", help="export a U-Net as a bioimage.io package, ONNX or TorchScript file")
+    p.add_argument("dir", type=Path, help="project folder")
+    p.add_argument("--out", type=Path, required=True,
+                   help="file to write: model.zip (bioimage.io), model.onnx or model.pt (TorchScript)")
+    p.add_argument("--version", type=int, help="model version (default: the latest U-Net)")
+    p.add_argument("--format", choices=["bioimageio", "onnx", "torchscript"],
+                   help="export format (default: from the --out suffix)")
+    p.add_argument("--author", action="append", help="author name for the bioimage.io package (repeatable)")
+    p.add_argument("--license", help="SPDX licence of the bioimage.io package (default: CC-BY-4.0)")
+    p.add_argument("--name", help="model name in the bioimage.io package")
 
     p = sub.add_parser("measure", help="per-object measurements of the predicted instances")
     p.add_argument("dir", type=Path, help="project folder")
@@ -226,7 +239,8 @@ def _cmd_predict_batch(args, project) -> None:
         raise WorkbenchError(f"--out {args.out} names a file, but this run writes a folder (several inputs or "
                              "dask options); give a folder such as --out results/")
     settings = BatchSettings(block_size=args.block_size, halo=args.halo, tile_size=args.tile_size,
-                             overlap=args.overlap, tta=args.tta, device=args.device, model_version=args.model,
+                             overlap=args.overlap, tta=args.tta, device=args.device, backend=args.backend,
+                             model_version=args.model,
                              table_format=args.table_format)
     bar = _progress_bar("predicting")
     try:
@@ -248,7 +262,7 @@ def _cmd_predict(args) -> None:
         return
     image = args.images[0] if args.images else None
     options = dict(model_version=args.model, tile_size=args.tile_size, overlap=args.overlap, tta=args.tta,
-                   device=args.device)
+                   device=args.device, backend=args.backend)
     if image is None or image in project.image_names:
         names = [image] if image else project.image_names
         bar = _progress_bar("predicting")
@@ -273,6 +287,16 @@ def _cmd_predict(args) -> None:
     finally:
         bar.close()
     print(f"wrote {args.out}: {info}")
+
+
+def _cmd_export_model(args) -> None:
+    from workbench.exchange import export_model
+    from workbench.store import Project
+
+    project = Project.open(args.dir)
+    result = export_model(project, args.out, version=args.version, format=args.format,
+                          authors=args.author or ("workbench user",), license=args.license, name=args.name)
+    print(f"wrote {result.path}: model version {result.model_version} as {result.format}")
 
 
 def _cmd_measure(args) -> None:
@@ -311,7 +335,7 @@ def _cmd_demo(args) -> None:
 
 
 COMMANDS = {"new": _cmd_new, "add": _cmd_add, "labels": _cmd_labels, "train": _cmd_train,
-            "predict": _cmd_predict, "measure": _cmd_measure, "info": _cmd_info, "demo": _cmd_demo}
+            "predict": _cmd_predict, "export-model": _cmd_export_model, "measure": _cmd_measure, "info": _cmd_info, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,8 @@ __all__ = [
 ]
 
 METHODS = ("unet", "forest")
+#: Prediction backends for U-Nets: torch on any device, ONNX Runtime on the CPU (faster there, see benchmarks/).
+BACKENDS = ("torch", "onnx")
 Progress = Callable[[float, str], None]
 
 
@@ -42,15 +44,32 @@ class Segmenter:
 
 
 def load_segmenter(project: Project, version: int | None = None, *, method: str | None = None,
-                   device: str | None = None, batch_size: int | None = None) -> Segmenter:
-    """Load a model version of the project (the latest, or the latest of `method`) as a tile predictor."""
+                   device: str | None = None, batch_size: int | None = None, backend: str = "torch") -> Segmenter:
+    """Load a model version of the project (the latest, or the latest of `method`) as a tile predictor.
+
+    ``backend="onnx"`` runs a U-Net on ONNX Runtime (CPU), exported once beside its weights.
+    """
+    if backend not in BACKENDS:
+        raise WorkbenchError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     record = project.model_record(version, method=method)
     directory = project.path / record["path"]
+    if backend == "onnx" and record["method"] != "unet":
+        raise WorkbenchError(f"--backend onnx runs U-Nets; model version {record['version']} is a "
+                             f"{record['method']} model: drop --backend onnx")
+    if backend == "onnx" and device not in (None, "auto", "cpu"):
+        raise WorkbenchError(f"--backend onnx predicts on the CPU; drop --device {device} or use --backend torch")
     if record["method"] == "unet":
         from workbench.deep import load_model, make_predictor
 
-        model, card = load_model(directory, device=device)
-        predictor = make_predictor(model, card, device=device, **({"batch_size": batch_size} if batch_size else {}))
+        options = {"batch_size": batch_size} if batch_size else {}
+        if backend == "onnx":
+            from workbench.exchange import make_onnx_predictor
+
+            model, card = load_model(directory, device="cpu")
+            predictor = make_onnx_predictor(model, card, directory, **options)
+        else:
+            model, card = load_model(directory, device=device)
+            predictor = make_predictor(model, card, device=device, **options)
         return Segmenter(predictor, card.n_classes, card.in_channels, 0, record)
     if record["method"] == "forest":
         from workbench.classic import ForestModel
@@ -280,12 +299,12 @@ def _summary(probabilities, labels, mode: str) -> dict:
 def predict_project(project: Project, *, names: Iterable[str] | None = None, model_version: int | None = None,
                     tile_size: int | None = None, overlap: float = 0.25, tta: bool = False,
                     device: str | None = None, progress: Progress | None = None,
-                    segmenter: Segmenter | None = None) -> dict[str, dict]:
+                    segmenter: Segmenter | None = None, backend: str = "torch") -> dict[str, dict]:
     """Predict project images (all by default) into the store: probabilities and instances/classes.
 
     Returns a summary per image: mean uncertainty and objects (instance) or class fractions.
     """
-    segmenter = segmenter or load_segmenter(project, model_version, device=device)
+    segmenter = segmenter or load_segmenter(project, model_version, device=device, backend=backend)
     names = list(names) if names is not None else project.image_names
     options = instance_options(project) if project.mode == "instance" else {}
     summary = {}
@@ -332,7 +351,7 @@ def predict_project(project: Project, *, names: Iterable[str] | None = None, mod
 
 def predict_file(project: Project, path, out, *, probabilities=None, model_version: int | None = None,
                  tile_size: int | None = None, overlap: float = 0.25, tta: bool = False, device: str | None = None,
-                 axes: str | None = None, progress: Progress | None = None) -> dict:
+                 axes: str | None = None, progress: Progress | None = None, backend: str = "torch") -> dict:
     """Segment an image file that is not part of the project (any size: read and written tile by tile).
 
     `out` gets instances (instance mode) or the class map (semantic); `probabilities`, when given,
@@ -342,7 +361,7 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
 
     from workbench.store import open_image, write_image
 
-    segmenter = load_segmenter(project, model_version, device=device)
+    segmenter = load_segmenter(project, model_version, device=device, backend=backend)
     options = instance_options(project) if project.mode == "instance" else {}
     source = open_image(path, axes=axes)
     out = Path(out)

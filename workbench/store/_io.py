@@ -19,6 +19,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.store._vendor import VENDOR_SUFFIXES, open_vendor
 
 CANONICAL_AXES = ("YX", "CYX", "ZYX", "ZCYX")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -54,6 +55,8 @@ class ImageSource:
         A short name for the image (the file stem).
     pixel_size : tuple of float or None
         Size of a pixel in micrometres, ``(y, x)``, when the file says.
+    channel_names : tuple of str or None
+        Channel names, when the file records them (vendor formats).
     """
 
     raw: Any
@@ -61,6 +64,7 @@ class ImageSource:
     name: str = "image"
     pixel_size: tuple[float, float] | None = None
     source: str | None = None
+    channel_names: tuple[str, ...] | None = None
     _keep_open: list = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -300,7 +304,8 @@ def open_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageSour
     Parameters
     ----------
     path : path-like
-        TIFF / OME-TIFF, PNG / JPEG, Zarr / OME-Zarr (a folder) or ``.npy``.
+        TIFF / OME-TIFF, PNG / JPEG, Zarr / OME-Zarr (a folder), ``.npy``, or a vendor file
+        (ZEISS ``.czi``, Nikon ``.nd2``, Leica ``.lif``; see `workbench.store._vendor`).
     axes : str, optional
         Axis letters of the stored array (for example ``"ZCYX"`` or ``"YXC"``) when the file
         does not say or says wrongly.
@@ -324,7 +329,8 @@ def open_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageSour
     if not path.exists():
         raise WorkbenchError(f"image file {path} does not exist")
     name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", *TIFF_SUFFIXES, ".zarr", ".npy", *PLAIN_IMAGE_SUFFIXES):
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", *TIFF_SUFFIXES, ".zarr", ".npy", *PLAIN_IMAGE_SUFFIXES,
+                   *VENDOR_SUFFIXES):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
@@ -332,10 +338,15 @@ def open_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageSour
     keep_open: list = []
     pixel_size = None
     file_axes = None
+    channel_names = None
     if lower.endswith(TIFF_SUFFIXES):
         stack = contextlib.ExitStack()
         raw, file_axes, pixel_size, keep_open = _open_tiff(path, stack)
         keep_open.append(stack)
+    elif lower.endswith(VENDOR_SUFFIXES):
+        vendor = open_vendor(path)
+        raw, file_axes, pixel_size, channel_names = vendor.raw, vendor.axes, vendor.pixel_size, vendor.channel_names
+        keep_open = vendor.keep_open
     elif path.is_dir() or lower.endswith(".zarr"):
         raw, file_axes, pixel_size = _open_zarr(path)
     elif lower.endswith(".npy"):
@@ -356,14 +367,14 @@ def open_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageSour
     else:
         raise WorkbenchError(
             f"unsupported image type {path.suffix!r} for {path}; use TIFF/OME-TIFF, PNG/JPEG, "
-            "Zarr/OME-Zarr or .npy"
+            "Zarr/OME-Zarr, .npy, or ZEISS .czi / Nikon .nd2 / Leica .lif"
         )
     return as_image_source(raw, axes=axes or file_axes, name=name, pixel_size=pixel_size,
-                           source=str(path), _keep_open=keep_open)
+                           source=str(path), _keep_open=keep_open, channel_names=channel_names)
 
 
 def as_image_source(array, *, axes: str | None = None, name: str = "image", pixel_size=None,
-                    source: str | None = None, _keep_open=None) -> ImageSource:
+                    source: str | None = None, _keep_open=None, channel_names=None) -> ImageSource:
     """Wrap an in-memory or zarr array as an `ImageSource`, checking its type and axes."""
     if isinstance(array, ImageSource):
         return array
@@ -386,6 +397,7 @@ def as_image_source(array, *, axes: str | None = None, name: str = "image", pixe
             axes = guessed
     raw_axes = _normalise_axes(axes, shape, name)
     return ImageSource(array, raw_axes, name=name, pixel_size=pixel_size, source=source,
+                       channel_names=tuple(channel_names) if channel_names else None,
                        _keep_open=list(_keep_open or []))
 
 
