@@ -93,6 +93,8 @@ EXTERNAL: dict[str, ExternalBenchmark] = {
                                  quick_args=("--repeats", "1")),
     "annotator": ExternalBenchmark("bench_annotator.py", "Annotator latency (bench_annotator.py)",
                                    quick_args=("--sizes", "512", "--repeats", "2")),
+    "volumes": ExternalBenchmark("bench_volumes.py", "Z-stacks as volumes (bench_volumes.py)",
+                                 full_args=("--epochs", "12", "--large", "32,1024,1024"), quick_args=("--quick",)),
 }
 
 

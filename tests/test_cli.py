@@ -35,7 +35,14 @@ def test_full_command_line_workflow(files, capsys):
     out = capsys.readouterr().out
     assert "annotated" in out and "objects" in out
     assert run("train", proj, "--minutes", "0.15", "--seed", "1") == 0
-    assert "model version 1 (unet)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "model version 1 (unet)" in out
+    # The summary scores objects the model did not train on and says what to do next.
+    assert "held-out painted objects:" in out
+    assert ("still improving — training longer should help" in out
+            or "no longer improving — paint where the model is wrong" in out)
+    first = Project.open(proj).model_record()
+    assert first["metrics"]["steps"] >= 1 and first["metrics"]["summary"] in out
     assert run("train", proj, "--method", "forest") == 0
     assert "model version 2 (forest)" in capsys.readouterr().out
     # Predict into the project with the latest (forest) model, then a file with the U-Net.
@@ -60,6 +67,7 @@ def test_full_command_line_workflow(files, capsys):
     assert run("train", proj, "--minutes", "0.1", "--resume") == 0
     record = Project.open(proj).model_record()
     assert record["version"] == 3 and record["parent"] == 1
+    assert record["metrics"]["total_steps"] == first["metrics"]["steps"] + record["metrics"]["steps"]
     assert record["labels"]["annotated_fraction"] == 1.0
 
 

@@ -43,6 +43,16 @@ def _pixel_size(text: str) -> tuple[float, float]:
     return tuple(values)
 
 
+def _voxel_size(text: str) -> tuple[float, float, float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"voxel size must be numbers in µm, e.g. 2,0.5,0.5 (z,y,x); got {text!r}")
+    if len(values) != 3 or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"voxel size must be three positive numbers z,y,x in µm; got {text!r}")
+    return tuple(values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workbench",
@@ -60,12 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated class names, background first (default: background,foreground)")
     p.add_argument("--boundary-width", type=int, default=2,
                    help="width in pixels of the automatic boundary class in instance mode (default: 2)")
+    p.add_argument("--boundaries", choices=["3d", "per-plane"], default="3d",
+                   help="z-stacks: objects as volumes with boundaries derived in 3-D (default), or each "
+                        "plane on its own (for stacks of separate sections)")
+    p.add_argument("--voxel-size", type=_voxel_size,
+                   help="voxel size z,y,x in µm for z-stacks whose files do not say (e.g. 2,0.5,0.5)")
 
     p = sub.add_parser("add", help="add images to a project (TIFF/OME-TIFF, PNG/JPEG, Zarr/OME-Zarr, .npy, .czi, .nd2, .lif)")
     p.add_argument("dir", type=Path, help="project folder")
     p.add_argument("images", type=Path, nargs="+", help="image files or Zarr folders")
     p.add_argument("--axes", help="axis letters of the files when they do not say, e.g. ZCYX or YXC")
     p.add_argument("--pixel-size", type=_pixel_size, help="pixel size in µm (y,x or one number)")
+    p.add_argument("--voxel-size", type=_voxel_size,
+                   help="voxel size of z-stacks, z,y,x in µm (overrides the file's metadata)")
 
     p = sub.add_parser("labels", help="import labels for an image of the project")
     p.add_argument("dir", type=Path, help="project folder")
@@ -172,6 +189,10 @@ def _cmd_new(args) -> None:
     from workbench.store import Project
 
     project = Project.create(args.dir, mode=args.mode, classes=args.classes, boundary_width=args.boundary_width)
+    settings = {"boundaries": args.boundaries}
+    if args.voxel_size:
+        settings["voxel_size"] = list(args.voxel_size)
+    project.update_settings(**settings)
     print(f"created {args.mode} project {project.path} with classes {', '.join(project.class_names)}")
 
 
@@ -182,7 +203,10 @@ def _cmd_add(args) -> None:
     for image in args.images:
         bar = _progress_bar(f"adding {image.name}")
         try:
-            name = project.add_image(image, axes=args.axes, pixel_size=args.pixel_size, progress=bar)
+            pixel_size = args.voxel_size[1:] if args.voxel_size else args.pixel_size
+            z_spacing = args.voxel_size[0] if args.voxel_size else None
+            name = project.add_image(image, axes=args.axes, pixel_size=pixel_size, z_spacing=z_spacing,
+                                     progress=bar)
         finally:
             bar.close()
         info = project.image_info(name)
@@ -212,9 +236,13 @@ def _cmd_train(args) -> None:
     }.items() if v is not None}
     record = pipeline.train_model(project, method=args.method, resume=args.resume, settings=settings,
                                   progress=True)
+    summary = record["metrics"].get("summary")
     metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in record["metrics"].items() if not isinstance(v, (list, dict)))
+                        for k, v in record["metrics"].items()
+                        if not isinstance(v, (list, dict)) and k not in ("summary", "hint"))
     print(f"model version {record['version']} ({record['method']}) saved in {project.path / record['path']}: {metrics}")
+    if summary:
+        print(summary)
 
 
 _SINGLE_OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr", ".png")
@@ -313,12 +341,17 @@ def _cmd_info(args) -> None:
 
     project = Project.open(args.dir)
     print(f"project {project.path} ({project.mode}; classes {', '.join(project.class_names)}; "
-          f"boundary width {project.boundary_width})")
+          f"boundary width {project.boundary_width}; z-stacks: boundaries {project.boundaries})")
     for name in project.image_names:
         info = project.image_info(name)
         stats = project.label_stats(name)
         predicted = "predicted" if project.prediction(name, "probabilities") is not None else "not predicted"
-        print(f"  image {name}: {info['axes']} {tuple(info['shape'])} {info['dtype']}, "
+        voxel = ""
+        if "Z" in info["axes"]:
+            size = project.voxel_size(name)
+            voxel = (f", voxel {' × '.join(f'{v:g}' for v in size)} µm (z × y × x)" if size
+                     else ", voxel size unknown (taken as isotropic)")
+        print(f"  image {name}: {info['axes']} {tuple(info['shape'])} {info['dtype']}{voxel}, "
               f"{100 * stats['annotated_fraction']:.1f}% annotated, {predicted}")
     for m in project.models:
         print(f"  model v{m['version']} {m['method']} ({m['created']}): "

@@ -486,10 +486,9 @@ class TrainingPanel:
     def _success_text(self, record: dict) -> str:
         metrics = record.get("metrics", {})
         parts = [f"Model version {record['version']} is ready ({METHOD_NAMES.get(record['method'], record['method'])}"]
-        best = metrics.get("best_val_loss")
-        if isinstance(best, (int, float)) and np.isfinite(best):
-            parts.append(f", best validation loss {best:.3f}")
         parts.append(f", {_plural(len(self.history), 'epoch')}).")
+        if metrics.get("summary"):
+            parts.append(f" {metrics['summary'][0].upper()}{metrics['summary'][1:]}.")
         if self._stop_event.is_set():
             parts.append(" Stopped early: the best model so far was kept.")
         parts.append(" Go to Review to see what it finds.")

@@ -415,6 +415,7 @@ class LabelEditor:
             stats["objects"] = None
             if count_objects and total <= max_object_pixels:
                 planes = np.stack([self.read_plane(z) for z in range(self.n_slices)])
-                stats["objects"] = label_statistics(planes, names, "instance")["objects"]
+                stats["objects"] = label_statistics(planes, names, "instance",
+                                                    volume=self.project.boundaries == "3d")["objects"]
         return stats
 
