@@ -113,18 +113,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", help="cpu, cuda or mps (default: the fastest available)")
 
-    p = sub.add_parser("predict", help="segment a project image or an image file, tile by tile")
+    p = sub.add_parser("predict", help="segment project images or image files of any size, tile by tile",
+                       description="Segment project images (into the project), one image file (--out FILE), "
+                                   "or many images / huge images block by block into a folder of OME-Zarr "
+                                   "images and measurement tables (--out DIR), on dask when asked.")
     p.add_argument("dir", type=Path, help="project folder")
-    p.add_argument("image", nargs="?", help="image name in the project or an image file / Zarr path "
-                                            "(default: every image of the project, into the project)")
-    p.add_argument("--out", type=Path, help="output label image (.tif or .zarr); "
-                                            "instances in instance mode, class map in semantic mode")
-    p.add_argument("--probabilities", type=Path, help="also write class probabilities (.tif or .zarr)")
+    p.add_argument("images", nargs="*", metavar="INPUT",
+                   help="image names in the project or image files / Zarr paths "
+                        "(default: every image of the project, into the project)")
+    p.add_argument("--out", type=Path, help="output label image (.tif or .zarr) for one input, or a folder: "
+                                            "NAME.ome.zarr (image, labels, probabilities) and NAME.csv per input")
+    p.add_argument("--probabilities", type=Path, help="also write class probabilities (.tif or .zarr; one input)")
     p.add_argument("--model", type=int, help="model version (default: the latest)")
     p.add_argument("--tile-size", type=int, default=256, help="tile edge in pixels (default: 256)")
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default: 0.25)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips and rotations)")
     p.add_argument("--device", help="cpu, cuda or mps (default: the fastest available)")
+    p.add_argument("--scheduler", help="folder output: sync (this process), local:N (N worker processes here) "
+                                       "or tcp://HOST:PORT (a running dask cluster); default: this process for "
+                                       "small jobs, one worker per core for big ones")
+    p.add_argument("--block-size", type=int, default=1024,
+                   help="folder output: block edge in pixels, the unit of work and of resuming (default: 1024)")
+    p.add_argument("--halo", type=int, help="folder output: context around a block in pixels, at least the "
+                                            "largest object (default: from the painted objects)")
+    p.add_argument("--table-format", choices=["csv", "parquet"], default="csv",
+                   help="folder output: measurements table format (default: csv)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="U-Net runtime: torch (any device, default) or onnx (ONNX Runtime on the CPU, faster there)")
 
@@ -265,6 +278,41 @@ def _cmd_train(args) -> None:
         print(summary)
 
 
+_SINGLE_OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr", ".png")
+
+
+def _is_batch(args) -> bool:
+    """A folder --out, several inputs or a dask option: the blockwise batch engine."""
+    if len(args.images) > 1 or args.scheduler or args.halo is not None or args.block_size != 1024:
+        return True
+    return args.out is not None and not args.out.name.lower().endswith(_SINGLE_OUTPUT_SUFFIXES)
+
+
+def _cmd_predict_batch(args, project) -> None:
+    from workbench.batch import BatchSettings, predict_batch
+
+    if args.out is None:
+        raise WorkbenchError("give --out DIR: the folder that receives NAME.ome.zarr and NAME.csv per input")
+    if args.probabilities:
+        raise WorkbenchError("--probabilities is for one output file; a folder output holds the probabilities "
+                             "inside each NAME.ome.zarr")
+    if args.out.name.lower().endswith(_SINGLE_OUTPUT_SUFFIXES):
+        raise WorkbenchError(f"--out {args.out} names a file, but this run writes a folder (several inputs or "
+                             "dask options); give a folder such as --out results/")
+    settings = BatchSettings(block_size=args.block_size, halo=args.halo, tile_size=args.tile_size,
+                             overlap=args.overlap, tta=args.tta, device=args.device, backend=args.backend,
+                             model_version=args.model,
+                             table_format=args.table_format)
+    bar = _progress_bar("predicting")
+    try:
+        results = predict_batch(project, args.images or project.image_names, args.out, settings=settings,
+                                scheduler=args.scheduler, progress=bar)
+    finally:
+        bar.close()
+    for result in results:
+        print(result.line())
+
+
 def _cmd_predict(args) -> None:
     from workbench import pipeline
     from workbench.store import Project
@@ -272,6 +320,10 @@ def _cmd_predict(args) -> None:
     from workbench.store import check_output_path
 
     project = Project.open(args.dir)
+    if _is_batch(args):
+        _cmd_predict_batch(args, project)
+        return
+    image = args.images[0] if args.images else None
     options = dict(model_version=args.model, tile_size=args.tile_size, overlap=args.overlap, tta=args.tta,
                    device=args.device, backend=args.backend)
     pipeline._check_tile_size(args.tile_size)
@@ -284,8 +336,8 @@ def _cmd_predict(args) -> None:
         if not args.out:
             raise WorkbenchError("--probabilities goes with --out; give the label output file too")
         check_output_path(args.probabilities, dtype="float32")
-    if args.image is None or args.image in project.image_names:
-        names = [args.image] if args.image else project.image_names
+    if image is None or image in project.image_names:
+        names = [image] if image else project.image_names
         if args.out and len(names) != 1:
             raise WorkbenchError("--out writes one image: name the project image to export")
         if not names:
@@ -302,10 +354,10 @@ def _cmd_predict(args) -> None:
             print(f"wrote {args.out}")
         return
     if args.out is None:
-        raise WorkbenchError(f"{args.image!r} is not an image of the project; to segment a file give --out FILE")
-    bar = _progress_bar(f"predicting {Path(args.image).name}")
+        raise WorkbenchError(f"{image!r} is not an image of the project; to segment a file give --out FILE")
+    bar = _progress_bar(f"predicting {Path(image).name}")
     try:
-        info = pipeline.predict_file(project, args.image, args.out, probabilities=args.probabilities,
+        info = pipeline.predict_file(project, image, args.out, probabilities=args.probabilities,
                                      progress=bar, **options)
     finally:
         bar.close()
