@@ -285,7 +285,11 @@ def _is_batch(args) -> bool:
     """A folder --out, several inputs or a dask option: the blockwise batch engine."""
     if len(args.images) > 1 or args.scheduler or args.halo is not None or args.block_size != 1024:
         return True
-    return args.out is not None and not args.out.name.lower().endswith(_SINGLE_OUTPUT_SUFFIXES)
+    if args.out is None or args.out.name.lower().endswith(_SINGLE_OUTPUT_SUFFIXES):
+        return False
+    # A name with another suffix (x.jpg) is a mistaken file name, which the single-output path
+    # refuses with the list of suffixes; a folder has no suffix or already exists as one.
+    return args.out.suffix == "" or (args.out.is_dir() and not args.out.name.lower().endswith(".zarr"))
 
 
 def _cmd_predict_batch(args, project) -> None:
