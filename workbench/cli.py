@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+from workbench.conventions import METHODS, MODES
 from workbench.errors import WorkbenchError
 
 __all__ = ["main", "build_parser"]
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("new", help="create a project folder")
     p.add_argument("dir", type=Path, help="project folder to create")
-    p.add_argument("--mode", choices=["semantic", "instance"], default="semantic",
+    p.add_argument("--mode", choices=MODES, default="semantic",
                    help="semantic: one class per pixel; instance: separate touching objects (default: semantic)")
     p.add_argument("--classes", type=_classes, default=["background", "foreground"],
                    help="comma-separated class names, background first (default: background,foreground)")
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on the project's labels")
     p.add_argument("dir", type=Path, help="project folder")
-    p.add_argument("--method", choices=["unet", "forest"], default="unet",
+    p.add_argument("--method", choices=METHODS, default="unet",
                    help="unet: deep learning (default); forest: filter features + Random Forest")
     p.add_argument("--minutes", type=float, help="training time budget in minutes (U-Net)")
     p.add_argument("--epochs", type=int, help="number of epochs (U-Net; with --minutes, whichever ends first)")

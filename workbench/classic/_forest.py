@@ -46,7 +46,9 @@ import numpy as np
 import sklearn
 from sklearn.ensemble import RandomForestClassifier
 
+from workbench.conventions import INSTANCE_CLASSES, MODES
 from workbench.store import atomic_write
+from workbench.validate import whole_number
 from workbench.classic._features import (
     FEATURE_PRESETS,
     FEATURES,
@@ -84,10 +86,6 @@ __all__ = [
     "predict_image",
 ]
 
-INSTANCE_CLASSES = ("background", "interior", "boundary")
-"""Output classes in instance mode, the input of workbench.predict._instances."""
-
-MODES = ("semantic", "instance")
 CARD_NAME = "card.json"
 FOREST_NAME = "forest.joblib"
 CARD_FORMAT = "workbench-random-forest"
@@ -134,9 +132,7 @@ class ForestSettings:
 
     def __post_init__(self) -> None:
         for name in ("n_estimators", "max_depth", "max_pixels_per_class", "min_samples_leaf"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ClassicInputError(f"ForestSettings.{name} must be a positive integer, got {value!r}.")
+            whole_number(getattr(self, name), f"ForestSettings.{name}", error=ClassicInputError)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from workbench.deep._device import pick_device
 from workbench.errors import WorkbenchError
+from workbench.validate import whole_number
 from workbench.store import atomic_write, to_jsonable
 from workbench.deep._normalize import PercentileNormalizer
 
@@ -528,9 +529,7 @@ def _check_encoder_name(name: Any) -> str:
 
 
 def _positive_int(argument: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise WorkbenchError(f"`{argument}` must be a positive integer; got {value!r}.")
-    return int(value)
+    return whole_number(value, argument)
 
 
 def _load_encoder_file(encoder: torch.nn.Module, path: Path, encoder_name: str) -> None:

@@ -25,14 +25,14 @@ import torch.nn.functional as F
 from workbench.deep._augment import Augmenter
 from workbench.deep._callbacks import Callback, CallbackList
 from workbench.deep._device import configure_cpu_threads, pick_device
+from workbench.conventions import INSTANCE_CLASSES, MODES as _MODES
 from workbench.errors import WorkbenchError
+from workbench.validate import whole_number
 from workbench.deep._models import ModelCard, build_unet, check_model_fits, load_model, pad_to_multiple, save_model
 from workbench.deep._normalize import PercentileNormalizer
 
 __all__ = ["TrainSettings", "TrainResult", "Trainer", "train", "masked_loss", "INSTANCE_CLASSES"]
 
-INSTANCE_CLASSES = ("background", "interior", "boundary")
-_MODES = ("semantic", "instance")
 _MAX_SAMPLING_POINTS = 2_000_000
 _MAX_VAL_BLOCKS = 64
 _WARMUP_STEPS = 20
@@ -687,5 +687,4 @@ def _learning_rate(peak: float, step: int, fraction: float) -> float:
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise WorkbenchError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
+    whole_number(value, name, minimum=minimum)

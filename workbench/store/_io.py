@@ -18,11 +18,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from workbench.conventions import PLAIN_IMAGE_SUFFIXES, TIFF_SUFFIXES
 from workbench.errors import WorkbenchError
 
 CANONICAL_AXES = ("YX", "CYX", "ZYX", "ZCYX")
-TIFF_SUFFIXES = (".tif", ".tiff")
-PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # Non-spatial axes of at most this length without a name are taken as channels, longer ones as z.
 MAX_GUESSED_CHANNELS = 4
 

@@ -11,14 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from workbench.conventions import BACKGROUND, IGNORE, INSTANCE_CLASSES, OBJECT, UNLABELLED, check_mode
 from workbench.errors import WorkbenchError
 
-UNLABELLED = 0
-BACKGROUND = 1
-OBJECT = 2
-IGNORE = -1
-# Training classes in instance mode.
-INSTANCE_CLASSES = ("background", "object", "boundary")
 _FOUR_CONNECTED = ndi.generate_binary_structure(2, 1)
 
 __all__ = [
@@ -39,9 +34,7 @@ def n_training_classes(mode: str, n_classes: int) -> int:
     return len(INSTANCE_CLASSES) if mode == "instance" else n_classes
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in ("semantic", "instance"):
-        raise WorkbenchError(f"mode must be 'semantic' or 'instance', got {mode!r}")
+_check_mode = check_mode
 
 
 def validate_labels(labels, *, shape=None, n_classes: int | None = None, name: str = "labels") -> np.ndarray:

@@ -32,6 +32,7 @@ import numpy as np
 import zarr
 
 from workbench.store import _labels as _labels
+from workbench.conventions import MODES
 from workbench.errors import WorkbenchError
 from workbench.store._io import ImageSource, as_image_source, iter_blocks, open_image, write_json_atomic
 
@@ -39,7 +40,6 @@ SCHEMA_VERSION = 1
 MANIFEST = "project.json"
 STORE = "data.zarr"
 MODELS = "models"
-MODES = ("semantic", "instance")
 CHUNK = 512  # pixels a side: a brush stroke touches few chunks, tiles read few
 DEFAULT_COLORS = ["#808080", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4",
                   "#f032e6", "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324"]
