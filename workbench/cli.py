@@ -120,27 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _progress_bar(desc: str):
-    """A progress(fraction, message) callable drawing a bar on stderr, created at the first update
-    so that a command failing on its input prints only its error line."""
-    from tqdm.auto import tqdm
+    """A progress(fraction, message) callable drawing a bar on stderr (see `workbench.progress`)."""
+    from workbench.progress import ProgressBar
 
-    bar = None
-
-    def update(fraction: float, message: str = "") -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=100, desc=desc, unit="%", file=sys.stderr, leave=True)
-        bar.n = round(100 * min(max(fraction, 0.0), 1.0), 1)
-        if message:
-            bar.set_postfix_str(message, refresh=False)
-        bar.refresh()
-
-    def close() -> None:
-        if bar is not None:
-            bar.close()
-
-    update.close = close  # type: ignore[attr-defined]
-    return update
+    return ProgressBar(desc)
 
 
 def _cmd_new(args) -> None:
@@ -188,8 +171,8 @@ def _cmd_train(args) -> None:
     record = pipeline.train_model(project, method=args.method, resume=args.resume, settings=settings,
                                   progress=True)
     metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in record["metrics"].items() if not isinstance(v, (list, dict)))
-    print(f"model version {record['version']} ({record['method']}) saved in {project.path / record['path']}: {metrics}")
+                        for k, v in record.metrics.to_dict().items() if not isinstance(v, (list, dict)))
+    print(f"model version {record.version} ({record.method}) saved in {record.directory(project.path)}: {metrics}")
 
 
 def _cmd_predict(args) -> None:
@@ -246,9 +229,11 @@ def _cmd_info(args) -> None:
         predicted = "predicted" if project.prediction(name, "probabilities") is not None else "not predicted"
         print(f"  image {name}: {info['axes']} {tuple(info['shape'])} {info['dtype']}, "
               f"{100 * stats['annotated_fraction']:.1f}% annotated, {predicted}")
-    for m in project.models:
-        print(f"  model v{m['version']} {m['method']} ({m['created']}): "
-              + ", ".join(f"{k} {v:.4g}" for k, v in m["metrics"].items() if isinstance(v, (int, float))))
+    from workbench import pipeline
+
+    for m in pipeline.model_records(project):
+        print(f"  model v{m.version} {m.method} ({m.created}): "
+              + ", ".join(f"{k} {v:.4g}" for k, v in m.metrics.to_dict().items() if isinstance(v, (int, float))))
 
 
 def _cmd_demo(args) -> None:
