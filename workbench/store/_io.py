@@ -315,8 +315,9 @@ def open_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageSour
 
     Examples
     --------
-    >>> src = open_image("nuclei.tif")          # doctest: +SKIP
-    >>> src.axes, src.shape                     # doctest: +SKIP
+    >>> from workbench.datasets import sample_image_path
+    >>> src = open_image(sample_image_path())
+    >>> src.axes, src.shape
     ('YX', (512, 512))
     """
     path = Path(path)

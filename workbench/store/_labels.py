@@ -19,7 +19,7 @@ _FOUR_CONNECTED = ndi.generate_binary_structure(2, 1)
 __all__ = [
     "UNLABELLED", "BACKGROUND", "OBJECT", "IGNORE", "INSTANCE_CLASSES",
     "label_dtype", "validate_labels", "painted_objects", "derive_boundaries", "training_targets",
-    "labels_from_instances", "label_statistics", "n_training_classes",
+    "labels_from_instances", "label_statistics", "statistics_from_counts", "n_training_classes",
 ]
 
 
@@ -168,14 +168,38 @@ def labels_from_instances(instances, *, dtype=np.uint8) -> np.ndarray:
 
 
 def label_statistics(labels, class_names, mode: str = "semantic") -> dict:
-    """Pixels per class, objects painted (instance mode) and the annotated fraction."""
+    """Pixels per class, objects painted (instance mode) and the annotated fraction.
+
+    Examples
+    --------
+    >>> labels = np.zeros((4, 4), np.uint8); labels[0] = 1; labels[2:, 2:] = 2
+    >>> stats = label_statistics(labels, ["background", "cell"], "instance")
+    >>> stats["pixels"], stats["annotated_fraction"], stats["objects"]
+    ({'background': 4, 'cell': 4}, 0.5, 1)
+    """
     labels = np.asarray(labels)
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=len(class_names) + 1)
-    stats = {
-        "pixels": {name: int(counts[i + 1]) for i, name in enumerate(class_names)},
-        "annotated_fraction": float(1.0 - counts[0] / max(labels.size, 1)),
-    }
+    objects = None
     if mode == "instance":
         planes = labels if labels.ndim == 3 else labels[None]
-        stats["objects"] = int(sum(painted_objects(p)[1] for p in planes))
+        objects = int(sum(painted_objects(p)[1] for p in planes))
+    return statistics_from_counts(counts, class_names, labels.size, mode, objects=objects)
+
+
+def statistics_from_counts(counts, class_names, total: int, mode: str = "semantic", *,
+                           objects: int | None = None) -> dict:
+    """The label statistics of `label_statistics` from pixel counts per label value (0 = unlabelled).
+
+    For callers that keep running counts (the annotator's editor) instead of re-reading labels.
+    ``objects`` is reported in instance mode only (None: not counted).
+    """
+    counts = np.asarray(counts)
+    stats = {
+        "pixels": {name: int(counts[i + 1]) for i, name in enumerate(class_names)},
+        "annotated_pixels": int(total - counts[UNLABELLED]),
+        "pixels_total": int(total),
+        "annotated_fraction": float(1.0 - counts[UNLABELLED] / max(total, 1)),
+    }
+    if mode == "instance":
+        stats["objects"] = objects
     return stats

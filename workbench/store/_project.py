@@ -83,8 +83,14 @@ class Project:
 
     Examples
     --------
-    >>> p = Project.create("nuclei", mode="instance", classes=["background", "nucleus"])  # doctest: +SKIP
-    >>> name = p.add_image("img.tif")                                                  # doctest: +SKIP
+    >>> import tempfile
+    >>> from workbench.datasets import sample_image_path
+    >>> folder = tempfile.mkdtemp()
+    >>> p = Project.create(f"{folder}/nuclei", mode="instance", classes=["background", "nucleus"])
+    >>> p.add_image(sample_image_path())
+    'nuclei'
+    >>> Project.open(f"{folder}/nuclei").image_names
+    ['nuclei']
     """
 
     def __init__(self, path: Path, manifest: dict):
