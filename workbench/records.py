@@ -1,10 +1,12 @@
 """The typed records that travel between the pipeline, the command line and the widgets.
 
-A record is a frozen dataclass with one validator, ``from_dict``, that turns what a JSON file
-holds into the record or raises a `WorkbenchError` naming the field, what arrived and what was
+A record is a dataclass with one validator, ``from_dict``, that turns what a JSON file holds
+into the record or raises a `WorkbenchError` naming the field, what arrived and what was
 expected; ``to_dict`` gives the JSON form back unchanged. Readers use attributes
-(``record.metrics.val_loss``), so a key that nothing writes cannot be read without an error at
-the first test run — the way the training panel once read a ``best_val_loss`` nobody wrote.
+(``record.metrics.val_loss``), so reading a field that nothing writes fails at once with an
+AttributeError instead of quietly giving None — the way the training panel once read a
+``best_val_loss`` nobody wrote. (Dict-style reads, ``record["version"]``, still work for callers
+not yet moved; they are the bridge the store's manifest records use too.)
 
 - `ModelRecord`: one entry of the manifest's ``models`` list (a trained model version).
 - `ModelMetrics`: what training measured, inside a `ModelRecord`.
