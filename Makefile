@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	# torch and torchvision first, pinned, so nothing pulls another build.
 	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# bioimageio.core 0.11 pins bioimageio.spec 0.5.12, whose packaging fails under pydantic >= 2.14
+	# ("'index_key' is expected to be an integer or a string"); spec 0.5.14 fixes it and core runs on it.
+	$(PY) -m pip install --quiet --no-deps "bioimageio.spec==0.5.14.3"
 	touch $@
 
 # Debian's Chromium drives the real-browser tests (Playwright cannot download browsers here).

@@ -91,6 +91,8 @@ EXTERNAL: dict[str, ExternalBenchmark] = {
                                  quick_args=("--repeats", "1")),
     "annotator": ExternalBenchmark("benchmarks.bench_annotator", "Annotator latency (bench_annotator.py)",
                                    quick_args=("--sizes", "512", "--repeats", "2")),
+    "volumes": ExternalBenchmark("benchmarks.bench_volumes", "Z-stacks as volumes (bench_volumes.py)",
+                                 full_args=("--epochs", "12", "--large", "32,1024,1024"), quick_args=("--quick",)),
 }
 
 

@@ -317,3 +317,26 @@ def test_bad_inputs_name_the_fix(annotator, tmp_path):
         Annotator("not a project")
     empty = Annotator(Project.create(tmp_path / "empty", classes=["background", "cell"]))
     assert "no images yet" in empty.controls.status.value
+
+
+def test_zstack_plane_shows_the_derived_3d_boundary(tmp_path, shared_dir):
+    import tifffile
+
+    from workbench.store import derive_boundaries
+
+    folder = shared_dir / "data" / "stardist_nuclei_3d"
+    project = Project.create(tmp_path / "v", mode="instance", classes=["background", "nucleus"], boundary_width=1)
+    project.add_image(tifffile.imread(folder / "image.tif"), name="stack", axes="ZYX")
+    project.import_labels("stack", tifffile.imread(folder / "labels.tif"), instances=True)
+    labels = project.read_labels("stack")
+    caps = derive_boundaries(labels, 1) & ~derive_boundaries(labels, 1, boundaries="per-plane")
+    z = int(np.argmax(caps.sum(axis=(1, 2))))
+    y, x = np.argwhere(caps[z])[0]
+    annotator = Annotator(project, width=256, height=256, save_delay=0)
+    annotator.controls.z.value = z
+    annotator.set_view((30.0, 28.0), 4.0)
+    cx, cy = annotator.viewport.image_to_canvas(y + 0.5, x + 0.5)
+    assert tuple(annotator.frames["labels"][int(cy), int(cx), :3]) == BOUNDARY_COLOR  # a face along z
+    project.update_settings(boundaries="per-plane")
+    annotator.set_z(z)
+    assert tuple(annotator.frames["labels"][int(cy), int(cx), :3]) == hex_to_rgb(project.class_colors[1])

@@ -105,7 +105,7 @@ def test_empty_labels_give_an_empty_table():
     "labels, intensity, message",
     [
         (np.zeros((8, 8), np.float32), None, "integer"),
-        (np.zeros((2, 8, 8), np.int32), None, "YX label image"),
+        (np.zeros((2, 2, 8, 8), np.int32), None, "YX label image or a ZYX label volume"),
         (np.zeros((8, 8), np.int32), np.zeros((8, 9)), "same Y, X"),
     ],
 )

@@ -44,6 +44,16 @@ def _pixel_size(text: str) -> tuple[float, float]:
     return tuple(values)
 
 
+def _voxel_size(text: str) -> tuple[float, float, float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"voxel size must be numbers in µm, e.g. 2,0.5,0.5 (z,y,x); got {text!r}")
+    if len(values) != 3 or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"voxel size must be three positive numbers z,y,x in µm; got {text!r}")
+    return tuple(values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workbench",
@@ -61,12 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated class names, background first (default: background,foreground)")
     p.add_argument("--boundary-width", type=int, default=2,
                    help="width in pixels of the automatic boundary class in instance mode (default: 2)")
+    p.add_argument("--boundaries", choices=["3d", "per-plane"], default="3d",
+                   help="z-stacks: objects as volumes with boundaries derived in 3-D (default), or each "
+                        "plane on its own (for stacks of separate sections)")
+    p.add_argument("--voxel-size", type=_voxel_size,
+                   help="voxel size z,y,x in µm for z-stacks whose files do not say (e.g. 2,0.5,0.5)")
 
-    p = sub.add_parser("add", help="add images to a project (TIFF/OME-TIFF, PNG/JPEG, Zarr/OME-Zarr, .npy)")
+    p = sub.add_parser("add", help="add images to a project (TIFF/OME-TIFF, PNG/JPEG, Zarr/OME-Zarr, .npy, .czi, .nd2, .lif)")
     p.add_argument("dir", type=Path, help="project folder")
     p.add_argument("images", type=Path, nargs="+", help="image files or Zarr folders")
     p.add_argument("--axes", help="axis letters of the files when they do not say, e.g. ZCYX or YXC")
     p.add_argument("--pixel-size", type=_pixel_size, help="pixel size in µm (y,x or one number)")
+    p.add_argument("--voxel-size", type=_voxel_size,
+                   help="voxel size of z-stacks, z,y,x in µm (overrides the file's metadata)")
 
     p = sub.add_parser("labels", help="import labels for an image of the project")
     p.add_argument("dir", type=Path, help="project folder")
@@ -103,6 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default: 0.25)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips and rotations)")
     p.add_argument("--device", help="cpu, cuda or mps (default: the fastest available)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="U-Net runtime: torch (any device, default) or onnx (ONNX Runtime on the CPU, faster there)")
+
+    p = sub.add_parser("export-model", help="export a U-Net as a bioimage.io package, ONNX or TorchScript file")
+    p.add_argument("dir", type=Path, help="project folder")
+    p.add_argument("--out", type=Path, required=True,
+                   help="file to write: model.zip (bioimage.io), model.onnx or model.pt (TorchScript)")
+    p.add_argument("--version", type=int, help="model version (default: the latest U-Net)")
+    p.add_argument("--format", choices=["bioimageio", "onnx", "torchscript"],
+                   help="export format (default: from the --out suffix)")
+    p.add_argument("--author", action="append", help="author name for the bioimage.io package (repeatable)")
+    p.add_argument("--license", help="SPDX licence of the bioimage.io package (default: CC-BY-4.0)")
+    p.add_argument("--name", help="model name in the bioimage.io package")
 
     p = sub.add_parser("measure", help="per-object measurements of the predicted instances")
     p.add_argument("dir", type=Path, help="project folder")
@@ -130,6 +160,10 @@ def _cmd_new(args) -> None:
     from workbench.store import Project
 
     project = Project.create(args.dir, mode=args.mode, classes=args.classes, boundary_width=args.boundary_width)
+    settings = {"boundaries": args.boundaries}
+    if args.voxel_size:
+        settings["voxel_size"] = list(args.voxel_size)
+    project.update_settings(**settings)
     print(f"created {args.mode} project {project.path} with classes {', '.join(project.class_names)}")
 
 
@@ -140,7 +174,10 @@ def _cmd_add(args) -> None:
     for image in args.images:
         bar = _progress_bar(f"adding {image.name}")
         try:
-            name = project.add_image(image, axes=args.axes, pixel_size=args.pixel_size, progress=bar)
+            pixel_size = args.voxel_size[1:] if args.voxel_size else args.pixel_size
+            z_spacing = args.voxel_size[0] if args.voxel_size else None
+            name = project.add_image(image, axes=args.axes, pixel_size=pixel_size, z_spacing=z_spacing,
+                                     progress=bar)
         finally:
             bar.close()
         info = project.image_info(name)
@@ -181,7 +218,7 @@ def _cmd_predict(args) -> None:
 
     project = Project.open(args.dir)
     options = dict(model_version=args.model, tile_size=args.tile_size, overlap=args.overlap, tta=args.tta,
-                   device=args.device)
+                   device=args.device, backend=args.backend)
     if args.image is None or args.image in project.image_names:
         names = [args.image] if args.image else project.image_names
         bar = _progress_bar("predicting")
@@ -208,6 +245,16 @@ def _cmd_predict(args) -> None:
     print(f"wrote {args.out}: {info}")
 
 
+def _cmd_export_model(args) -> None:
+    from workbench.exchange import export_model
+    from workbench.store import Project
+
+    project = Project.open(args.dir)
+    result = export_model(project, args.out, version=args.version, format=args.format,
+                          authors=args.author or ("workbench user",), license=args.license, name=args.name)
+    print(f"wrote {result.path}: model version {result.model_version} as {result.format}")
+
+
 def _cmd_measure(args) -> None:
     from workbench import pipeline
     from workbench.store import Project
@@ -222,12 +269,17 @@ def _cmd_info(args) -> None:
 
     project = Project.open(args.dir)
     print(f"project {project.path} ({project.mode}; classes {', '.join(project.class_names)}; "
-          f"boundary width {project.boundary_width})")
+          f"boundary width {project.boundary_width}; z-stacks: boundaries {project.boundaries})")
     for name in project.image_names:
         info = project.image_info(name)
         stats = project.label_stats(name)
         predicted = "predicted" if project.prediction(name, "probabilities") is not None else "not predicted"
-        print(f"  image {name}: {info['axes']} {tuple(info['shape'])} {info['dtype']}, "
+        voxel = ""
+        if "Z" in info["axes"]:
+            size = project.voxel_size(name)
+            voxel = (f", voxel {' × '.join(f'{v:g}' for v in size)} µm (z × y × x)" if size
+                     else ", voxel size unknown (taken as isotropic)")
+        print(f"  image {name}: {info['axes']} {tuple(info['shape'])} {info['dtype']}{voxel}, "
               f"{100 * stats['annotated_fraction']:.1f}% annotated, {predicted}")
     from workbench import pipeline
 
@@ -246,7 +298,7 @@ def _cmd_demo(args) -> None:
 
 
 COMMANDS = {"new": _cmd_new, "add": _cmd_add, "labels": _cmd_labels, "train": _cmd_train,
-            "predict": _cmd_predict, "measure": _cmd_measure, "info": _cmd_info, "demo": _cmd_demo}
+            "predict": _cmd_predict, "export-model": _cmd_export_model, "measure": _cmd_measure, "info": _cmd_info, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,9 +28,11 @@ __all__ = [
     "METHODS", "METHOD_NAMES", "FOREST_TREES", "Segmenter", "load_segmenter", "model_records", "model_record",
     "model_card", "find_local_weights", "check_resume", "plan_training", "train_model", "predict_project",
     "predict_file", "export_prediction", "postprocess", "instance_options", "auto_min_size",
-    "min_size_from_labels", "measure_labels", "measure_project", "run_demo", "uncertainty",
+    "min_size_from_labels", "measure_labels", "measure_project", "run_demo", "uncertainty", "segments_volumes",
 ]
 
+#: Prediction backends for U-Nets: torch on any device, ONNX Runtime on the CPU (faster there, see benchmarks/).
+BACKENDS = ("torch", "onnx")
 Progress = Callable[[float, str], None]
 METHOD_NAMES = {"unet": "U-Net", "forest": "Random Forest"}
 """How people call the methods (messages, the app)."""
@@ -142,15 +144,32 @@ class Segmenter:
 
 
 def load_segmenter(project: Project, version: int | None = None, *, method: str | None = None,
-                   device: str | None = None, batch_size: int | None = None) -> Segmenter:
-    """Load a model version of the project (the latest, or the latest of `method`) as a tile predictor."""
+                   device: str | None = None, batch_size: int | None = None, backend: str = "torch") -> Segmenter:
+    """Load a model version of the project (the latest, or the latest of `method`) as a tile predictor.
+
+    ``backend="onnx"`` runs a U-Net on ONNX Runtime (CPU), exported once beside its weights.
+    """
+    if backend not in BACKENDS:
+        raise WorkbenchError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     record = model_record(project, version, method=method)
     directory = record.directory(project.path)
+    if backend == "onnx" and record.method != "unet":
+        raise WorkbenchError(f"--backend onnx runs U-Nets; model version {record.version} is a "
+                             f"{record.method} model: drop --backend onnx")
+    if backend == "onnx" and device not in (None, "auto", "cpu"):
+        raise WorkbenchError(f"--backend onnx predicts on the CPU; drop --device {device} or use --backend torch")
     if record.method == "unet":
         from workbench.deep import load_model, make_predictor
 
-        model, card = load_model(directory, device=device)
-        predictor = make_predictor(model, card, device=device, **({"batch_size": batch_size} if batch_size else {}))
+        options = {"batch_size": batch_size} if batch_size else {}
+        if backend == "onnx":
+            from workbench.exchange import make_onnx_predictor
+
+            model, card = load_model(directory, device="cpu")
+            predictor = make_onnx_predictor(model, card, directory, **options)
+        else:
+            model, card = load_model(directory, device=device)
+            predictor = make_predictor(model, card, device=device, **options)
         return Segmenter(predictor, card.n_classes, card.in_channels, 0, record)
     if record.method == "forest":
         from workbench.classic import ForestModel
@@ -304,6 +323,33 @@ class _PlaneOut:
         return self.array[(self.z,) + key]
 
 
+class _ClassesFirst:
+    """A (Z, K, Y, X) probability stack read as (K, Z, Y, X), one class volume per ``[k]``.
+
+    The store keeps probabilities plane by plane; 3-D post-processing reads one class at a
+    time through the whole stack, so only one class volume is in memory.
+    """
+
+    def __init__(self, array):
+        self.array = array
+        z, k, *spatial = array.shape
+        self.shape = (k, z, *spatial)
+        self.dtype = array.dtype
+
+    def __getitem__(self, index):
+        if not isinstance(index, (int, np.integer)):
+            raise TypeError("read one class at a time: probabilities[k]")
+        return np.asarray(self.array[:, int(index)])
+
+
+def segments_volumes(project: Project, name: str | None = None) -> bool:
+    """Whether instances of a z-stack are objects through the stack (the project's ``boundaries``
+    setting is ``"3d"``) rather than one set per plane; for `name`, whether that image is a stack too."""
+    if project.mode != "instance" or project.boundaries != "3d":
+        return False
+    return name is None or "Z" in project.image_info(name)["axes"]
+
+
 def uncertainty(probabilities: np.ndarray) -> np.ndarray:
     """Per-pixel uncertainty in [0, 1]: 1 - (top probability - second probability)."""
     probabilities = np.asarray(probabilities, np.float32)
@@ -316,26 +362,37 @@ MIN_OBJECT_FRACTION = 0.1
 MIN_OBJECT_PIXELS = 16
 
 
-def instance_options(project: Project) -> dict:
+def instance_options(project: Project, *, volume: bool = False) -> dict:
     """Post-processing settings for instances: the project's ``instances`` settings, with
-    ``min_size: "auto"`` (the default) resolved from the objects the user painted."""
+    ``min_size: "auto"`` (the default) resolved from the objects the user painted.
+
+    With `volume`, for 3-D instances of a z-stack: the automatic minimum size is a volume in voxels.
+    """
     options = dict(project.settings.get("instances", {}))
     if options.get("min_size", "auto") == "auto":
-        options["min_size"] = auto_min_size(project)
+        options["min_size"] = auto_min_size(project, volume=volume)
     return options
 
 
-def auto_min_size(project: Project) -> int:
-    """A tenth of the median painted object's area over the project (at least 16 pixels)."""
+def auto_min_size(project: Project, *, volume: bool = False) -> int:
+    """A tenth of the median painted object's area over the project (at least 16 pixels); with
+    `volume`, of the median volume of the objects painted in the project's z-stacks (in voxels)."""
     planes = []
     for name in project.image_names:
-        labels = project.labels(name)[...]
+        labels = project.labels(name)
+        if volume:
+            if labels.ndim == 3:
+                planes.append(labels[...])
+            continue
+        labels = labels[...]
         planes.extend(labels if labels.ndim == 3 else [labels])
     return min_size_from_labels(planes)
 
 
 def min_size_from_labels(label_planes: Iterable[np.ndarray]) -> int:
-    """A tenth of the median area of the objects painted in these label planes (at least 16 pixels)."""
+    """A tenth of the median size of the objects painted in these label planes (at least 16 pixels).
+
+    A (Z, Y, X) label volume among them counts its objects in 3-D (sizes in voxels)."""
     from workbench.store import painted_objects
 
     areas = []
@@ -383,20 +440,24 @@ def _summary(probabilities, labels, mode: str) -> dict:
 def predict_project(project: Project, *, names: Iterable[str] | None = None, model_version: int | None = None,
                     tile_size: int | None = None, overlap: float = 0.25, tta: bool = False,
                     device: str | None = None, progress: Progress | None = None,
-                    segmenter: Segmenter | None = None) -> dict[str, dict]:
+                    segmenter: Segmenter | None = None, backend: str = "torch") -> dict[str, dict]:
     """Predict project images (all by default) into the store: probabilities and instances/classes.
 
     Returns a summary per image: mean uncertainty and objects (instance) or class fractions.
     """
-    segmenter = segmenter or load_segmenter(project, model_version, device=device)
+    segmenter = segmenter or load_segmenter(project, model_version, device=device, backend=backend)
     names = list(names) if names is not None else project.image_names
     options = instance_options(project) if project.mode == "instance" else {}
+    volume_options = None
     summary = {}
     for index, name in enumerate(names):
         source = project.image(name)
         n_slices = source.n_slices
         spatial = source.spatial_shape
         stacked = "Z" in source.axes
+        volume = segments_volumes(project, name)
+        if volume and volume_options is None:
+            volume_options = instance_options(project, volume=True)
         prob_shape = ((n_slices,) if stacked else ()) + (segmenter.n_outputs, *spatial)
         probs = project.create_prediction(name, "probabilities", prob_shape, np.float32,
                                           model_version=segmenter.record.version)
@@ -415,17 +476,26 @@ def predict_project(project: Project, *, names: Iterable[str] | None = None, mod
             _predict_plane(segmenter, source.plane(z), out, tile_size=tile_size, overlap=overlap, tta=tta,
                            progress=plane_progress)
             plane_probs = out[...] if not stacked else probs[z]
+            if volume:  # objects through the stack, once every plane has its probabilities
+                plane_summaries.append({"mean_uncertainty": float(uncertainty(plane_probs).mean())})
+                continue
             labels = postprocess(plane_probs, project.mode, **options)
             if stacked:
                 labels_out[z] = labels
             else:
                 labels_out[...] = labels
             plane_summaries.append(_summary(plane_probs, labels, project.mode))
+        if volume:
+            labels = postprocess(_ClassesFirst(probs), project.mode, spacing=project.voxel_size(name),
+                                 **volume_options)
+            labels_out[...] = labels
         project.mark_prediction_complete(name)
         info = plane_summaries[0] if len(plane_summaries) == 1 else {
             "mean_uncertainty": float(np.mean([s["mean_uncertainty"] for s in plane_summaries])),
             "slices": plane_summaries,
         }
+        if volume:
+            info["objects"] = int(labels.max())
         info["model_version"] = segmenter.record.version
         summary[name] = info
     if progress:
@@ -435,7 +505,7 @@ def predict_project(project: Project, *, names: Iterable[str] | None = None, mod
 
 def predict_file(project: Project, path, out, *, probabilities=None, model_version: int | None = None,
                  tile_size: int | None = None, overlap: float = 0.25, tta: bool = False, device: str | None = None,
-                 axes: str | None = None, progress: Progress | None = None) -> dict:
+                 axes: str | None = None, progress: Progress | None = None, backend: str = "torch") -> dict:
     """Segment an image file that is not part of the project (any size: read and written tile by tile).
 
     `out` gets instances (instance mode) or the class map (semantic); `probabilities`, when given,
@@ -445,9 +515,11 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
 
     from workbench.store import open_image, write_image
 
-    segmenter = load_segmenter(project, model_version, device=device)
-    options = instance_options(project) if project.mode == "instance" else {}
+    segmenter = load_segmenter(project, model_version, device=device, backend=backend)
     source = open_image(path, axes=axes)
+    volume = "Z" in source.axes and segments_volumes(project)
+    options = instance_options(project, volume=volume) if project.mode == "instance" else {}
+    voxel_size = _file_voxel_size(project, source) if "Z" in source.axes else None
     out = Path(out)
     _check_output_suffix(out)
     if probabilities is not None:
@@ -464,18 +536,32 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
             target = _PlaneOut(probs, z) if stacked else probs
             _predict_plane(segmenter, source.plane(z), target, tile_size=tile_size, overlap=overlap, tta=tta,
                            progress=(lambda f, m="", _z=z: progress((_z + f) / source.n_slices, m)) if progress else None)
+            if volume:
+                continue  # objects through the stack, below
             plane_labels = postprocess(probs[z] if stacked else probs[...], project.mode, **options)
             if stacked:
                 labels[z] = plane_labels
             else:
                 labels[...] = plane_labels
-        write_image(out, labels, axes="ZYX" if stacked else "YX")
+        if volume:
+            labels[...] = postprocess(_ClassesFirst(probs), project.mode, spacing=voxel_size, **options)
+        write_image(out, labels, axes="ZYX" if stacked else "YX", voxel_size=voxel_size)
         if probabilities is not None:
-            write_image(probabilities, probs, axes="ZCYX" if stacked else "CYX")
+            write_image(probabilities, probs, axes="ZCYX" if stacked else "CYX", voxel_size=voxel_size)
     info = {"shape": tuple(labels.shape), "model_version": segmenter.record.version}
     if project.mode == "instance":
         info["objects"] = int(labels.max())
     return info
+
+
+def _file_voxel_size(project: Project, source) -> tuple[float, float, float] | None:
+    """Voxel size (z, y, x) in µm of a z-stack file: its metadata first, then the project setting."""
+    setting = project.settings.get("voxel_size")
+    pixel = source.pixel_size or (tuple(setting[1:]) if setting else None)
+    z_spacing = source.z_spacing or (setting[0] if setting else None)
+    if pixel is None:
+        return None
+    return (float(z_spacing or min(pixel)), float(pixel[0]), float(pixel[1]))
 
 
 def _check_output_suffix(path: Path) -> None:
@@ -493,19 +579,22 @@ def export_prediction(project: Project, name: str, out, *, probabilities=None) -
         raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path} {name}`")
     out = Path(out)
     _check_output_suffix(out)
-    write_image(out, labels, axes="ZYX" if labels.ndim == 3 else "YX")
+    voxel_size = project.voxel_size(name)
+    write_image(out, labels, axes="ZYX" if labels.ndim == 3 else "YX", voxel_size=voxel_size)
     if probabilities is not None:
         probs = project.prediction(name, "probabilities")
-        write_image(probabilities, probs, axes="ZCYX" if probs.ndim == 4 else "CYX")
+        write_image(probabilities, probs, axes="ZCYX" if probs.ndim == 4 else "CYX", voxel_size=voxel_size)
     return out
 
 
 # ---------------------------------------------------------------------- measurements
-def measure_labels(project: Project, labels, intensity, *, image: str, z: int = 0, pixel_size=None):
+def measure_labels(project: Project, labels, intensity, *, image: str, z: int | None = 0, pixel_size=None):
     """Per-object table of one predicted plane, with ``image``, ``z`` and ``class`` columns.
 
     Instance mode measures the objects; semantic mode the connected regions of each
-    non-background class.
+    non-background class. A (Z, Y, X) volume (``z=None``, intensity ZYX or ZCYX, `pixel_size`
+    the voxel size (z, y, x)) is measured in 3-D, and its ``z`` column is the object's
+    centroid plane.
     """
     import pandas as pd
     from scipy import ndimage as ndi
@@ -514,15 +603,16 @@ def measure_labels(project: Project, labels, intensity, *, image: str, z: int = 
 
     labels = np.asarray(labels)
     intensity = np.asarray(intensity)
-    if intensity.ndim == 3 and len(intensity) == 1:
-        intensity = intensity[0]  # no "_ch0" suffix for a gray image
+    channel_axis = 0 if labels.ndim == 2 else 1  # CYX, or ZCYX for a volume
+    if intensity.ndim == labels.ndim + 1 and intensity.shape[channel_axis] == 1:
+        intensity = np.squeeze(intensity, axis=channel_axis)  # no "_ch0" suffix for a gray image
     per_class = [(project.class_names[1], labels)] if project.mode == "instance" else [
         (project.class_names[c], ndi.label(labels == c)[0]) for c in range(1, project.n_classes)]
     tables = []
     for class_name, objects in per_class:
         table = measure_objects(objects, intensity, pixel_size=pixel_size)
         table.insert(0, "class", class_name)
-        table.insert(0, "z", z)
+        table.insert(0, "z", z if z is not None else np.rint(table["centroid_z"]).astype(np.int64))
         table.insert(0, "image", image)
         tables.append(table)
     return pd.concat(tables, ignore_index=True)
@@ -543,6 +633,11 @@ def measure_project(project: Project, out=None, *, names: Iterable[str] | None =
             raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path}` first")
         source = project.image(name)
         pixel_size = project.image_info(name).get("pixel_size")
+        if stored.ndim == 3 and segments_volumes(project, name):
+            # One row per object of the volume; the voxel size makes µm columns when known.
+            tables.append(measure_labels(project, stored[...], source[...], image=name, z=None,
+                                         pixel_size=project.voxel_size(name)))
+            continue
         for z in range(source.n_slices):
             labels = stored[z] if stored.ndim == 3 else stored[...]
             tables.append(measure_labels(project, labels, source.plane(z)[...], image=name, z=z,

@@ -45,12 +45,15 @@ def _empty(viewport: Viewport) -> np.ndarray:
 
 
 def label_overlay(labels: NearestPyramid, viewport: Viewport, factor: int, colors: Sequence[str], opacity: float,
-                  *, boundary_width: int | None = None) -> np.ndarray:
+                  *, boundary_width: int | None = None, z_window: Sequence[NearestPyramid] | None = None,
+                  z_centre: int = 0, spacing: Sequence[float] | None = None) -> np.ndarray:
     """RGBA picture of the painted labels, with derived instance boundaries when `boundary_width` is set.
 
     Boundaries are derived (`workbench.store.derive_boundaries`) on the region read plus a margin,
     so an object cut by the canvas edge gets no false outline there; at a zoomed-out level the
-    width shrinks with the level's factor (at least one level pixel).
+    width shrinks with the level's factor (at least one level pixel). With `z_window` (the
+    label planes around this one, `labels` at index `z_centre`) they are derived in 3-D with the
+    voxel size `spacing` (z, y, x), so the plane shows the boundary the model learns from.
     """
     rows, cols, row_ok, col_ok, region = viewport.sample_grid(labels.shape, factor)
     if region is None:
@@ -63,8 +66,14 @@ def label_overlay(labels: NearestPyramid, viewport: Viewport, factor: int, color
         margin = width + 1
         big_ys = slice(max(ys.start - margin, 0), min(ys.stop + margin, level_shape[0]))
         big_xs = slice(max(xs.start - margin, 0), min(xs.stop + margin, level_shape[1]))
-        big = labels.read(factor, big_ys, big_xs)
-        edge = derive_boundaries(big, width)
+        if z_window:
+            big = np.stack([plane.read(factor, big_ys, big_xs) for plane in z_window])
+            sz, sy, sx = spacing if spacing is not None else (1.0, 1.0, 1.0)
+            # A zoomed-out level's pixels are `factor` times larger in-plane; z keeps its planes.
+            edge = derive_boundaries(big, width, spacing=(sz, sy * factor, sx * factor))[z_centre]
+        else:
+            big = labels.read(factor, big_ys, big_xs)
+            edge = derive_boundaries(big, width)
         edge = edge[ys.start - big_ys.start: ys.stop - big_ys.start, xs.start - big_xs.start: xs.stop - big_xs.start]
         values = np.where(edge & (values == OBJECT), len(colors) + 1, values)
     lut = class_lut(colors, opacity)

@@ -23,7 +23,7 @@ from ipycanvas import MultiCanvas, hold_canvas
 from workbench_widgets import _controls
 from workbench_widgets._render import PREDICTION_VIEWS, RegionPlane, label_overlay, prediction_overlay, prediction_reader
 from workbench.errors import WorkbenchError
-from workbench.store import INSTANCE_CLASSES, OBJECT, UNLABELLED
+from workbench.store import INSTANCE_CLASSES, OBJECT, UNLABELLED, boundary_reach
 from workbench.annotate import DEFAULT_SAVE_DELAY, Edit, LabelEditor, LabelsChanged
 from workbench.annotate import (ChannelDisplay, NearestPyramid, auto_contrast, default_channel_displays,
                                ensure_pyramid, hex_to_rgb, render_image)
@@ -94,6 +94,7 @@ class Annotator:
         self.editor: LabelEditor | None = None
         self.channels: list[ChannelDisplay] = []
         self._labels_pyramid: NearestPyramid | None = None
+        self._z_window: dict[int, NearestPyramid] = {}  # label planes around z for the 3-D boundary
         self._prediction_planes: dict = {}
         self._preview: tuple[RegionPlane, str] | None = None  # set_preview's overlay, over the stored one
         # Another source (the live preview's thread) may draw the prediction layer: one drawer at a time.
@@ -231,8 +232,22 @@ class Annotator:
         editor = self.editor
         self._labels_pyramid = NearestPyramid(lambda ys, xs: editor.read(ys, xs, z), self.pyramid.shape,
                                               self.pyramid.factors, editor.dtype)
+        self._z_window = self._boundary_planes(z)
         self.render()
         self._view_changed()
+
+    def _boundary_planes(self, z: int) -> dict[int, NearestPyramid]:
+        """Label planes whose paint shapes plane `z`'s 3-D boundary (none for 2-D or per-plane)."""
+        n_slices = self.pyramid.image.n_slices
+        if self.project.mode != "instance" or n_slices == 1 or self.project.boundaries != "3d":
+            return {}
+        reach = boundary_reach(self.project.boundary_width, self.project.voxel_size(self.name))[0]
+        editor, planes = self.editor, {}
+        for other in range(max(z - reach, 0), min(z + reach + 1, n_slices)):
+            planes[other] = self._labels_pyramid if other == z else NearestPyramid(
+                lambda ys, xs, _z=other: editor.read(ys, xs, _z), self.pyramid.shape, self.pyramid.factors,
+                editor.dtype)
+        return planes
 
     def _require_image(self) -> None:
         if self.name is None:
@@ -376,8 +391,12 @@ class Annotator:
         width = None
         if self.project.mode == "instance" and self.controls.show_boundaries.value:
             width = self.project.boundary_width
+        window = sorted(self._z_window) if width else []
         return label_overlay(self._labels_pyramid, self.viewport, factor, self.project.class_colors,
-                             self.controls.opacity.value, boundary_width=width)
+                             self.controls.opacity.value, boundary_width=width,
+                             z_window=[self._z_window[z] for z in window],
+                             z_centre=window.index(self.z) if window else 0,
+                             spacing=self.project.voxel_size(self.name) if window else None)
 
     def _prediction_picture(self, factor: int) -> np.ndarray:
         preview = self._preview
@@ -585,6 +604,8 @@ class Annotator:
     def _after_edit(self, edit: Edit) -> None:
         if edit.z == self.z and self._labels_pyramid is not None:
             self._labels_pyramid.update(edit.region, self.editor.read(*edit.region, edit.z))
+        elif edit.z in self._z_window:  # an undo on a neighbouring plane moves this plane's 3-D boundary
+            self._z_window[edit.z].update(edit.region, self.editor.read(*edit.region, edit.z))
         self._render_layers(LABELS)
         self.controls.undo.disabled = not self.editor.can_undo
         self.controls.redo.disabled = not self.editor.can_redo

@@ -417,6 +417,6 @@ class LabelEditor:
         objects = None
         if self.project.mode == "instance" and count_objects and total <= max_object_pixels:
             planes = np.stack([self.read_plane(z) for z in range(self.n_slices)])
-            objects = label_statistics(planes, names, "instance")["objects"]
+            objects = label_statistics(planes, names, "instance", volume=self.project.boundaries == "3d")["objects"]
         return statistics_from_counts(self.counts, names, total, self.project.mode, objects=objects)
 

@@ -4,6 +4,7 @@ from workbench.datasets._synth import (
     SynthError,
     hard_nuclei,
 )
+from workbench.datasets._synth3d import nuclei_volume
 from workbench.datasets._partial import (
     PartialLabelError,
     labelled_fraction,
@@ -20,6 +21,7 @@ from workbench.datasets._sample import (
 __all__ = [
     "SynthError",
     "hard_nuclei",
+    "nuclei_volume",
     "PartialLabelError",
     "labelled_fraction",
     "simulate_partial_labels",

@@ -38,10 +38,10 @@ class PartialLabelError(WorkbenchError, ValueError):
 
 def _as_instance_image(instance_gt) -> np.ndarray:
     array = np.asarray(instance_gt)
-    if array.ndim != 2 or array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+    if array.ndim not in (2, 3) or array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
         raise PartialLabelError(
-            f"`instance_gt` must be a 2-D (YX) integer instance label image, got ndim {array.ndim} and "
-            f"dtype {array.dtype}; pass one plane of a stack, and label a mask with scipy.ndimage.label first."
+            f"`instance_gt` must be a 2-D (YX) or 3-D (ZYX) integer instance label image, got ndim {array.ndim} "
+            f"and dtype {array.dtype}; label a mask with scipy.ndimage.label first."
         )
     if array.size and array.min() < 0:
         raise PartialLabelError(
@@ -101,15 +101,16 @@ def _objects_inside(instance_gt: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 
 def _contact_lines(chosen_map: np.ndarray) -> np.ndarray:
-    """Pixels of a chosen object that touch (8-connected) a chosen object with a smaller id.
+    """Pixels of a chosen object that touch (8-connected, 26 in 3-D) a chosen object with a smaller id.
 
-    Taking only the larger-id side gives a 1-px line, and leaves no pixel of
-    either object 8-adjacent to the other.
+    Taking only the larger-id side gives a 1-px line (a 1-voxel sheet), and leaves no pixel of
+    either object adjacent to the other.
     """
     # A sentinel just above the largest id (scipy's grey erosion overflows near the dtype's maximum).
     sentinel = int(chosen_map.max(initial=0)) + 1
     nonzero = chosen_map > 0
-    smallest_neighbour = ndi.grey_erosion(np.where(nonzero, chosen_map, sentinel), size=(3, 3), mode="nearest")
+    smallest_neighbour = ndi.grey_erosion(np.where(nonzero, chosen_map, sentinel), size=(3,) * chosen_map.ndim,
+                                          mode="nearest")
     return nonzero & (smallest_neighbour < chosen_map)
 
 
@@ -186,8 +187,10 @@ def simulate_partial_labels(
 
     Parameters
     ----------
-    instance_gt : array_like of int, shape (Y, X)
-        Instance ground truth (0 = background; ids need not be contiguous).
+    instance_gt : array_like of int, shape (Y, X) or (Z, Y, X)
+        Instance ground truth (0 = background; ids need not be contiguous). In a volume the
+        chosen objects are painted whole through the stack, and the background marks are
+        painted plane by plane, as with the annotator's z-slider.
     object_fraction : float, optional
         Share of the objects lying wholly inside ``region`` that are painted as
         object (2), chosen at random; at least one when any exists and the
@@ -195,7 +198,7 @@ def simulate_partial_labels(
     background_strokes : int, optional
         Number of background marks (70 % smooth strokes, 30 % dabs
         1.5-4 brush radii wide); default one
-        per 20 000 region pixels, at least one.
+        per 20 000 region pixels, at least one (per plane of a volume).
     stroke_width : int, optional
         Brush diameter in pixels.
     stroke_length : int, optional
@@ -210,7 +213,7 @@ def simulate_partial_labels(
 
     Returns
     -------
-    numpy.ndarray of uint8, shape (Y, X)
+    numpy.ndarray of uint8, the shape of `instance_gt`
         0 = not annotated, 1 = background, 2 = object.
 
     Raises
@@ -234,7 +237,8 @@ def simulate_partial_labels(
     stroke_length = _check_count("stroke_length", stroke_length, 0)
     margin = _check_count("margin", margin, 0)
     if background_strokes is None:
-        background_strokes = max(1, int(round(np.count_nonzero(region_mask) / _PIXELS_PER_DEFAULT_STROKE)))
+        per_plane = np.count_nonzero(region_mask) / (gt.shape[0] if gt.ndim == 3 else 1)
+        background_strokes = max(1, int(round(per_plane / _PIXELS_PER_DEFAULT_STROKE)))
     background_strokes = _check_count("background_strokes", background_strokes, 0)
     rng = np.random.default_rng(seed)
 
@@ -251,9 +255,13 @@ def simulate_partial_labels(
     # Background marks keep `margin` pixels from every object (painted or not) and stay in the region.
     radius = stroke_width / 2
     allowed = region_mask & ~(gt > 0)
-    clearance = ndi.distance_transform_edt(allowed)
-    marks = _paint_background_marks(clearance, radius, margin, background_strokes, stroke_length, rng)
-    labels[marks & (labels == NOT_ANNOTATED)] = BACKGROUND
+    for plane in range(gt.shape[0]) if gt.ndim == 3 else [None]:
+        where = (plane,) if plane is not None else ()
+        if not allowed[where].any():
+            continue
+        clearance = ndi.distance_transform_edt(allowed[where])
+        marks = _paint_background_marks(clearance, radius, margin, background_strokes, stroke_length, rng)
+        labels[where][marks & (labels[where] == NOT_ANNOTATED)] = BACKGROUND
     return labels
 
 

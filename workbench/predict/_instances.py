@@ -6,10 +6,17 @@ boundary probability grows them until they meet on a boundary or leave the
 foreground. Two-class (background/foreground) predictions are split with
 distance-transform seeds instead.
 
+Images and volumes alike: probabilities ``(K, Y, X)`` give a ``(Y, X)`` label
+image, ``(K, Z, Y, X)`` a ``(Z, Y, X)`` one in which each object keeps one id
+through the stack (seeds and watershed are face-connected in 3-D). ``spacing``
+gives the voxel size, so distances (the two-class split, its minimum distance
+between centres) are measured in physical units on anisotropic stacks.
+
 The whole image is processed in memory (no blockwise stitching): zarr inputs
 are read one channel at a time, and the peak is about 30 bytes per pixel
 (float32 elevation, boolean masks, int32 markers and labels, and the
-watershed's own queue), i.e. about 1 GB for a 6000 x 6000 image.
+watershed's own queue), i.e. about 1 GB for a 6000 x 6000 image or a
+64 x 1024 x 512 volume.
 
 Example
 -------
@@ -47,10 +54,10 @@ def _probability_shape(probabilities: Any, allowed_classes: tuple[int, ...] | No
         probabilities = np.asarray(probabilities)
         shape = probabilities.shape
     shape = tuple(int(s) for s in shape)
-    if len(shape) != 3 or min(shape) < 1:
+    if len(shape) not in (3, 4) or min(shape) < 1:
         raise InstancesError(
-            f"`probabilities` must be (K, Y, X) with no empty axis, got shape {shape}; "
-            "for a stack, call once per plane."
+            f"`probabilities` must be (K, Y, X) for an image or (K, Z, Y, X) for a volume, with no "
+            f"empty axis, got shape {shape}."
         )
     if allowed_classes is not None and shape[0] not in allowed_classes:
         raise InstancesError(
@@ -80,6 +87,25 @@ def _count(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise InstancesError(f"`{name}` must be a whole number >= 0, got {value!r}.")
     return int(value)
+
+
+def _spacing(spacing: Any, ndim: int) -> tuple[float, ...]:
+    """Voxel size per spatial axis; (y, x) for a volume means z as fine as the finer of them."""
+    if spacing is None:
+        return (1.0,) * ndim
+    if isinstance(spacing, numbers.Real) and not isinstance(spacing, bool):
+        spacing = (spacing,) * ndim
+    try:
+        values = tuple(float(v) for v in spacing)
+    except TypeError:
+        values = ()
+    if len(values) == 2 and ndim == 3:
+        values = (min(values),) + values
+    if len(values) != ndim or not all(np.isfinite(v) and v > 0 for v in values):
+        raise InstancesError(
+            f"`spacing` must be {ndim} positive numbers (voxel size along {'ZYX'[-ndim:]}), got {spacing!r}."
+        )
+    return values
 
 
 def _drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -130,19 +156,28 @@ def _from_three_classes(probabilities: Any, interior_threshold: float, boundary_
     return _finish(labels, min_size)
 
 
+def _peak_footprint(min_distance: int, spacing: tuple[float, ...]) -> np.ndarray:
+    """Box of ``min_distance`` pixels of the finest axis, fewer voxels along coarser axes."""
+    finest = min(spacing)
+    reach = [max(0, int(round(max(min_distance, 1) * finest / s))) for s in spacing]
+    return np.ones([2 * r + 1 for r in reach], dtype=bool)
+
+
 def _from_two_classes(probabilities: Any, foreground_threshold: float, min_size: int,
-                      min_distance: int) -> np.ndarray:
+                      min_distance: int, spacing: tuple[float, ...]) -> np.ndarray:
     foreground = _channel(probabilities, 1) > foreground_threshold
-    distance = ndi.distance_transform_edt(foreground).astype(np.float32)
+    # Distances in units of the finest axis, so a coarse z counts for what it is.
+    relative = tuple(s / min(spacing) for s in spacing)
+    distance = ndi.distance_transform_edt(foreground, sampling=relative).astype(np.float32)
     # Smoothing merges the many flat maxima along a ridge into one peak per object.
-    smooth = ndi.gaussian_filter(distance, sigma=1.0)
+    smooth = ndi.gaussian_filter(distance, sigma=[1.0 / r for r in relative])
     components, _ = ndi.label(foreground)
     peaks = peak_local_max(
-        smooth, min_distance=max(min_distance, 1), labels=components, exclude_border=False
+        smooth, footprint=_peak_footprint(min_distance, spacing), labels=components, exclude_border=False
     )
     peak_mask = np.zeros(foreground.shape, dtype=bool)
     peak_mask[tuple(peaks.T)] = True
-    markers, _ = ndi.label(peak_mask, structure=np.ones((3, 3), bool))
+    markers, _ = ndi.label(peak_mask, structure=np.ones((3,) * foreground.ndim, bool))
     markers = _add_unseeded_components(markers, foreground)
     labels = watershed(-smooth, markers=markers, mask=foreground)
     return _finish(labels, min_size)
@@ -157,14 +192,17 @@ def instances_from_probabilities(
     min_size: int = 16,
     min_seed_size: int = 4,
     min_distance: int = 4,
+    spacing: Any = None,
 ) -> np.ndarray:
-    """Turn per-pixel class probabilities into an instance label image.
+    """Turn per-pixel class probabilities into an instance label image or volume.
 
     Parameters
     ----------
-    probabilities : array-like, shape (3, Y, X) or (2, Y, X)
-        Softmax output, numpy or zarr. Three classes: background, object
-        interior, boundary. Two classes: background, foreground.
+    probabilities : array-like, shape (K, Y, X) or (K, Z, Y, X), K = 3 or 2
+        Softmax output, numpy or zarr (or anything whose ``[k]`` reads one
+        class). Three classes: background, object interior, boundary. Two
+        classes: background, foreground. A volume is segmented in 3-D: one
+        id per object through the stack.
     interior_threshold : float, optional
         (3 classes) A seed pixel has interior probability above this...
     boundary_threshold : float, optional
@@ -178,12 +216,15 @@ def instances_from_probabilities(
     min_seed_size : int, optional
         (3 classes) Seeds with fewer pixels are ignored as noise.
     min_distance : int, optional
-        (2 classes) Minimum distance in pixels between two object centres
-        found on the distance transform.
+        (2 classes) Minimum distance in pixels (of the finest axis) between
+        two object centres found on the distance transform.
+    spacing : float or sequence of float, optional
+        Pixel / voxel size per spatial axis ((y, x) or (z, y, x), any unit);
+        isotropic by default. Distances of the two-class split follow it.
 
     Returns
     -------
-    labels : np.ndarray of int32, shape (Y, X)
+    labels : np.ndarray of int32, shape (Y, X) or (Z, Y, X)
         0 for background, objects numbered 1..N.
 
     Raises
@@ -206,12 +247,13 @@ def instances_from_probabilities(
     min_size = _count(min_size, "min_size")
     min_seed_size = _count(min_seed_size, "min_seed_size")
     min_distance = _count(min_distance, "min_distance")
+    spacing = _spacing(spacing, len(shape) - 1)
     if shape[0] == 3:
         return _from_three_classes(
             probabilities, interior_threshold, boundary_threshold, foreground_threshold, min_size,
             min_seed_size,
         )
-    return _from_two_classes(probabilities, foreground_threshold, min_size, min_distance)
+    return _from_two_classes(probabilities, foreground_threshold, min_size, min_distance, spacing)
 
 
 def semantic_from_probabilities(probabilities: Any) -> np.ndarray:

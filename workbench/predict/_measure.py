@@ -65,9 +65,9 @@ _WRITERS = {
 
 def _as_labels(labels: Any) -> np.ndarray:
     labels = np.asarray(labels)
-    if labels.ndim != 2:
+    if labels.ndim not in (2, 3):
         raise MeasureError(
-            f"`labels` must be a YX label image, got shape {labels.shape}; measure a stack plane by plane."
+            f"`labels` must be a YX label image or a ZYX label volume, got shape {labels.shape}."
         )
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
         raise MeasureError(
@@ -79,11 +79,20 @@ def _as_labels(labels: Any) -> np.ndarray:
     return labels.astype(np.int32, copy=False)
 
 
-def _as_intensity(intensity: Any, labels_shape: tuple[int, int]) -> tuple[np.ndarray | None, bool]:
+def _as_intensity(intensity: Any, labels_shape: tuple[int, ...]) -> tuple[np.ndarray | None, bool]:
     """Channel-last float intensity for regionprops, and whether the input had a channel axis."""
     if intensity is None:
         return None, False
     intensity = np.asarray(intensity)
+    if len(labels_shape) == 3:
+        if intensity.shape == labels_shape:
+            return intensity.astype(np.float64, copy=False), False
+        if intensity.ndim == 4 and intensity.shape[0] == labels_shape[0] and intensity.shape[2:] == labels_shape[1:]:
+            return np.moveaxis(intensity, 1, -1).astype(np.float64), True
+        raise MeasureError(
+            f"`intensity` (shape {intensity.shape}) must be ZYX or ZCYX with the same Z, Y, X as `labels` "
+            f"(shape {labels_shape})."
+        )
     if intensity.ndim == 2 and intensity.shape == labels_shape:
         return intensity.astype(np.float64, copy=False), False
     if intensity.ndim == 3 and intensity.shape[1:] == labels_shape:
@@ -94,17 +103,18 @@ def _as_intensity(intensity: Any, labels_shape: tuple[int, int]) -> tuple[np.nda
     )
 
 
-def _as_pixel_size(pixel_size: Any) -> tuple[float, float] | None:
+def _as_pixel_size(pixel_size: Any, ndim: int = 2) -> tuple[float, ...] | None:
     if pixel_size is None:
         return None
     if isinstance(pixel_size, numbers.Real):
-        pixel_size = (pixel_size, pixel_size)
+        pixel_size = (pixel_size,) * ndim
     values = tuple(pixel_size)
-    if len(values) != 2 or not all(isinstance(v, numbers.Real) and np.isfinite(v) and v > 0 for v in values):
+    if len(values) != ndim or not all(isinstance(v, numbers.Real) and np.isfinite(v) and v > 0 for v in values):
+        what = "(y, x)" if ndim == 2 else "a voxel size (z, y, x)"
         raise MeasureError(
-            f"`pixel_size` must be (y, x) in micrometres, both positive, got {pixel_size!r}."
+            f"`pixel_size` must be {what} in micrometres, all positive, got {pixel_size!r}."
         )
-    return float(values[0]), float(values[1])
+    return tuple(float(v) for v in values)
 
 
 def _mean_neighbour_distance(points: np.ndarray, n_neighbours: int) -> np.ndarray:
@@ -126,16 +136,19 @@ def measure_objects(
     pixel_size: float | tuple[float, float] | None = None,
     n_neighbours: int = 8,
 ) -> pd.DataFrame:
-    """Measure every object of a label image.
+    """Measure every object of a label image, or of a label volume in 3-D.
 
     Parameters
     ----------
-    labels : array-like of int, shape (Y, X)
-        Object ids, 0 = background.
-    intensity : array-like, shape (Y, X) or (C, Y, X), optional
+    labels : array-like of int, shape (Y, X) or (Z, Y, X)
+        Object ids, 0 = background. A volume's objects are measured as volumes (see
+        `workbench.predict._measure3d.measure_volume` for its columns: volume, surface area,
+        sphericity, extents, centroid, intensity, neighbour distance in 3-D).
+    intensity : array-like, shape (Y, X) or (C, Y, X); for a volume (Z, Y, X) or (Z, C, Y, X), optional
         Image to take intensity statistics from.
-    pixel_size : float or (float, float), optional
-        Pixel size (y, x) in micrometres; adds micrometre columns.
+    pixel_size : float or (float, float) or (float, float, float), optional
+        Pixel size (y, x), or for a volume voxel size (z, y, x), in micrometres; adds
+        micrometre columns.
     n_neighbours : int, optional
         How many nearest centroids the neighbour distance averages over.
 
@@ -157,14 +170,19 @@ def measure_objects(
     Raises
     ------
     MeasureError
-        For labels that are not a 2-D integer image, an intensity image of
+        For labels that are not a 2-D or 3-D integer image, an intensity image of
         another size or a non-positive pixel size.
     """
     labels = _as_labels(labels)
     intensity, has_channels = _as_intensity(intensity, labels.shape)
-    pixel_size = _as_pixel_size(pixel_size)
+    pixel_size = _as_pixel_size(pixel_size, labels.ndim)
     if isinstance(n_neighbours, bool) or not isinstance(n_neighbours, numbers.Integral) or n_neighbours < 0:
         raise MeasureError(f"`n_neighbours` must be a whole number >= 0, got {n_neighbours!r}.")
+    if labels.ndim == 3:
+        from workbench.predict._measure3d import measure_volume
+
+        return measure_volume(labels, intensity, voxel_size=pixel_size, n_neighbours=int(n_neighbours),
+                              has_channels=has_channels)
 
     properties = _SHAPE_PROPERTIES
     if intensity is not None:

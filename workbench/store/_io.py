@@ -20,10 +20,14 @@ import numpy as np
 
 from workbench.conventions import PLAIN_IMAGE_SUFFIXES, TIFF_SUFFIXES
 from workbench.errors import WorkbenchError
+from workbench.store._vendor import VENDOR_SUFFIXES, open_vendor
 
 CANONICAL_AXES = ("YX", "CYX", "ZYX", "ZCYX")
 # Non-spatial axes of at most this length without a name are taken as channels, longer ones as z.
 MAX_GUESSED_CHANNELS = 4
+# How ImageJ and OME spell micrometres; OME units other than µm are converted.
+_MICRON_UNITS = ("micron", "microns", "um", "µm", "\u00B5m", "\\u00B5m")
+_UNIT_TO_MICRON = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}
 
 __all__ = [
     "CANONICAL_AXES",
@@ -53,6 +57,10 @@ class ImageSource:
         A short name for the image (the file stem).
     pixel_size : tuple of float or None
         Size of a pixel in micrometres, ``(y, x)``, when the file says.
+    z_spacing : float or None
+        Distance between z-planes in micrometres, when the file says.
+    channel_names : tuple of str or None
+        Channel names, when the file records them (vendor formats).
     """
 
     raw: Any
@@ -60,6 +68,8 @@ class ImageSource:
     name: str = "image"
     pixel_size: tuple[float, float] | None = None
     source: str | None = None
+    z_spacing: float | None = None
+    channel_names: tuple[str, ...] | None = None
     _keep_open: list = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -225,11 +235,12 @@ def _open_tiff(path: Path, stack: contextlib.ExitStack):
         series = tif.series[0]
         axes = series.axes
         pixel_size = _tiff_pixel_size(tif)
+        z_spacing = _tiff_z_spacing(tif)
         store = series.aszarr()
         raw = zarr.open(store, mode="r")
         if not hasattr(raw, "shape"):  # a pyramid: level 0 is the full resolution
             raw = raw["0"]
-        return raw, axes, pixel_size, [tif, store]
+        return raw, axes, pixel_size, z_spacing, [tif, store]
     except (tifffile.TiffFileError, ValueError, KeyError, IndexError, OSError) as exc:
         raise WorkbenchError(f"cannot read TIFF file {path}: {exc}; is it a complete TIFF file?") from exc
 
@@ -245,7 +256,7 @@ def _tiff_pixel_size(tif) -> tuple[float, float] | None:
                     x = float(el.attrib["PhysicalSizeX"])
                     y = float(el.attrib.get("PhysicalSizeY", x))
                     return (y, x)
-        if tif.is_imagej and tif.imagej_metadata and tif.imagej_metadata.get("unit") in ("micron", "um", "µm"):
+        if tif.is_imagej and tif.imagej_metadata and tif.imagej_metadata.get("unit") in _MICRON_UNITS:
             page = tif.pages[0]
             x_res = page.tags.get("XResolution")
             y_res = page.tags.get("YResolution")
@@ -259,6 +270,25 @@ def _tiff_pixel_size(tif) -> tuple[float, float] | None:
     return None
 
 
+def _tiff_z_spacing(tif) -> float | None:
+    """The z-plane distance in µm from OME (PhysicalSizeZ) or ImageJ (``spacing``) metadata."""
+    try:
+        if tif.is_ome:
+            import xml.etree.ElementTree as ET
+
+            root = ET.fromstring(tif.ome_metadata)
+            for el in root.iter():
+                if el.tag.endswith("Pixels") and "PhysicalSizeZ" in el.attrib:
+                    unit = el.attrib.get("PhysicalSizeZUnit", "µm")
+                    return float(el.attrib["PhysicalSizeZ"]) * _UNIT_TO_MICRON.get(unit, 1.0)
+        metadata = tif.imagej_metadata if tif.is_imagej else None
+        if metadata and metadata.get("spacing") and metadata.get("unit") in _MICRON_UNITS:
+            return float(metadata["spacing"])
+    except Exception:  # metadata is a nicety; a malformed tag must not stop the image loading
+        return None
+    return None
+
+
 def _open_zarr(path: Path):
     import zarr
 
@@ -267,13 +297,13 @@ def _open_zarr(path: Path):
     except Exception as exc:
         raise WorkbenchError(f"cannot open Zarr store {path}: {exc}") from exc
     if hasattr(node, "shape"):
-        return node, None, None
+        return node, None, None, None
     attrs = dict(node.attrs)
     multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
     if not multiscales:
         arrays = [name for name, _ in node.arrays()]
         if len(arrays) == 1:
-            return node[arrays[0]], None, None
+            return node[arrays[0]], None, None, None
         raise WorkbenchError(
             f"Zarr group {path} is not OME-Zarr (no 'multiscales' metadata) and holds "
             f"{len(arrays)} arrays; point to the array itself, e.g. {path}/<array>"
@@ -285,12 +315,14 @@ def _open_zarr(path: Path):
     if "axes" in ms:
         names = [a["name"] if isinstance(a, dict) else a for a in ms["axes"]]
         axes = "".join(n[0].upper() for n in names)
-    pixel_size = None
+    pixel_size = z_spacing = None
     for transform in level0.get("coordinateTransformations", []):
         if transform.get("type") == "scale" and len(transform.get("scale", [])) >= 2:
             scale = transform["scale"]
             pixel_size = (float(scale[-2]), float(scale[-1]))
-    return raw, axes, pixel_size
+            if axes and "Z" in axes and len(scale) == len(axes):
+                z_spacing = float(scale[axes.index("Z")])
+    return raw, axes, pixel_size, z_spacing
 
 
 def open_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageSource:
@@ -299,7 +331,8 @@ def open_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageSour
     Parameters
     ----------
     path : path-like
-        TIFF / OME-TIFF, PNG / JPEG, Zarr / OME-Zarr (a folder) or ``.npy``.
+        TIFF / OME-TIFF, PNG / JPEG, Zarr / OME-Zarr (a folder), ``.npy``, or a vendor file
+        (ZEISS ``.czi``, Nikon ``.nd2``, Leica ``.lif``; see `workbench.store._vendor`).
     axes : str, optional
         Axis letters of the stored array (for example ``"ZCYX"`` or ``"YXC"``) when the file
         does not say or says wrongly.
@@ -324,20 +357,26 @@ def open_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageSour
     if not path.exists():
         raise WorkbenchError(f"image file {path} does not exist")
     name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", *TIFF_SUFFIXES, ".zarr", ".npy", *PLAIN_IMAGE_SUFFIXES):
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", *TIFF_SUFFIXES, ".zarr", ".npy", *PLAIN_IMAGE_SUFFIXES,
+                   *VENDOR_SUFFIXES):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
     lower = path.name.lower()
     keep_open: list = []
-    pixel_size = None
+    pixel_size = z_spacing = None
     file_axes = None
+    channel_names = None
     if lower.endswith(TIFF_SUFFIXES):
         stack = contextlib.ExitStack()
-        raw, file_axes, pixel_size, keep_open = _open_tiff(path, stack)
+        raw, file_axes, pixel_size, z_spacing, keep_open = _open_tiff(path, stack)
         keep_open.append(stack)
+    elif lower.endswith(VENDOR_SUFFIXES):
+        vendor = open_vendor(path)
+        raw, file_axes, pixel_size, channel_names = vendor.raw, vendor.axes, vendor.pixel_size, vendor.channel_names
+        keep_open = vendor.keep_open
     elif path.is_dir() or lower.endswith(".zarr"):
-        raw, file_axes, pixel_size = _open_zarr(path)
+        raw, file_axes, pixel_size, z_spacing = _open_zarr(path)
     elif lower.endswith(".npy"):
         try:
             raw = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -356,14 +395,15 @@ def open_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageSour
     else:
         raise WorkbenchError(
             f"unsupported image type {path.suffix!r} for {path}; use TIFF/OME-TIFF, PNG/JPEG, "
-            "Zarr/OME-Zarr or .npy"
+            "Zarr/OME-Zarr, .npy, or ZEISS .czi / Nikon .nd2 / Leica .lif"
         )
-    return as_image_source(raw, axes=axes or file_axes, name=name, pixel_size=pixel_size,
-                           source=str(path), _keep_open=keep_open)
+    return as_image_source(raw, axes=axes or file_axes, name=name, pixel_size=pixel_size, z_spacing=z_spacing,
+                           source=str(path), _keep_open=keep_open, channel_names=channel_names)
 
 
 def as_image_source(array, *, axes: str | None = None, name: str = "image", pixel_size=None,
-                    source: str | None = None, _keep_open=None) -> ImageSource:
+                    source: str | None = None, z_spacing: float | None = None, _keep_open=None,
+                    channel_names=None) -> ImageSource:
     """Wrap an in-memory or zarr array as an `ImageSource`, checking its type and axes."""
     if isinstance(array, ImageSource):
         return array
@@ -385,7 +425,8 @@ def as_image_source(array, *, axes: str | None = None, name: str = "image", pixe
         else:
             axes = guessed
     raw_axes = _normalise_axes(axes, shape, name)
-    return ImageSource(array, raw_axes, name=name, pixel_size=pixel_size, source=source,
+    return ImageSource(array, raw_axes, name=name, pixel_size=pixel_size, source=source, z_spacing=z_spacing,
+                       channel_names=tuple(channel_names) if channel_names else None,
                        _keep_open=list(_keep_open or []))
 
 
@@ -440,11 +481,46 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def write_image(path: str | os.PathLike, array, *, axes: str | None = None, block: int = 2048) -> Path:
+def _imagej_dtype(data: np.ndarray) -> np.ndarray | None:
+    """ImageJ stores 8/16-bit integers and 32-bit floats: labels go to uint16 when they fit."""
+    if data.dtype in (np.uint8, np.uint16, np.float32):
+        return data
+    if data.dtype.kind in "iub" and (data.size == 0 or (data.min() >= 0 and data.max() <= 65535)):
+        return data.astype(np.uint16)
+    if data.dtype.kind in "iu" and data.size and data.min() >= 0 and data.max() < 2**24:
+        return data.astype(np.float32)  # ids up to 16.7 M are exact in float32
+    return None
+
+
+def _write_tiff(tmp: Path, data: np.ndarray, axes: str | None, voxel_size) -> None:
+    import tifffile
+
+    resolution, metadata, imagej = None, ({"axes": axes} if axes else None), False
+    ij_data = _imagej_dtype(data) if axes and "Z" in axes and set(axes) <= set("ZCYX") else None
+    if ij_data is not None:
+        # A z-stack as an ImageJ hyperstack (Fiji opens it with its slices, channels and voxel size).
+        data, imagej = ij_data, True
+        metadata = {"axes": axes}
+    if voxel_size is not None:
+        z, y, x = (float(v) for v in voxel_size)
+        resolution = (1.0 / x, 1.0 / y)
+        metadata = dict(metadata or {}, unit="um")
+        if imagej and "Z" in (axes or ""):
+            metadata["spacing"] = z
+    tifffile.imwrite(tmp, data, compression=None if imagej else "zlib", photometric="minisblack",
+                     metadata=metadata, imagej=imagej, resolution=resolution,
+                     bigtiff=data.nbytes > 2**31 and not imagej)
+
+
+def write_image(path: str | os.PathLike, array, *, axes: str | None = None, block: int = 2048,
+                voxel_size=None) -> Path:
     """Write an array (numpy or zarr) as TIFF, PNG/JPEG or Zarr, chosen by the file extension.
 
     TIFF and PNG are written to a temporary file and renamed, so a crash leaves the old file.
-    Zarr output is written block by block (never the whole array in memory).
+    Zarr output is written block by block (never the whole array in memory). A z-stack
+    (axes ``ZYX`` or ``ZCYX``) goes to TIFF as an ImageJ hyperstack (label ids as 16-bit when
+    they fit, else 32-bit float); `voxel_size` (z, y, x) in µm is recorded as its resolution
+    and z spacing (TIFF) or as the array's ``voxel_size`` attribute (Zarr).
     """
     path = Path(path)
     lower = path.name.lower()
@@ -456,18 +532,16 @@ def write_image(path: str | os.PathLike, array, *, axes: str | None = None, bloc
         out = zarr.open_array(str(path), mode="w", shape=shape, dtype=array.dtype, chunks=chunks)
         if axes:
             out.attrs["axes"] = axes
+        if voxel_size is not None:
+            out.attrs["voxel_size"] = [float(v) for v in voxel_size]
         lead = (slice(None),) * (len(shape) - 2)
         for ys, xs in iter_blocks(shape, block):
             out[lead + (ys, xs)] = np.asarray(array[lead + (ys, xs)])
         return path
     data = np.asarray(array)
     if lower.endswith(TIFF_SUFFIXES):
-        import tifffile
-
         with atomic_write(path) as tmp:
-            tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack",
-                             metadata={"axes": axes} if axes else None,
-                             bigtiff=data.nbytes > 2**31)
+            _write_tiff(tmp, data, axes, voxel_size)
         return path
     if lower.endswith(PLAIN_IMAGE_SUFFIXES):
         import imageio.v3 as iio

@@ -222,6 +222,36 @@ class Project:
         return int(self.manifest["boundary_width"])
 
     @property
+    def boundaries(self) -> str:
+        """How z-stacks are segmented: ``"3d"`` (objects as volumes, the default) or ``"per-plane"``."""
+        return _labels._check_boundary_mode(self.settings.get("boundaries", "3d"))
+
+    def voxel_size(self, name: str) -> tuple[float, float, float] | None:
+        """Voxel size (z, y, x) in micrometres of a z-stack, None when unknown or for a 2-D image.
+
+        The image's own (from its file, or given when added) comes first, then the project
+        setting ``voxel_size``; an unknown z spacing is taken as equal to the pixel size.
+        """
+        info = self.image_info(name)
+        if "Z" not in info["axes"]:
+            return None
+        setting = self.settings.get("voxel_size")
+        if setting is not None and (len(setting) != 3 or not all(float(v) > 0 for v in setting)):
+            raise WorkbenchError(
+                f"the project setting voxel_size must be three positive numbers (z, y, x) in µm, got {setting!r}"
+            )
+        pixel = info.get("pixel_size") or (setting[1:] if setting else None)
+        z_spacing = info.get("z_spacing") or (setting[0] if setting else None)
+        if pixel is None and z_spacing is None:
+            return None
+        if pixel is None:
+            raise WorkbenchError(
+                f"image {name!r} has a z spacing ({z_spacing} µm) but no pixel size; set the project's "
+                "voxel_size (z, y, x) or add the image with --voxel-size"
+            )
+        return (float(z_spacing or min(pixel)), float(pixel[0]), float(pixel[1]))
+
+    @property
     def settings(self) -> dict:
         return self.manifest.setdefault("settings", {})
 
@@ -281,7 +311,7 @@ class Project:
         return self._root[f"images/{name}"]
 
     def add_image(self, source, *, name: str | None = None, axes: str | None = None,
-                  pixel_size: tuple[float, float] | None = None,
+                  pixel_size: tuple[float, float] | None = None, z_spacing: float | None = None,
                   progress: Callable[[float, str], None] | None = None) -> str:
         """Copy an image into the project, block by block, and return its name.
 
@@ -293,6 +323,10 @@ class Project:
             Name in the project (default: the file name without extension), made unique.
         axes : str, optional
             Axis letters when the file does not say (e.g. ``"ZCYX"``).
+        pixel_size : (float, float), optional
+            Pixel size (y, x) in micrometres, overriding the file's metadata.
+        z_spacing : float, optional
+            Distance between z-planes in micrometres, overriding the file's metadata.
 
         Raises
         ------
@@ -353,6 +387,7 @@ class Project:
             "channels": src.n_channels,
             "slices": src.n_slices,
             "pixel_size": list(pixel_size or src.pixel_size) if (pixel_size or src.pixel_size) else None,
+            "z_spacing": (z_spacing or src.z_spacing) if "Z" in src.axes else None,
             "added": _now(),
         }
         with self._lock:
@@ -430,11 +465,33 @@ class Project:
         if isinstance(path_or_array, (str, os.PathLike)):
             data = open_image(path_or_array)[...]
         data = np.asarray(data)
+        self._check_label_import_shape(name, data.shape, z)
         if instances:
             if self.mode != "instance":
                 raise WorkbenchError("--instances needs an instance-mode project; import a class map instead")
             data = _labels.labels_from_instances(data, dtype=_labels.label_dtype(self.n_classes))
         self.write_labels(name, data, z=z)
+
+    def _check_label_import_shape(self, name: str, shape: tuple, z: int | None) -> None:
+        """A whole (Z, Y, X) volume for a z-stack, one (Y, X) plane with `z`, or a (Y, X) image."""
+        layer = tuple(self.labels(name).shape)
+        shape = tuple(shape)
+        if len(layer) == 3 and len(shape) == 2 and z is None:
+            raise WorkbenchError(
+                f"labels of shape {shape} are one plane but image {name!r} is a z-stack of shape {layer}; "
+                f"say which plane with --z (0..{layer[0] - 1}), or import a (Z, Y, X) volume"
+            )
+        if len(shape) == 3 and (len(layer) == 2 or z is not None):
+            where = "--z asks for one plane" if len(layer) == 3 else f"image {name!r} is 2-D {layer}"
+            raise WorkbenchError(
+                f"labels of shape {shape} are a volume but {where}; import the volume without --z "
+                "into a z-stack, or one (Y, X) plane"
+            )
+        if len(shape) == 3 and shape != layer:
+            raise WorkbenchError(
+                f"label volume (shape {shape}, ZYX) must have the same shape as the z-stack {name!r} "
+                f"(shape {layer}); export the labels with every plane at the image's full size"
+            )
 
     def label_stats(self, name: str | None = None) -> dict:
         """Pixels per class, painted objects and annotated fraction, for one image or all."""
@@ -444,7 +501,7 @@ class Project:
             total["objects"] = 0
         for n in names:
             labels = self.read_labels(n)
-            stats = _labels.label_statistics(labels, self.class_names, self.mode)
+            stats = _labels.label_statistics(labels, self.class_names, self.mode, volume=self.boundaries == "3d")
             for c, v in stats["pixels"].items():
                 total["pixels"][c] += v
             total["annotated_pixels"] += int(sum(stats["pixels"].values()))
@@ -471,7 +528,10 @@ class Project:
                 plane_labels = labels[z] if labels.ndim == 3 else labels[...]
                 if not plane_labels.any():
                     continue
-                targets = _labels.training_targets(plane_labels, self.mode, self.boundary_width)
+                targets = _labels.plane_training_targets(
+                    labels, z, self.mode, self.boundary_width, boundaries=self.boundaries,
+                    spacing=self.voxel_size(name)) if labels.ndim == 3 else _labels.training_targets(
+                    plane_labels, self.mode, self.boundary_width)
                 seen_classes.update(np.unique(targets[targets >= 0]).tolist())
                 tag = f"{name}:{z}" if labels.ndim == 3 else name
                 samples.append((source.plane(z), targets, tag))

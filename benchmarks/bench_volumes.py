@@ -1,0 +1,232 @@
+"""Z-stacks as volumes: 3-D instance accuracy from partial labels, and time / memory on a large volume.
+
+Accuracy: the real StarDist nuclei volume (``shared/data/stardist_nuclei_3d``,
+31 x 61 x 57, 51 nuclei). Simulated partial labels on the left half (a minority
+of the whole nuclei lying there, painted through the stack, plus background
+strokes on every plane); scored on the right half, which training never sees.
+The same 2-D U-Net (trained on every annotated plane) is run through
+
+* the 3-D path (``boundaries: 3d``: targets with 3-D boundaries, one seeded
+  watershed through the stack, one id per nucleus), and
+* the per-plane path (``boundaries: per-plane``: what the workbench did before,
+  one set of instances per plane),
+
+and both are scored with the 2018 DSB matching in 3-D (a per-plane result gets
+a new id per plane, so a nucleus over ten planes is ten objects); the mean
+per-plane 2-D AP of the per-plane path is given as well.
+
+Scale: ``nuclei_volume`` generates a synthetic volume; the 3-D
+post-processing (3-D boundaries, seeded watershed, measurements) is timed on
+its stored probabilities with the peak memory (RSS) of a fresh process.
+
+Run alone: ``python -m benchmarks.bench_volumes [--quick] [--epochs N] [--large Z,Y,X]``; prints
+markdown (``run_all.py`` includes it as the ``volumes`` section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._common import SHARED_DIR, markdown_table
+
+VOLUME_DIR = SHARED_DIR / "data" / "stardist_nuclei_3d"
+TRAIN_REGION = np.s_[:, :, :28]
+TEST_REGION = np.s_[:, :, 28:]
+AP50_GOAL = 0.70
+
+
+def volume_task(object_fraction: float, seed: int = 0):
+    """Image, ground truth and simulated partial labels (left half) of the real nuclei volume."""
+    import tifffile
+
+    from workbench.datasets import simulate_partial_labels
+
+    image = tifffile.imread(VOLUME_DIR / "image.tif")
+    gt = tifffile.imread(VOLUME_DIR / "labels.tif").astype(np.int32)
+    labels = simulate_partial_labels(gt, object_fraction=object_fraction, region=TRAIN_REGION, seed=seed,
+                                     stroke_width=3, stroke_length=40)
+    return image, gt, labels
+
+
+def score(gt: np.ndarray, pred: np.ndarray) -> dict:
+    """3-D AP on the test half; a per-plane prediction gets one id per (plane, object)."""
+    from workbench.predict import average_precision
+
+    scores = average_precision(gt[TEST_REGION], pred[TEST_REGION])
+    return {"ap50": scores["ap50"], "map": scores["map"], "n_gt": scores["n_gt"], "n_pred": scores["n_pred"]}
+
+
+def planes_as_objects(per_plane: np.ndarray) -> np.ndarray:
+    """Give every (plane, id) of a per-plane result its own id, as a 3-D reader of it would see."""
+    out = per_plane.astype(np.int64)
+    offset = 0
+    for z in range(out.shape[0]):
+        plane = out[z]
+        plane[plane > 0] += offset
+        offset = max(offset, int(plane.max(initial=0)))
+    return out
+
+
+def mean_plane_ap(gt: np.ndarray, pred: np.ndarray) -> float:
+    from workbench.predict import average_precision
+
+    values = [average_precision(g, p)["ap50"] for g, p in zip(gt[TEST_REGION], pred[TEST_REGION]) if g.any() or p.any()]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def train_project(folder: Path, image, labels, boundaries: str, epochs: int, boundary_width: int, seed: int):
+    """A project on the volume with `labels`, trained for `epochs` (of 10 steps), predicted; returns its instances.
+
+    Epochs, not minutes: the shared CPU this was measured on is too busy for a time budget to mean
+    the same training twice."""
+    from workbench import pipeline
+    from workbench.store import Project
+
+    project = Project.create(folder, mode="instance", classes=["background", "nucleus"],
+                             boundary_width=boundary_width)
+    project.update_settings(boundaries=boundaries)
+    name = project.add_image(image, name="nuclei3d", axes="ZYX")
+    project.import_labels(name, labels)
+    started = time.perf_counter()
+    record = pipeline.train_model(project, settings={"minutes": None, "epochs": epochs, "seed": seed,
+                                                     "patch_size": 64})
+    train_s = time.perf_counter() - started
+    started = time.perf_counter()
+    pipeline.predict_project(project)
+    predict_s = time.perf_counter() - started
+    return project, project.prediction(name, "instances")[...], record, train_s, predict_s
+
+
+def accuracy_rows(epochs: int, object_fraction: float, boundary_width: int, seed: int = 0,
+                  trainings=("3d",)) -> tuple[list, dict]:
+    from workbench.datasets import labelled_fraction
+    from workbench.store import painted_objects
+
+    image, gt, labels = volume_task(object_fraction, seed)
+    info = {"painted": painted_objects(labels)[1], "n_nuclei": int(len(np.unique(gt)) - 1),
+            "labelled_fraction": labelled_fraction(labels, TRAIN_REGION)}
+    from workbench import pipeline
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-volumes-") as tmp:
+        for boundaries in trainings:
+            project, pred, record, train_s, predict_s = train_project(Path(tmp) / boundaries, image, labels,
+                                                                      boundaries, epochs, boundary_width, seed)
+            common = {"train_s": round(train_s, 1), "epochs": record["metrics"].get("epochs")}
+            if boundaries == "3d":
+                rows.append({"path": "3-D: targets with 3-D boundaries, 3-D watershed", **score(gt, pred),
+                             "predict_s": round(predict_s, 1), **common})
+                # The same model's probabilities, post-processed plane by plane as before this change.
+                started = time.perf_counter()
+                probabilities = project.prediction("nuclei3d", "probabilities")
+                options = pipeline.instance_options(project)
+                pred = np.stack([pipeline.postprocess(probabilities[z], "instance", **options)
+                                 for z in range(probabilities.shape[0])])
+                rows.append({"path": "same model, per-plane instances", **score(gt, planes_as_objects(pred)),
+                             "plane_ap50": mean_plane_ap(gt, pred), "predict_s": round(time.perf_counter() - started, 1),
+                             **common})
+            else:
+                rows.append({"path": "per-plane: per-plane targets and instances (before this change)",
+                             **score(gt, planes_as_objects(pred)), "plane_ap50": mean_plane_ap(gt, pred),
+                             "predict_s": round(predict_s, 1), **common})
+    return rows, info
+
+
+# ----------------------------------------------------------------------------- scale
+
+
+def _scale_worker(shape: tuple[int, int, int], folder: str) -> dict:
+    """In a fresh process: synthetic volume → fake 3-class probabilities → 3-D instances → measurements."""
+    from workbench.datasets import nuclei_volume
+    from workbench.predict import average_precision, instances_from_probabilities, measure_objects
+    from workbench.store import derive_boundaries, labels_from_instances
+
+    timings = {}
+    started = time.perf_counter()
+    image, gt = nuclei_volume(shape, seed=3, spacing=(2.0, 1.0, 1.0))
+    timings["generate_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    labels = labels_from_instances(gt)
+    boundary = derive_boundaries(labels, 2, spacing=(2.0, 1.0, 1.0))
+    timings["boundaries_s"] = time.perf_counter() - started
+    # Probabilities a good model would give: the derived classes, blurred, so the watershed's work is real.
+    from scipy import ndimage as ndi
+
+    probabilities = np.zeros((3,) + shape, np.float32)
+    probabilities[2] = ndi.gaussian_filter(boundary.astype(np.float32), 0.7)
+    interior = (labels == 2) & ~boundary
+    probabilities[1] = ndi.gaussian_filter(interior.astype(np.float32), 0.7)
+    del interior, boundary, labels
+    np.clip(1.0 - probabilities[1] - probabilities[2], 0, 1, out=probabilities[0])
+    started = time.perf_counter()
+    instances = instances_from_probabilities(probabilities, spacing=(2.0, 1.0, 1.0), min_size=20)
+    timings["instances_s"] = time.perf_counter() - started
+    del probabilities
+    started = time.perf_counter()
+    table = measure_objects(instances, image, pixel_size=(2.0, 1.0, 1.0))
+    timings["measure_s"] = time.perf_counter() - started
+    ap = average_precision(gt, instances)
+    return {**{k: round(v, 1) for k, v in timings.items()}, "objects_gt": int(gt.max()), "objects": len(table),
+            "ap50_from_ideal_probabilities": round(ap["ap50"], 3),
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+
+
+def scale_row(shape: tuple[int, int, int]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-volumes-scale-") as tmp:
+        code = (f"import json; from benchmarks import bench_volumes as b; "
+                f"print(json.dumps(b._scale_worker({tuple(shape)!r}, {tmp!r})))")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"shape": " × ".join(str(s) for s in shape), "voxels_M": round(float(np.prod(shape)) / 1e6, 1), **row}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budgets and sizes (numbers mean nothing)")
+    parser.add_argument("--epochs", type=int, default=40, help="training epochs (10 steps each) per path (default 40)")
+    parser.add_argument("--object-fraction", type=float, default=0.8,
+                        help="share of the left half's whole nuclei painted (default 0.8)")
+    parser.add_argument("--boundary-width", type=int, default=1)
+    parser.add_argument("--large", default="128,1024,1024", help="Z,Y,X of the synthetic scale volume")
+    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--train-per-plane", action="store_true",
+                        help="also train a second model on per-plane targets (the whole pre-volume path)")
+    parser.add_argument("--skip-scale", action="store_true")
+    args = parser.parse_args(argv)
+    epochs = 1 if args.quick else args.epochs
+    large = (16, 128, 128) if args.quick else tuple(int(v) for v in args.large.split(","))
+    if not args.skip_accuracy:
+        rows, info = accuracy_rows(epochs, args.object_fraction, args.boundary_width,
+                                   trainings=("3d", "per-plane") if args.train_per_plane else ("3d",))
+        print(f"Real volume `stardist_nuclei_3d` (31 × 61 × 57, {info['n_nuclei']} nuclei): "
+              f"{info['painted']} whole nuclei painted through the stack in the left half (x < 28) plus "
+              f"background strokes on its planes ({info['labelled_fraction']:.1%} of the left half's voxels); "
+              f"scored in 3-D on the right half (x ≥ 28). 2-D U-Net, {epochs} epochs of 10 steps (batch 8, 64² patches), "
+              f"boundary width {args.boundary_width}.\n")
+        print(markdown_table(rows, ["path", "ap50", "map", "plane_ap50", "n_gt", "n_pred", "train_s", "predict_s",
+                                    "epochs"],
+                             {"ap50": "3-D AP@0.5", "map": "3-D mAP", "plane_ap50": "mean per-plane 2-D AP@0.5",
+                              "n_gt": "GT nuclei", "n_pred": "objects", "train_s": "train s",
+                              "predict_s": "predict s"}))
+        best = rows[0]["ap50"]
+        print(f"\nTarget 3-D AP@0.5 ≥ {AP50_GOAL}: {'met' if best >= AP50_GOAL else 'missed'} "
+              f"({best:.3f}, {'+' if best >= AP50_GOAL else ''}{best - AP50_GOAL:.3f}).\n")
+    if not args.skip_scale:
+        row = scale_row(large)
+        print("Scale: synthetic volume (`nuclei_volume`, voxel 2 × 1 × 1 µm) with 3-class probabilities made "
+              "from its ground truth (no network: this times the 3-D engine, not the U-Net), in a fresh process.\n")
+        print(markdown_table([row], list(row)))
+
+
+if __name__ == "__main__":
+    main()
