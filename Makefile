@@ -30,7 +30,7 @@ app: setup
 	$(PY) -m workbench_widgets.launch --project sample-project --port $(PORT)
 
 demo: setup
-	$(VENV)/bin/workbench demo
+	$(VENV)/bin/workbench demo --force
 
 test: setup system-deps
 	$(PY) -m pytest -q -p no:cacheprovider

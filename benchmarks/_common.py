@@ -47,7 +47,17 @@ class BenchConfig:
     name : str
         "full", "quick" or a custom name; printed in the report.
     train_budgets_s : tuple of float
-        Training time budgets of the deep path on the nuclei half split.
+        Training time budgets of the deep path on the nuclei half split. Each is run as its
+        optimiser-step equivalent (``steps_per_minute``), so results do not depend on how busy
+        the machine is; the trainer's result after N steps is the same however the run ends, so
+        one run per variant is scored at every budget along the way.
+    steps_per_minute : int
+        Optimiser steps (8 patches of 128²) one minute of training gives on the reference CPU
+        (2 cores, idle); measured by the throughput benchmark and stated in RESULTS.md.
+    spread_seeds, spread_draws : tuple of int
+        Seeds and partial-label draws of the stability benchmark (empty: not run).
+    spread_budget_s : float
+        Training budget of each stability run.
     deep_variants : tuple of str
         Deep variants to train: "scratch" (default preset, random init) and/or
         "pretrained" (MobileNetV2 encoder with ImageNet weights).
@@ -62,7 +72,10 @@ class BenchConfig:
     throughput_epochs, throughput_steps : int
         Training run of the throughput benchmark (the first epoch is warm-up).
     patch_size, batch_size : int
-        Training patches of every deep run (the trainer's defaults in `FULL`).
+        Training patches of the throughput and tiling benchmarks.
+    train_patch_size : int
+        Patch side of the accuracy runs (the trainer's default in `FULL`, with its batch of 8):
+        what a user of the app gets.
     tile_size, overlap, tile_batch : int, float, int
         Tiled prediction settings shared by the workbench and MONAI.
     tiling_image_size : int
@@ -84,7 +97,11 @@ class BenchConfig:
     """
 
     name: str = "full"
-    train_budgets_s: tuple[float, ...] = (30.0, 60.0, 120.0)
+    train_budgets_s: tuple[float, ...] = (30.0, 60.0, 120.0, 300.0, 600.0)
+    steps_per_minute: int = 300
+    spread_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    spread_draws: tuple[int, ...] = (0, 1, 2)
+    spread_budget_s: float = 120.0
     deep_variants: tuple[str, ...] = ("scratch", "pretrained")
     object_fraction: float = 0.5
     synthetic_shape: tuple[int, int] = (512, 512)
@@ -93,6 +110,7 @@ class BenchConfig:
     throughput_steps: int = 8
     patch_size: int = 256
     batch_size: int = 8
+    train_patch_size: int = 128
     tile_size: int = 256
     overlap: float = 0.25
     tile_batch: int = 4
@@ -109,6 +127,11 @@ class BenchConfig:
         """The scratch folder of this run."""
         return Path(self.work_dir) if self.work_dir else WORK_DIR
 
+    def steps_for(self, budget_s: float) -> int:
+        """Optimiser steps equivalent to a training budget (a multiple of 10, the trainer's epoch; at least 1)."""
+        steps = budget_s / 60.0 * self.steps_per_minute
+        return max(1, int(round(steps / 10.0)) * 10) if steps >= 10 else max(1, int(round(steps)))
+
     def with_(self, **changes: Any) -> "BenchConfig":
         """A copy with some fields changed."""
         return replace(self, **changes)
@@ -117,7 +140,10 @@ class BenchConfig:
 FULL = BenchConfig()
 QUICK = BenchConfig(
     name="quick",
-    train_budgets_s=(6.0,),
+    train_budgets_s=(6.0, 12.0),
+    spread_seeds=(0, 1),
+    spread_draws=(0,),
+    spread_budget_s=6.0,
     synthetic_shape=(256, 256),
     synthetic_budget_s=6.0,
     throughput_epochs=2,

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -253,7 +254,7 @@ def deep_settings(variant: str, budget_s: float | None, device: str, **overrides
     else:
         raise ValueError(f"unknown deep variant {variant!r}; expected 'scratch' or 'pretrained'.")
     minutes = None if budget_s is None else budget_s / 60.0
-    return TrainSettings(mode="instance", minutes=minutes, device=device, seed=0, **{**base, **overrides})
+    return TrainSettings(mode="instance", minutes=minutes, device=device, **{"seed": 0, **base, **overrides})
 
 
 def deep_label(variant: str) -> str:
@@ -266,24 +267,65 @@ def deep_label(variant: str) -> str:
 
 
 def train_and_score_deep(task: SegmentationTask, variant: str, budget_s: float, device: str,
-                         config: BenchConfig = FULL) -> dict[str, Any]:
-    """Train a deep variant on ``task`` for ``budget_s`` seconds and score it on the test image."""
-    from workbench.deep import make_predictor
-    from workbench.deep import train
+                         config: BenchConfig = FULL, *, seed: int = 0) -> dict[str, Any]:
+    """Train a deep variant on ``task`` for the step equivalent of ``budget_s`` and score it on the test image."""
+    return train_and_score_deep_curve(task, variant, [budget_s], device, config, seed=seed)[0]
 
-    settings = deep_settings(variant, budget_s, device, patch_size=config.patch_size,
-                             batch_size=config.batch_size)
-    wall_s, result = best_of(1, lambda: train([(task.train_image, task.train_targets)], settings))
-    predictor = make_predictor(result.model, result.card, device=device)
-    predict_s, probabilities = best_of(1, lambda: predictor(task.test_image[None, None])[0])
-    steps = result.history[-1].get("steps") if result.history else None
-    return {
-        "method": deep_label(variant),
-        "device": device,
-        "budget_s": budget_s,
-        "train_s": result.seconds,
-        "setup_s": max(0.0, wall_s - result.seconds),
-        "steps": steps,
-        "predict_s": predict_s,
-        **score_instances(task.test_gt, probabilities, min_size=task.min_object_size),
-    }
+
+def train_and_score_deep_curve(task: SegmentationTask, variant: str, budgets_s, device: str,
+                               config: BenchConfig = FULL, *, seed: int = 0) -> list[dict[str, Any]]:
+    """One training run to the longest budget, scored at the step equivalent of every budget on the way.
+
+    The trainer keeps a weight average under a constant learning rate and nothing in it depends
+    on when the run will end, so the model after N steps of a long run is the model a run of N
+    steps returns (bit-identical on CPU): one run gives every budget's result.
+
+    Returns
+    -------
+    list of dict
+        One row per budget: method, device, budget_s, steps, train_s (training time up to that
+        step, scoring excluded), setup_s, predict_s, the held-out score and hint, and the scores.
+    """
+    from workbench.deep import INSTANCE_CLASSES, Callback, ModelCard, Trainer, make_predictor
+
+    budgets = sorted(budgets_s)
+    steps_at = {config.steps_for(budget): budget for budget in budgets}
+    longest = max(steps_at)
+    steps_per_epoch = 10 if all(steps % 10 == 0 for steps in steps_at) else 1
+    settings = deep_settings(variant, None, device, patch_size=config.train_patch_size, seed=seed,
+                             epochs=longest // steps_per_epoch, steps_per_epoch=steps_per_epoch)
+    rows: list[dict[str, Any]] = []
+
+    class _Score(Callback):
+        scoring_s = 0.0
+        started = None
+
+        def on_train_start(self, info):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs):
+            if logs["steps"] not in steps_at:
+                return
+            began = time.perf_counter()
+            model = trainer.average_model
+            card = ModelCard(in_channels=1, n_classes=3, classes=list(INSTANCE_CLASSES), mode="instance",
+                             normalisation=trainer.normalizer.to_dict())
+            predictor = make_predictor(model, card, device=device)
+            predict_s, probabilities = best_of(1, lambda: predictor(task.test_image[None, None])[0])
+            model.eval()
+            rows.append({
+                "method": deep_label(variant), "device": device, "budget_s": steps_at[logs["steps"]],
+                "steps": logs["steps"], "train_s": logs["seconds"] - self.scoring_s,
+                "setup_s": max(0.0, self.started - setup_began), "predict_s": predict_s, "seed": seed,
+                "val_score": logs.get("val_score"),
+                **score_instances(task.test_gt, probabilities, min_size=task.min_object_size),
+            })
+            self.scoring_s += time.perf_counter() - began
+
+    setup_began = time.perf_counter()
+    # The scorer reads the trainer's weight average, so it refers to the trainer made next.
+    trainer = Trainer([(task.train_image, task.train_targets)], settings, callbacks=[_Score()])
+    result = trainer.fit()
+    for row in rows:
+        row["hint"] = result.best_metrics.get("hint") if row["steps"] == longest else None
+    return rows

@@ -13,29 +13,39 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+import numpy as np
+
 from benchmarks._common import FULL, BenchConfig, BenchmarkResult, Target, margin_text, markdown_table, ratio
-from benchmarks._tasks import deep_label, deep_settings, forest_rows, nuclei_split, train_and_score_deep
+from benchmarks._tasks import (deep_label, deep_settings, forest_rows, nuclei_split, train_and_score_deep,
+                               train_and_score_deep_curve)
 from workbench.deep import Callback
 
 NAME = "deep"
-AP50_GOAL = 0.90
+AP50_GOAL = 0.92
+MAP_GOAL = 0.70
 BUDGET_GOAL_S = 120.0
+MONOTONE_TOLERANCE = 0.01
+SPREAD_GOAL = 0.03
+PLOT_NAME = "deep_accuracy_vs_time.png"
 
-COLUMNS = ["method", "device", "budget_s", "train_s", "setup_s", "steps", "ap50", "map", "map_vs_skimage", "iou", "dice",
-           "n_pred"]
-HEADERS = {"budget_s": "budget s", "train_s": "train s", "setup_s": "setup s", "steps": "steps", "ap50": "AP@0.5",
-           "map": "mAP 0.5–0.95", "map_vs_skimage": "mAP ÷ scikit-image", "iou": "fg IoU", "dice": "fg Dice",
-           "n_pred": "objects"}
+COLUMNS = ["method", "device", "budget_s", "steps", "train_s", "ap50", "ap75", "map", "map_vs_skimage", "iou",
+           "dice", "n_pred", "val_score"]
+HEADERS = {"budget_s": "budget s (step equivalent)", "train_s": "train s (this run)", "steps": "steps",
+           "ap50": "AP@0.5", "ap75": "AP@0.75", "map": "mAP 0.5–0.95", "map_vs_skimage": "mAP ÷ scikit-image",
+           "iou": "fg IoU", "dice": "fg Dice", "n_pred": "objects", "val_score": "held-out object IoU"}
+SPREAD_COLUMNS = ["method", "draw", "seed", "painted", "steps", "ap50", "map", "val_score"]
+SPREAD_HEADERS = {"draw": "label draw", "seed": "seed", "painted": "painted nuclei", "steps": "steps",
+                  "ap50": "AP@0.5", "map": "mAP 0.5–0.95", "val_score": "held-out object IoU"}
 
 
 def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",)) -> BenchmarkResult:
-    """Train and score the forests and the deep variants for each budget and device.
+    """Train and score the forests and the deep variants for each budget and device, then the seed/draw spread.
 
     Returns
     -------
     BenchmarkResult
-        One row per (method, device, budget); targets: AP@0.5 >= 0.90 within
-        120 s and mAP above the scikit-image forest, per deep variant.
+        One row per (method, device, budget); targets: AP@0.5 and mAP within 120 s, monotone in
+        time, spread over seeds and label draws, per deep variant.
     """
     started = time.perf_counter()
     task = nuclei_split(config.object_fraction)
@@ -43,10 +53,10 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",)) -> Benchm
     reference_map = rows[0]["map"]
     for device in devices:
         for variant in config.deep_variants:
-            for budget in config.train_budgets_s:
-                rows.append(train_and_score_deep(task, variant, budget, device, config))
+            rows.extend(train_and_score_deep_curve(task, variant, config.train_budgets_s, device, config))
     for row in rows:
         row["map_vs_skimage"] = ratio(row["map"], reference_map)
+    spread = _spread_rows(config, devices[0]) if config.spread_seeds and config.spread_draws else []
 
     description = (
         f"Data: `{task.name}` – train on the left half (512 × 256) with simulated partial labels "
@@ -55,61 +65,125 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",)) -> Benchm
         f"{rows[0]['n_gt']} ground-truth nuclei, never seen in training). AP is the 2018 Data Science Bowl "
         "score TP/(TP+FP+FN) at IoU 0.5 and its mean over IoU 0.5–0.95; IoU/Dice are foreground "
         "(1 − P(background) > 0.5) against the ground truth. Every method gives 3-class probabilities "
-        "(background, interior, boundary) to the same `instances_from_probabilities`. Deep rows train for "
-        "the stated wall-clock budget (`TrainSettings.minutes`, cosine schedule over the budget) and keep "
-        "the weights with the lowest validation loss; `train s` is the training loop (a step under way at the "
-        "deadline finishes, then a last validation), `setup s` the model building and normalisation before "
-        "it; forests' `train s` is features + fitting."
+        "(background, interior, boundary) to the same `instances_from_probabilities`. Deep rows train with "
+        f"the app's defaults (8 patches of {config.train_patch_size}² per step) for the optimiser-step "
+        f"equivalent of each budget ({config.steps_per_minute} steps per minute, the reference 2-core CPU's "
+        "throughput), so the numbers do not depend on how busy the machine was; the trainer keeps a weight "
+        "average (EMA) under a constant learning rate, whose model after N steps is the same however the run "
+        "ends, so one run per variant is scored at every budget on the way. `train s` is this run's own wall "
+        "time to that step; forests' `train s` is not shown (features + fitting take 1–2 s)."
     )
-    table = markdown_table(rows, COLUMNS, HEADERS)
+    tables = [markdown_table(rows, COLUMNS, HEADERS)]
+    if spread:
+        tables.append(markdown_table(spread, SPREAD_COLUMNS, SPREAD_HEADERS))
+    plot = _plot(rows, config)
+    if plot is not None:
+        tables.append(f"![AP@0.5 against training time]({plot.name})")
     return BenchmarkResult(name=NAME, title="Deep path vs forests on the nuclei half split",
-                           description=description, rows=rows, columns=COLUMNS, tables=[table],
-                           targets=_targets(rows, config), seconds=time.perf_counter() - started)
+                           description=description, rows=rows + spread, columns=COLUMNS, tables=tables,
+                           targets=_targets(rows, spread, config), seconds=time.perf_counter() - started)
 
 
-def _targets(rows: list[dict[str, Any]], config: BenchConfig) -> list[Target]:
+def _spread_rows(config: BenchConfig, device: str) -> list[dict[str, Any]]:
+    """The default U-Net at `spread_budget_s` for every (label draw, seed)."""
+    rows = []
+    for draw in config.spread_draws:
+        task = nuclei_split(config.object_fraction, seed=draw)
+        for seed in config.spread_seeds:
+            row = train_and_score_deep(task, "scratch", config.spread_budget_s, device, config, seed=seed)
+            rows.append(dict(row, draw=draw, painted=task.painted_objects, spread=True))
+    return rows
+
+
+def _plot(rows: list[dict[str, Any]], config: BenchConfig):
+    """AP@0.5 against training minutes, every method on one chart (PNG beside RESULTS.md)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    from _common import BENCH_DIR
+
+    from workbench.store import atomic_write
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for method in dict.fromkeys(r["method"] for r in rows if r.get("budget_s")):
+        own = sorted((r for r in rows if r["method"] == method and r.get("budget_s")), key=lambda r: r["budget_s"])
+        axis.plot([r["budget_s"] / 60 for r in own], [r["ap50"] for r in own], marker="o", label=method)
+    for style, row in zip(("--", ":"), (r for r in rows if not r.get("budget_s"))):
+        axis.axhline(row["ap50"], linestyle=style, color="grey", label=row["method"])
+    axis.axhline(AP50_GOAL, color="red", linewidth=0.8, label=f"goal AP@0.5 {AP50_GOAL:.2f} (≤ 2 min)")
+    axis.set_xscale("log")
+    axis.set_xlabel(f"training minutes (step equivalent, {config.steps_per_minute} steps per minute)")
+    axis.set_ylabel("AP@0.5 on the unseen half")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    path = (BENCH_DIR if config.name == "full" else config.scratch) / PLOT_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return path
+
+
+def _targets(rows: list[dict[str, Any]], spread: list[dict[str, Any]], config: BenchConfig) -> list[Target]:
     reference = rows[0]
+    forest_best = max(rows[:2], key=lambda r: r["ap50"])
     targets = []
     for variant in config.deep_variants:
         label = deep_label(variant)
         deep_rows = [r for r in rows if r["method"] == label]
         for device in sorted({r["device"] for r in deep_rows}):
-            within = [r for r in deep_rows if r["device"] == device and r["budget_s"] <= BUDGET_GOAL_S]
-            if not within:
-                continue
-            best = max(within, key=lambda r: r["ap50"])
-            budget_text = f"{best['budget_s']:.0f} s budget ({best['train_s']:.0f} s loop + {best['setup_s']:.0f} s setup)"
-            met = best["ap50"] >= AP50_GOAL
-            why = "" if met else (
-                f"best AP@0.5 within {BUDGET_GOAL_S:.0f} s came from the {best['budget_s']:.0f} s budget "
-                f"({best['steps']} optimiser steps); errors at IoU 0.5: {_error_counts(best)}"
-            )
-            targets.append(Target(
-                goal=f"{label} on {device}: AP@0.5 ≥ {AP50_GOAL:.2f} after ≤ {BUDGET_GOAL_S:.0f} s of training "
-                     f"(≤ 25 % labelled)",
-                measured=f"{margin_text(best['ap50'], AP50_GOAL)} at {budget_text}", met=met, why=why))
-            met_map = best["map"] > reference["map"]
-            targets.append(Target(
-                goal=f"{label} on {device}: mAP(0.5–0.95) above scikit-image's forest on the same labels",
-                measured=f"{best['map']:.3f} vs {reference['map']:.3f} (ratio {best['map'] / max(reference['map'], 1e-9):.2f})",
-                met=met_map,
-                why="" if met_map else (
-                    f"AP@0.75 deep {best['ap75']:.3f} vs forest {reference['ap75']:.3f}, foreground IoU deep "
-                    f"{best['iou']:.3f} vs forest {reference['iou']:.3f}: the deep masks are "
-                    f"{'looser' if best['iou'] < reference['iou'] else 'as tight but split/merged more often'}")))
-    budgeted = [r for r in rows if r.get("budget_s")]
-    if budgeted:
-        worst = max(budgeted, key=lambda r: r["train_s"] / r["budget_s"])
-        overshoot = worst["train_s"] / worst["budget_s"] - 1
-        met = overshoot <= 0.10
+            own = sorted((r for r in deep_rows if r["device"] == device), key=lambda r: r["budget_s"])
+            within = [r for r in own if r["budget_s"] <= BUDGET_GOAL_S]
+            if within:
+                at = within[-1]  # the longest budget within the goal: what "train for 2 minutes" gives
+                met = at["ap50"] >= AP50_GOAL and at["map"] >= MAP_GOAL
+                targets.append(Target(
+                    goal=f"{label} on {device}: AP@0.5 ≥ {AP50_GOAL:.2f} and mAP ≥ {MAP_GOAL:.2f} after "
+                         f"{at['budget_s']:.0f} s of training (≤ 25 % labelled)",
+                    measured=f"AP@0.5 {margin_text(at['ap50'], AP50_GOAL)}, mAP {margin_text(at['map'], MAP_GOAL)} "
+                             f"({at['steps']} steps; forest {forest_best['ap50']:.3f} / {forest_best['map']:.3f})",
+                    met=met,
+                    why="" if met else (
+                        f"errors at IoU 0.5: {_error_counts(at)}; AP@0.75 deep {at['ap75']:.3f} vs scikit-image "
+                        f"forest {reference['ap75']:.3f}, foreground IoU deep {at['iou']:.3f} vs {reference['iou']:.3f}")))
+            if len(own) > 1:
+                worst, worst_row = 0.0, None
+                for i, row in enumerate(own[1:], start=1):
+                    drop = max(r["ap50"] for r in own[:i]) - row["ap50"]
+                    if drop > worst:
+                        worst, worst_row = drop, row
+                met = worst <= MONOTONE_TOLERANCE
+                targets.append(Target(
+                    goal=f"{label} on {device}: monotone in time – at every budget AP@0.5 ≥ the best shorter "
+                         f"budget − {MONOTONE_TOLERANCE:.2f}",
+                    measured=("never worse than a shorter budget" if worst_row is None else
+                              f"largest drop {worst:.3f} (at {worst_row['budget_s']:.0f} s)"),
+                    met=met,
+                    why="" if met else (f"AP@0.5 by budget: " + ", ".join(f"{r['budget_s']:.0f} s {r['ap50']:.3f}"
+                                                                        for r in own))))
+    if spread:
+        values = [r["ap50"] for r in spread]
+        width = max(values) - min(values)
+        met = width <= SPREAD_GOAL
+        draws = sorted({r["draw"] for r in spread})
+        per_draw = {d: [r["ap50"] for r in spread if r["draw"] == d] for d in draws}
         targets.append(Target(
-            goal="deep training loops end within their time budget (+10 %)",
-            measured=f"worst: {worst['train_s']:.1f} s for a {worst['budget_s']:.0f} s budget "
-                     f"({overshoot:+.0%}, {worst['method']} on {worst['device']})",
+            goal=f"default U-Net: spread (max − min) of AP@0.5 at {config.spread_budget_s:.0f} s over "
+                 f"{len(config.spread_seeds)} seeds × {len(draws)} label draws ≤ {SPREAD_GOAL:.2f}",
+            measured=f"{width:.3f} (AP@0.5 {min(values):.3f}–{max(values):.3f}, mean {np.mean(values):.3f})",
             met=met,
-            why="" if met else (f"one optimiser step plus the final validation take "
-                                f"~{worst['train_s'] / max(worst['steps'] or 1, 1):.1f} s per step here, "
-                                "and the budget is checked between steps")))
+            why="" if met else ("spread within a draw (seeds): " + ", ".join(
+                f"draw {d} {max(v) - min(v):.3f}" for d, v in per_draw.items())
+                + "; between draws' means: " + f"{np.ptp([np.mean(v) for v in per_draw.values()]):.3f}")))
     return targets
 
 
@@ -198,3 +272,26 @@ def run_throughput(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",)
                            tables=[markdown_table(rows, THROUGHPUT_COLUMNS, THROUGHPUT_HEADERS)],
                            targets=targets, seconds=time.perf_counter() - started)
 
+
+def _one_curve(argv: Sequence[str]) -> None:
+    """``--curve DRAW SEED BUDGETS``: one default U-Net run scored at each budget, as JSON lines.
+
+    The pieces of the full benchmark one at a time (a machine shared by many can run them side
+    by side), e.g. ``python -m benchmarks.bench_deep --curve 0 1 30,60,120``.
+    """
+    import json
+
+    draw, seed, budgets = int(argv[0]), int(argv[1]), [float(b) for b in argv[2].split(",")]
+    task = nuclei_split(FULL.object_fraction, seed=draw)
+    for row in train_and_score_deep_curve(task, "scratch", budgets, "cpu", FULL, seed=seed):
+        print(json.dumps({key: value for key, value in dict(row, draw=draw).items()
+                          if isinstance(value, (int, float, str, type(None)))}), flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--curve"]:
+        _one_curve(sys.argv[2:])
+    else:
+        raise SystemExit("run the deep benchmarks with `python -m benchmarks.run_all --only deep,throughput`")

@@ -44,3 +44,34 @@ def trained_sample_project(tmp_path_factory):
     pipeline.train_model(project, settings={"minutes": 0.05, "seed": 0})
     return project
 
+
+@pytest.fixture(scope="session")
+def trained_small_project(tmp_path_factory, nuclei_image, nuclei_labels):
+    """A 128 x 128 instance project (a crop of the real nuclei image, fully labelled) with a tiny
+    trained forest: copy it (`copy_project`) before changing it."""
+    from workbench import pipeline
+    from workbench.store import Project
+
+    folder = tmp_path_factory.mktemp("small") / "project"
+    project = Project.create(folder, mode="instance", classes=["background", "nucleus"])
+    project.add_image(nuclei_image[:128, :128], name="crop")
+    project.import_labels("crop", nuclei_labels[:128, :128], instances=True)
+    project.update_settings(forest={"n_estimators": 2, "max_depth": 5, "max_pixels_per_class": 400, "n_jobs": 1})
+    pipeline.train_model(project, method="forest")
+    return folder
+
+
+def copy_project(source: Path, target: Path) -> Path:
+    """A copy of a project folder (without its lock and staging state) to change in a test."""
+    import shutil
+
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".workbench"))
+    return target
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (except the lock folder) with a hash of its bytes: "unchanged" means equal digests."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file() and ".workbench" not in p.relative_to(folder).parts}

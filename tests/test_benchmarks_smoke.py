@@ -21,7 +21,12 @@ def tiny(tmp_path_factory) -> _common.BenchConfig:
     """Smallest configuration that still exercises every code path (tiling in process, scratch in tmp)."""
     return _common.QUICK.with_(
         name="tiny",
-        train_budgets_s=(1.0,),
+        train_budgets_s=(1.0, 2.0),
+        steps_per_minute=120,
+        spread_seeds=(0, 1),
+        spread_draws=(0,),
+        spread_budget_s=1.0,
+        train_patch_size=64,
         deep_variants=("scratch",),
         synthetic_shape=(128, 128),
         synthetic_budget_s=1.0,
@@ -77,14 +82,22 @@ def test_deep_benchmark_rows_and_targets(tiny):
     result = bench_deep.run(tiny, ["cpu"])
     assert [row["method"] for row in result.rows][:2] == ["scikit-image forest (reference)",
                                                           "workbench forest (classic path)"]
-    assert len(result.rows) == 2 + len(tiny.deep_variants) * len(tiny.train_budgets_s)
-    _check_table(result, len(result.rows))
+    curve = [row for row in result.rows if not row.get("spread")]
+    spread = [row for row in result.rows if row.get("spread")]
+    assert len(curve) == 2 + len(tiny.deep_variants) * len(tiny.train_budgets_s)
+    assert len(spread) == len(tiny.spread_seeds) * len(tiny.spread_draws)
+    _check_table(result, len(curve))
     for row in result.rows:
         _check_scores(row)
         assert row["device"] == "cpu"
-    deep = result.rows[2]
-    assert deep["budget_s"] == 1.0 and deep["steps"] >= 1 and deep["train_s"] > 0
+    # Budgets are run as their step equivalents, along one run per variant.
+    deep = curve[2:]
+    assert [row["steps"] for row in deep] == [tiny.steps_for(b) for b in sorted(tiny.train_budgets_s)]
+    assert all(row["train_s"] > 0 for row in deep)
+    assert deep[-1]["hint"] is not None
+    assert {row["seed"] for row in spread} == set(tiny.spread_seeds)
     assert result.rows[0]["map_vs_skimage"] == pytest.approx(1.0)
+    assert (Path(tiny.work_dir) / bench_deep.PLOT_NAME).stat().st_size > 0
     _check_targets(result)
 
 

@@ -173,8 +173,8 @@ def test_tiled_prediction_equals_whole_image_prediction(trained, probabilities, 
 
 def test_save_load_round_trip_gives_identical_probabilities(trained, probabilities, nuclei_image, tmp_path):
     trained.save(tmp_path / "forest")
-    assert sorted(p.name for p in (tmp_path / "forest").iterdir()) == ["card.json", "forest.joblib"]
-    assert (tmp_path / "forest" / "forest.joblib").stat().st_size < 8e6
+    assert sorted(p.name for p in (tmp_path / "forest").iterdir()) == ["card.json", "forest.npz"]
+    assert (tmp_path / "forest" / "forest.npz").stat().st_size < 8e6
     loaded = ForestModel.load(tmp_path / "forest")
     assert loaded.mode == "instance" and loaded.class_names == ("background", "interior", "boundary")
     assert loaded.normalisation == trained.normalisation and loaded.n_features == 27

@@ -35,7 +35,14 @@ def test_full_command_line_workflow(files, capsys):
     out = capsys.readouterr().out
     assert "annotated" in out and "objects" in out
     assert run("train", proj, "--minutes", "0.15", "--seed", "1") == 0
-    assert "model version 1 (unet)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "model version 1 (unet)" in out
+    # The summary scores objects the model did not train on and says what to do next.
+    assert "held-out painted objects:" in out
+    assert ("still improving — training longer should help" in out
+            or "no longer improving — paint where the model is wrong" in out)
+    first = Project.open(proj).model_record()
+    assert first["metrics"]["steps"] >= 1 and first["metrics"]["summary"] in out
     assert run("train", proj, "--method", "forest") == 0
     assert "model version 2 (forest)" in capsys.readouterr().out
     # Predict into the project with the latest (forest) model, then a file with the U-Net.
@@ -60,6 +67,7 @@ def test_full_command_line_workflow(files, capsys):
     assert run("train", proj, "--minutes", "0.1", "--resume") == 0
     record = Project.open(proj).model_record()
     assert record["version"] == 3 and record["parent"] == 1
+    assert record["metrics"]["total_steps"] == first["metrics"]["steps"] + record["metrics"]["steps"]
     assert record["labels"]["annotated_fraction"] == 1.0
 
 
@@ -71,7 +79,7 @@ def test_full_command_line_workflow(files, capsys):
     (["train", "{tmp}/proj"], "nothing is annotated"),
     (["predict", "{tmp}/proj"], "no model yet"),
     (["new", "{tmp}/proj"], "already holds a project"),
-    (["predict", "{tmp}/proj", "{tmp}/wrong.tif", "--out", "{tmp}/x.jpg2"], "no model yet"),
+    (["predict", "{tmp}/proj", "{tmp}/wrong.tif", "--out", "{tmp}/x.jpg2"], "must end in .tif"),  # before any work
 ])
 def test_user_mistakes_give_one_line_and_exit_2(tmp_path, nuclei_image, argv, message, capsys):
     Project.create(tmp_path / "proj").add_image(nuclei_image, name="nuclei")
@@ -88,3 +96,37 @@ def test_help_and_entry_point():
     assert result.returncode == 0 and "--minutes" in result.stdout and "--resume" in result.stdout
     result = subprocess.run([sys.executable, "-m", "workbench.cli", "new"], capture_output=True, text=True)
     assert result.returncode == 2 and "required" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_never_deletes_and_force_replaces_only_its_outputs(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert run("demo", "--out", str(out), "--minutes", "0.05") == 0
+    (out / "notes.txt").write_text("mine")
+    first = Project.open(out / "project").model_record().created
+    assert run("demo", "--out", str(out), "--minutes", "0.05") == 2
+    assert "not empty" in capsys.readouterr().err
+    assert run("demo", "--out", str(out), "--minutes", "0.05", "--force") == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    assert Project.open(out / "project").model_record().created >= first
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_encoder_option_takes_a_preset_name(tmp_path, nuclei_image, monkeypatch, capsys):
+    """`--encoder small` names a preset (its own error lists presets as choices): it chooses the preset."""
+    from workbench import pipeline
+    from workbench.records import ModelRecord
+
+    Project.create(tmp_path / "proj").add_image(nuclei_image, name="nuclei")
+    seen = {}
+
+    def fake_train(project, *, method, resume, settings, progress):
+        seen.update(settings)
+        return ModelRecord(version=1, method=method, path="models/v001-unet", created="now")
+
+    monkeypatch.setattr(pipeline, "train_model", fake_train)
+    assert run("train", str(tmp_path / "proj"), "--encoder", "small", "--epochs", "1") == 0
+    assert seen["preset"] == "small" and "encoder" not in seen
+    seen.clear()
+    assert run("train", str(tmp_path / "proj"), "--encoder", "densenet121", "--epochs", "1") == 0
+    assert seen["encoder"] == "densenet121" and "preset" not in seen  # an encoder name replaces only the encoder

@@ -21,7 +21,7 @@ def forest_project(tmp_path_factory):
 def test_training_returns_the_typed_record_the_manifest_holds(forest_project):
     record = pipeline.model_record(forest_project)
     assert isinstance(record, ModelRecord) and record.version == 1 and record.method == "forest"
-    assert record.to_dict() == forest_project.model_record()
+    assert record == forest_project.model_record() and record.to_dict() == forest_project.model_record().to_dict()
     assert [r.version for r in pipeline.model_records(forest_project)] == [1]
     card = pipeline.model_card(forest_project, record)
     assert card.mode == "instance" and card.classes == ("background", "interior", "boundary")

@@ -11,6 +11,7 @@ from workbench.deep import Callback, CallbackList, HistoryCallback, TqdmProgress
 from workbench.errors import WorkbenchError
 from workbench.deep import load_model, make_predictor
 from workbench.deep import TrainSettings, Trainer, masked_loss, train
+from workbench.deep._validation import HINT_IMPROVING, HINT_PLATEAU, training_hint
 
 LOG_KEYS = {"loss", "val_loss", "seconds", "epoch", "lr", "pixels_per_second"}
 
@@ -56,7 +57,11 @@ def test_short_training_learns_nuclei_on_the_unlabelled_right_half(nuclei_image,
     assert result.labelled_pixels["validation"] > 0
     assert result.labelled_pixels["train"] + result.labelled_pixels["validation"] == result.labelled_pixels["total"]
     assert result.card.classes == ["background", "interior", "boundary"]
-    assert result.best_metrics["val_loss"] == min(h["val_loss"] for h in history.epochs)
+    # The kept model is the weight average at the last step, and its metrics are that step's.
+    assert result.best_metrics["val_loss"] == history.epochs[-1]["val_loss"]
+    assert result.best_metrics["steps"] == result.best_metrics["total_steps"] == 120
+    assert 0.0 <= result.best_metrics["val_score"] <= 1.0
+    assert result.best_metrics["hint"] in (HINT_IMPROVING, HINT_PLATEAU)
 
     probabilities = make_predictor(result.model, result.card, device="cpu")(nuclei_image[None, None])[0]
     foreground = (probabilities[1] + probabilities[2] > 0.5)[:, 256:]
@@ -69,12 +74,14 @@ def test_short_training_learns_nuclei_on_the_unlabelled_right_half(nuclei_image,
 def test_time_budget_ends_training(nuclei_image, left_quarter_targets):
     result = train([(nuclei_image[None], left_quarter_targets)], _tiny_settings(epochs=10_000, minutes=0.05))
     assert result.stop_reason == "time"
-    # The budget is a floor the trainer honours; how fast a machine is, benchmarks/ measures.
-    assert result.seconds >= 0.05 * 60 and len(result.history) < 10_000
+    # It never stops before its budget; how far past it depends on the machine's load (a step under
+    # way finishes, then a last validation), which a test must not assert.
+    assert result.seconds >= 3.0
     assert result.best_metrics["stop_reason"] == "time"
+    assert 1 <= result.best_metrics["steps"] < 10_000 * 2
 
 
-def test_stop_event_ends_training_and_keeps_the_best_model(nuclei_image, left_quarter_targets):
+def test_stop_event_ends_training_and_keeps_the_model_so_far(nuclei_image, left_quarter_targets):
     stop = threading.Event()
 
     class StopAfterFirstEpoch(Callback):
@@ -134,6 +141,51 @@ def test_same_seed_gives_identical_weights_on_cpu(nuclei_image, left_quarter_tar
     assert first.history[-1]["loss"] == second.history[-1]["loss"]
     assert not all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(),
                                                       other.model.state_dict().values()))
+
+
+def test_a_stopped_run_holds_exactly_the_model_of_a_run_of_that_many_steps(nuclei_image, left_quarter_targets):
+    """Nothing depends on when a run will end, so how it ended (clock, stop, step bound) does not matter."""
+    sample = [(nuclei_image[None], left_quarter_targets)]
+    stop = threading.Event()
+
+    class StopAfterFirstEpoch(Callback):
+        def on_epoch_end(self, epoch, logs):
+            stop.set()
+
+    stopped = train(sample, _tiny_settings(epochs=50, minutes=10.0), stop_event=stop, callbacks=[StopAfterFirstEpoch()])
+    bounded = train(sample, _tiny_settings(epochs=1))
+    assert stopped.best_metrics["steps"] == bounded.best_metrics["steps"] == 2
+    for (name, a), (_, b) in zip(stopped.model.state_dict().items(), bounded.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_whole_painted_objects_are_held_out_and_scored(nuclei_image, nuclei_labels):
+    """A third of the left half's nuclei painted whole (as the annotator asks): some are held out and scored."""
+    from workbench.datasets import simulate_partial_labels
+    from workbench.store import training_targets
+
+    labels = simulate_partial_labels(nuclei_labels, object_fraction=0.3, region=np.s_[:, :256], seed=0)
+    targets = training_targets(labels, "instance")
+    result = train([(nuclei_image[None], targets)], _tiny_settings(epochs=3))
+    held = result.labelled_pixels["validation_objects"]
+    assert held >= 2
+    assert result.best_metrics["val_objects"] == held
+    assert 0.0 <= result.best_metrics["val_object_iou"] <= 1.0
+    assert result.best_metrics["val_score"] == result.best_metrics["val_object_iou"]
+    # The held-out objects and their background ring are not trained on.
+    assert result.labelled_pixels["train"] + result.labelled_pixels["validation"] == int((targets >= 0).sum())
+
+
+def test_training_hint_follows_the_held_out_score():
+    def history(scores):
+        return [{"steps": 10 * (i + 1), "val_score": score} for i, score in enumerate(scores)]
+
+    assert training_hint(history([0.2, 0.4, 0.5, 0.6, 0.7, 0.8])) == ("improving", HINT_IMPROVING)
+    assert training_hint(history([0.2, 0.7, 0.8, 0.8, 0.8, 0.8])) == ("plateau", HINT_PLATEAU)
+    # Worse at the end than before: training longer will not fix it, painting where it errs may.
+    assert training_hint(history([0.5, 0.8, 0.8, 0.7, 0.6, 0.6])) == ("plateau", HINT_PLATEAU)
+    assert training_hint(history([0.3, 0.5])) == ("improving", HINT_IMPROVING)
+    assert training_hint([{"steps": 10, "val_score": None}]) == (None, None)
 
 
 def test_small_images_multichannel_and_semantic_classes(nuclei_image, full_targets):
@@ -210,3 +262,4 @@ def test_callbacks_see_exceptions_and_cli_bar_runs(nuclei_image, left_quarter_ta
     assert "100%" in stream.getvalue()
     with pytest.raises(TypeError, match="Callback"):
         CallbackList([print])
+

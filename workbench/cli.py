@@ -1,14 +1,18 @@
 """The `workbench` command: everything the widgets do, from a terminal or a script.
 
-User mistakes (a missing file, a wrong option, bad labels) print one line starting with
-``error:`` and exit with code 2; no traceback. Long steps show a progress bar on stderr.
+User mistakes (a missing file, a wrong option, bad labels, a damaged project) print one line
+starting with ``error:`` and exit with code 2; no traceback (``--debug`` shows it). A failure
+that is the workbench's own fault also prints one line, and exits with code 1. SIGTERM stops a
+command as Ctrl-C does, so its temporary files are removed. Long steps show a progress bar on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
+import traceback
 from pathlib import Path
 
 from workbench.conventions import METHODS, MODES
@@ -17,6 +21,7 @@ from workbench.errors import WorkbenchError
 __all__ = ["main", "build_parser"]
 
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 
@@ -60,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Microscopy segmentation workbench: projects, partial labels, U-Net or Random Forest "
                     "training, tiled prediction, instances and measurements.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -108,18 +114,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", help="cpu, cuda or mps (default: the fastest available)")
 
-    p = sub.add_parser("predict", help="segment a project image or an image file, tile by tile")
+    p = sub.add_parser("predict", help="segment project images or image files of any size, tile by tile",
+                       description="Segment project images (into the project), one image file (--out FILE), "
+                                   "or many images / huge images block by block into a folder of OME-Zarr "
+                                   "images and measurement tables (--out DIR), on dask when asked.")
     p.add_argument("dir", type=Path, help="project folder")
-    p.add_argument("image", nargs="?", help="image name in the project or an image file / Zarr path "
-                                            "(default: every image of the project, into the project)")
-    p.add_argument("--out", type=Path, help="output label image (.tif or .zarr); "
-                                            "instances in instance mode, class map in semantic mode")
-    p.add_argument("--probabilities", type=Path, help="also write class probabilities (.tif or .zarr)")
+    p.add_argument("images", nargs="*", metavar="INPUT",
+                   help="image names in the project or image files / Zarr paths "
+                        "(default: every image of the project, into the project)")
+    p.add_argument("--out", type=Path, help="output label image (.tif or .zarr) for one input, or a folder: "
+                                            "NAME.ome.zarr (image, labels, probabilities) and NAME.csv per input")
+    p.add_argument("--probabilities", type=Path, help="also write class probabilities (.tif or .zarr; one input)")
     p.add_argument("--model", type=int, help="model version (default: the latest)")
     p.add_argument("--tile-size", type=int, default=256, help="tile edge in pixels (default: 256)")
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default: 0.25)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips and rotations)")
     p.add_argument("--device", help="cpu, cuda or mps (default: the fastest available)")
+    p.add_argument("--scheduler", help="folder output: sync (this process), local:N (N worker processes here) "
+                                       "or tcp://HOST:PORT (a running dask cluster); default: this process for "
+                                       "small jobs, one worker per core for big ones")
+    p.add_argument("--block-size", type=int, default=1024,
+                   help="folder output: block edge in pixels, the unit of work and of resuming (default: 1024)")
+    p.add_argument("--halo", type=int, help="folder output: context around a block in pixels, at least the "
+                                            "largest object (default: from the painted objects)")
+    p.add_argument("--table-format", choices=["csv", "parquet"], default="csv",
+                   help="folder output: measurements table format (default: csv)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="U-Net runtime: torch (any device, default) or onnx (ONNX Runtime on the CPU, faster there)")
 
@@ -142,10 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show a project's images, labels and models")
     p.add_argument("dir", type=Path, help="project folder")
 
+    p = sub.add_parser("remove", help="remove an image (with its labels and predictions) from a project")
+    p.add_argument("dir", type=Path, help="project folder")
+    p.add_argument("image", nargs="+", help="image name(s) in the project (see `workbench info`)")
+
     p = sub.add_parser("demo", help="build the sample project, train, predict, write an overlay and a table")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default: demo-output)")
     p.add_argument("--minutes", type=float, default=2.0, help="training time in minutes (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the demo's own outputs in a non-empty --out folder (nothing else is touched)")
     return parser
 
 
@@ -196,31 +221,115 @@ def _cmd_labels(args) -> None:
     print(f"labels of {args.image}: {pixels}{objects} ({100 * stats['annotated_fraction']:.1f}% annotated)")
 
 
+UNET_ONLY = ("minutes", "epochs", "encoder", "weights", "augment", "device")
+
+
 def _cmd_train(args) -> None:
     from workbench import pipeline
     from workbench.store import Project
 
     project = Project.open(args.dir)
-    settings = {k: v for k, v in {
-        "minutes": args.minutes, "epochs": args.epochs, "encoder": args.encoder, "weights": args.weights,
-        "augment": args.augment, "seed": args.seed, "device": args.device,
-    }.items() if v is not None}
+    if args.minutes is not None and not args.minutes > 0:
+        raise WorkbenchError(f"--minutes must be a positive number of minutes, got {args.minutes}")
+    if args.epochs is not None and args.epochs < 1:
+        raise WorkbenchError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.method == "forest":
+        given = [f"--{name}" for name in UNET_ONLY if getattr(args, name) is not None]
+        if given:
+            raise WorkbenchError(
+                f"{', '.join(given)} only apply to --method unet; a Random Forest trains until it is done "
+                "(in seconds): leave them out"
+            )
+        settings = {"seed": args.seed}
+    else:
+        settings = {k: v for k, v in {
+            "minutes": args.minutes, "epochs": args.epochs, "encoder": args.encoder, "weights": args.weights,
+            "augment": args.augment, "seed": args.seed, "device": args.device,
+        }.items() if v is not None}
+        if args.encoder is not None:
+            from workbench.deep import PRESETS
+
+            if args.encoder in PRESETS:  # a preset name chooses the whole recipe, not just the encoder
+                settings["preset"] = settings.pop("encoder")
     record = pipeline.train_model(project, method=args.method, resume=args.resume, settings=settings,
                                   progress=True)
+    summary = record["metrics"].get("summary")
     metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in record.metrics.to_dict().items() if not isinstance(v, (list, dict)))
-    print(f"model version {record.version} ({record.method}) saved in {record.directory(project.path)}: {metrics}")
+                        for k, v in record["metrics"].items()
+                        if not isinstance(v, (list, dict)) and k not in ("summary", "hint"))
+    print(f"model version {record['version']} ({record['method']}) saved in {project.path / record['path']}: {metrics}")
+    if summary:
+        print(summary)
+
+
+_SINGLE_OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr", ".png")
+
+
+def _is_batch(args) -> bool:
+    """A folder --out, several inputs or a dask option: the blockwise batch engine."""
+    if len(args.images) > 1 or args.scheduler or args.halo is not None or args.block_size != 1024:
+        return True
+    if args.out is None or args.out.name.lower().endswith(_SINGLE_OUTPUT_SUFFIXES):
+        return False
+    # A name with another suffix (x.jpg) is a mistaken file name, which the single-output path
+    # refuses with the list of suffixes; a folder has no suffix or already exists as one.
+    return args.out.suffix == "" or (args.out.is_dir() and not args.out.name.lower().endswith(".zarr"))
+
+
+def _cmd_predict_batch(args, project) -> None:
+    from workbench.batch import BatchSettings, predict_batch
+
+    if args.out is None:
+        raise WorkbenchError("give --out DIR: the folder that receives NAME.ome.zarr and NAME.csv per input")
+    if args.probabilities:
+        raise WorkbenchError("--probabilities is for one output file; a folder output holds the probabilities "
+                             "inside each NAME.ome.zarr")
+    if args.out.name.lower().endswith(_SINGLE_OUTPUT_SUFFIXES):
+        raise WorkbenchError(f"--out {args.out} names a file, but this run writes a folder (several inputs or "
+                             "dask options); give a folder such as --out results/")
+    settings = BatchSettings(block_size=args.block_size, halo=args.halo, tile_size=args.tile_size,
+                             overlap=args.overlap, tta=args.tta, device=args.device, backend=args.backend,
+                             model_version=args.model,
+                             table_format=args.table_format)
+    bar = _progress_bar("predicting")
+    try:
+        results = predict_batch(project, args.images or project.image_names, args.out, settings=settings,
+                                scheduler=args.scheduler, progress=bar)
+    finally:
+        bar.close()
+    for result in results:
+        print(result.line())
 
 
 def _cmd_predict(args) -> None:
     from workbench import pipeline
     from workbench.store import Project
 
+    from workbench.store import check_output_path
+
     project = Project.open(args.dir)
+    if _is_batch(args):
+        _cmd_predict_batch(args, project)
+        return
+    image = args.images[0] if args.images else None
     options = dict(model_version=args.model, tile_size=args.tile_size, overlap=args.overlap, tta=args.tta,
                    device=args.device, backend=args.backend)
-    if args.image is None or args.image in project.image_names:
-        names = [args.image] if args.image else project.image_names
+    pipeline._check_tile_size(args.tile_size)
+    if not 0 <= args.overlap < 1:
+        raise WorkbenchError(f"--overlap is a fraction of the tile from 0 to below 1 (e.g. 0.25), got {args.overlap}")
+    label_dtype = "int32" if project.mode == "instance" else "uint8"
+    if args.out:  # before any work, so a wrong name never costs a prediction (or the stored one)
+        check_output_path(args.out, dtype=label_dtype)
+    if args.probabilities:
+        if not args.out:
+            raise WorkbenchError("--probabilities goes with --out; give the label output file too")
+        check_output_path(args.probabilities, dtype="float32")
+    if image is None or image in project.image_names:
+        names = [image] if image else project.image_names
+        if args.out and len(names) != 1:
+            raise WorkbenchError("--out writes one image: name the project image to export")
+        if not names:
+            raise WorkbenchError(f"project {project.path} has no images yet; add some with `workbench add`")
         bar = _progress_bar("predicting")
         try:
             summary = pipeline.predict_project(project, names=names, progress=bar, **options)
@@ -229,16 +338,14 @@ def _cmd_predict(args) -> None:
         for name, info in summary.items():
             print(f"{name}: {info}")
         if args.out:
-            if len(names) != 1:
-                raise WorkbenchError("--out writes one image: name the project image to export")
             pipeline.export_prediction(project, names[0], args.out, probabilities=args.probabilities)
             print(f"wrote {args.out}")
         return
     if args.out is None:
-        raise WorkbenchError(f"{args.image!r} is not an image of the project; to segment a file give --out FILE")
-    bar = _progress_bar(f"predicting {Path(args.image).name}")
+        raise WorkbenchError(f"{image!r} is not an image of the project; to segment a file give --out FILE")
+    bar = _progress_bar(f"predicting {Path(image).name}")
     try:
-        info = pipeline.predict_file(project, args.image, args.out, probabilities=args.probabilities,
+        info = pipeline.predict_file(project, image, args.out, probabilities=args.probabilities,
                                      progress=bar, **options)
     finally:
         bar.close()
@@ -272,7 +379,7 @@ def _cmd_info(args) -> None:
           f"boundary width {project.boundary_width}; z-stacks: boundaries {project.boundaries})")
     for name in project.image_names:
         info = project.image_info(name)
-        stats = project.label_stats(name)
+        stats = project.label_stats(name, objects=False)  # from the chunks on disk: no whole image in memory
         predicted = "predicted" if project.prediction(name, "probabilities") is not None else "not predicted"
         voxel = ""
         if "Z" in info["axes"]:
@@ -288,31 +395,71 @@ def _cmd_info(args) -> None:
               + ", ".join(f"{k} {v:.4g}" for k, v in m.metrics.to_dict().items() if isinstance(v, (int, float))))
 
 
+def _cmd_remove(args) -> None:
+    from workbench.store import Project
+
+    project = Project.open(args.dir)
+    for name in args.image:
+        project.image_info(name)  # every name checked before anything is removed
+    for name in args.image:
+        project.remove_image(name)
+        print(f"removed {name} (image, labels and predictions) from {project.path}")
+
+
 def _cmd_demo(args) -> None:
     from workbench import pipeline
 
-    result = pipeline.run_demo(args.out, minutes=args.minutes, seed=args.seed)
+    pipeline.check_demo_target(args.out, minutes=args.minutes, force=args.force)
+    result = pipeline.run_demo(args.out, minutes=args.minutes, seed=args.seed, force=args.force)
     print("demo finished:")
     for key, value in result.items():
         print(f"  {key}: {value}")
 
 
 COMMANDS = {"new": _cmd_new, "add": _cmd_add, "labels": _cmd_labels, "train": _cmd_train,
-            "predict": _cmd_predict, "export-model": _cmd_export_model, "measure": _cmd_measure, "info": _cmd_info, "demo": _cmd_demo}
+            "predict": _cmd_predict, "export-model": _cmd_export_model, "measure": _cmd_measure, "info": _cmd_info,
+            "remove": _cmd_remove, "demo": _cmd_demo}
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: finally blocks remove temporary files
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         COMMANDS[args.command](args)
     except WorkbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted; the project keeps its last saved state", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError:
+        if args.debug:
+            traceback.print_exc()
+        print("error: not enough memory for this step; use smaller images or tiles (--tile-size), "
+              "or a machine with more memory", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as exc:  # a bug of ours: still one line, the traceback on request
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: unexpected {type(exc).__name__}: {_one_line(exc)} (a workbench bug: rerun with --debug "
+              "and report the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ label counts and metrics, read back as a typed `workbench.records.ModelRecord`.
 
 from __future__ import annotations
 
+import os
 import shutil
-import tempfile
 import threading
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -27,7 +27,7 @@ from workbench.store import Project
 __all__ = [
     "METHODS", "METHOD_NAMES", "FOREST_TREES", "Segmenter", "load_segmenter", "model_records", "model_record",
     "model_card", "find_local_weights", "check_resume", "plan_training", "train_model", "predict_project",
-    "predict_file", "export_prediction", "postprocess", "instance_options", "auto_min_size",
+    "predict_file", "export_prediction", "postprocess", "training_summary", "instance_options", "auto_min_size",
     "min_size_from_labels", "measure_labels", "measure_project", "run_demo", "uncertainty", "segments_volumes",
 ]
 
@@ -151,8 +151,8 @@ def load_segmenter(project: Project, version: int | None = None, *, method: str 
     """
     if backend not in BACKENDS:
         raise WorkbenchError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    record = model_record(project, version, method=method)
-    directory = record.directory(project.path)
+    record = project.model_record(version, method=method)
+    directory = project.model_dir(record.version)
     if backend == "onnx" and record.method != "unet":
         raise WorkbenchError(f"--backend onnx runs U-Nets; model version {record.version} is a "
                              f"{record.method} model: drop --backend onnx")
@@ -223,21 +223,27 @@ def train_model(project: Project, *, method: str = "unet", settings: dict | None
 
     Returns
     -------
-    ModelRecord
+    workbench.records.ModelRecord
         The model record written into the manifest.
 
     Raises
     ------
     WorkbenchError
         Bad settings, nothing painted, or `resume` without a model of `method` for the project's mode.
+    ProjectBusyError
+        When another job (training, predicting) holds the project.
     """
     check_method(method)
-    settings = dict(settings or {})
+    with project.job("training"):
+        return _train_model(project, method, dict(settings or {}), resume, callbacks, stop_event, progress)
+
+
+def _train_model(project, method, settings, resume, callbacks, stop_event, progress):
     parent = None
     init_from = None
     if resume:
         previous = check_resume(project, method)
-        parent, init_from = previous.version, previous.directory(project.path)
+        parent, init_from = previous.version, project.model_dir(previous.version)
     samples = [(image, targets) for image, targets, _ in project.training_samples()]
     callbacks = list(callbacks)
     bar = None
@@ -277,7 +283,37 @@ def _train_unet(project, samples, settings, directory, init_from, callbacks, sto
     save_model(directory, result.model, result.card)
     metrics = dict(result.best_metrics)
     metrics.update(seconds=round(result.seconds, 1), epochs=len(result.history), stop_reason=result.stop_reason)
+    metrics["summary"] = training_summary(metrics)
     return train_settings.to_dict(), metrics
+
+
+def training_summary(metrics: dict) -> str:
+    """One plain sentence about a trained U-Net: its held-out score, its steps and the hint.
+
+    Parameters
+    ----------
+    metrics : dict
+        A U-Net model record's metrics (``val_object_iou`` or ``val_score``, ``steps``, ``hint``).
+
+    Returns
+    -------
+    str
+        For example "held-out painted objects: 5 of 5 found, mean IoU 0.82 (after 640 optimiser
+        steps); still improving — training longer should help".
+    """
+    steps = metrics.get("total_steps") or metrics.get("steps")
+    after = f" (after {steps} optimiser steps)" if steps else ""
+    if metrics.get("val_object_iou") is not None:
+        n = int(metrics.get("val_objects") or 0)
+        found = int(round(float(metrics.get("val_objects_found") or 0.0) * n))
+        score = f"held-out painted objects: {found} of {n} found, mean IoU {metrics['val_object_iou']:.2f}{after}"
+    elif metrics.get("val_score") is not None:
+        score = f"held-out painted pixels: mean class IoU {metrics['val_score']:.2f}{after}"
+    else:
+        return (f"no labels held out for validation{after}; paint more objects to get a score "
+                "on objects the model did not train on")
+    hint = metrics.get("hint")
+    return f"{score}; {hint}" if hint else score
 
 
 def _train_forest(project, samples, settings, directory, init_from, callbacks, stop_event):
@@ -422,7 +458,18 @@ def _predict_plane(segmenter: Segmenter, plane, out, *, tile_size, overlap, tta,
             f"the model expects {segmenter.in_channels} channel(s) but the image has {plane.shape[0]}; "
             "use a model trained on images with the same channels, or train one for these"
         )
-    return predict_tiled(plane, segmenter.predictor, segmenter.n_outputs, tile_size=tile_size or segmenter.tile_size,
+    predictor = segmenter.predictor
+    if np.dtype(plane.dtype).kind == "f":
+        name = getattr(getattr(plane, "source", None), "name", "the image")
+
+        def predictor(batch, _inner=segmenter.predictor):  # the image's fault, not the model's: say so
+            if not np.all(np.isfinite(batch)):
+                raise WorkbenchError(
+                    f"image {name!r} holds NaN or infinite values; replace them (e.g. with 0) and segment it again"
+                )
+            return _inner(batch)
+
+    return predict_tiled(plane, predictor, segmenter.n_outputs, tile_size=tile_size or segmenter.tile_size,
                          overlap=overlap, halo=segmenter.halo, out=out, tta=tta, progress=progress)
 
 
@@ -445,8 +492,17 @@ def predict_project(project: Project, *, names: Iterable[str] | None = None, mod
 
     Returns a summary per image: mean uncertainty and objects (instance) or class fractions.
     """
+    _check_tile_size(tile_size)
+    with project.job("predicting"):
+        return _predict_project(project, names, model_version, tile_size, overlap, tta, device, progress, segmenter,
+                                backend)
+
+
+def _predict_project(project, names, model_version, tile_size, overlap, tta, device, progress, segmenter, backend):
     segmenter = segmenter or load_segmenter(project, model_version, device=device, backend=backend)
     names = list(names) if names is not None else project.image_names
+    for name in names:
+        _check_memory(project.image(name), segmenter.n_outputs)  # every image checked before any work
     options = instance_options(project) if project.mode == "instance" else {}
     volume_options = None
     summary = {}
@@ -509,29 +565,37 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
     """Segment an image file that is not part of the project (any size: read and written tile by tile).
 
     `out` gets instances (instance mode) or the class map (semantic); `probabilities`, when given,
-    the class probabilities. ``.zarr`` outputs are written block by block.
+    the class probabilities. Outputs are written into temporary siblings and renamed into place
+    when whole: an existing output stays until then, and a kill leaves no partial output.
     """
     import zarr
 
     from workbench.store import open_image, write_image
+    from workbench.store._lock import owner_tmp
 
-    segmenter = load_segmenter(project, model_version, device=device, backend=backend)
+    label_dtype = np.int32 if project.mode == "instance" else np.uint8
+    out = Path(out)
+    _check_output_suffix(out, dtype=label_dtype)
+    if probabilities is not None:
+        _check_output_suffix(Path(probabilities), dtype=np.float32)
+        if Path(probabilities).absolute() == out.absolute():
+            raise WorkbenchError(f"--probabilities and --out both name {out}; give two different files")
+    _check_tile_size(tile_size)
     source = open_image(path, axes=axes)
+    segmenter = load_segmenter(project, model_version, device=device, backend=backend)
     volume = "Z" in source.axes and segments_volumes(project)
     options = instance_options(project, volume=volume) if project.mode == "instance" else {}
     voxel_size = _file_voxel_size(project, source) if "Z" in source.axes else None
-    out = Path(out)
-    _check_output_suffix(out)
-    if probabilities is not None:
-        _check_output_suffix(Path(probabilities))
-    with tempfile.TemporaryDirectory(prefix=".workbench-", dir=out.parent if out.parent.exists() else None) as tmp:
-        stacked = "Z" in source.axes
+    stacked = "Z" in source.axes
+    _check_memory(source, segmenter.n_outputs)
+    registry = owner_tmp(project.path) / "outside.json"
+    scratch = owner_tmp(project.path) / f"predict-{Path(out).name}-{np.random.default_rng().integers(1 << 62):x}"
+    try:
         shape = ((source.n_slices,) if stacked else ()) + (segmenter.n_outputs, *source.spatial_shape)
         chunk = tuple(1 for _ in shape[:-2]) + tuple(min(s, 512) for s in shape[-2:])
-        probs = zarr.open_array(str(Path(tmp) / "probabilities.zarr"), mode="w", shape=shape, dtype=np.float32,
+        probs = zarr.open_array(str(scratch / "probabilities.zarr"), mode="w", shape=shape, dtype=np.float32,
                                 chunks=chunk)
-        labels = np.zeros(((source.n_slices,) if stacked else ()) + tuple(source.spatial_shape),
-                          np.int32 if project.mode == "instance" else np.uint8)
+        labels = np.zeros(((source.n_slices,) if stacked else ()) + tuple(source.spatial_shape), label_dtype)
         for z in range(source.n_slices):
             target = _PlaneOut(probs, z) if stacked else probs
             _predict_plane(segmenter, source.plane(z), target, tile_size=tile_size, overlap=overlap, tta=tta,
@@ -545,9 +609,12 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
                 labels[...] = plane_labels
         if volume:
             labels[...] = postprocess(_ClassesFirst(probs), project.mode, spacing=voxel_size, **options)
-        write_image(out, labels, axes="ZYX" if stacked else "YX", voxel_size=voxel_size)
+        write_image(out, labels, axes="ZYX" if stacked else "YX", voxel_size=voxel_size, registry=registry)
         if probabilities is not None:
-            write_image(probabilities, probs, axes="ZCYX" if stacked else "CYX", voxel_size=voxel_size)
+            write_image(probabilities, probs, axes="ZCYX" if stacked else "CYX", voxel_size=voxel_size,
+                        registry=registry)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     info = {"shape": tuple(labels.shape), "model_version": segmenter.record.version}
     if project.mode == "instance":
         info["objects"] = int(labels.max())
@@ -564,26 +631,61 @@ def _file_voxel_size(project: Project, source) -> tuple[float, float, float] | N
     return (float(z_spacing or min(pixel)), float(pixel[0]), float(pixel[1]))
 
 
-def _check_output_suffix(path: Path) -> None:
-    if not path.name.lower().endswith(OUTPUT_SUFFIXES):
-        raise WorkbenchError(f"output {path} must end in {', '.join(OUTPUT_SUFFIXES[:-1])} or {OUTPUT_SUFFIXES[-1]}")
+MIN_TILE, MAX_TILE = 32, 8192
+
+
+def _check_tile_size(tile_size) -> None:
+    if tile_size is None:
+        return
+    if isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or not MIN_TILE <= tile_size <= MAX_TILE:
+        raise WorkbenchError(
+            f"tile size must be a whole number of pixels from {MIN_TILE} to {MAX_TILE}, got {tile_size!r}; "
+            "256 (the default) suits most images"
+        )
+
+
+def _check_memory(source, n_outputs: int) -> None:
+    """Refuse, before reading a pixel, an image whose post-processing would not fit in memory."""
+    import psutil
+
+    plane = int(np.prod(source.spatial_shape, dtype=np.int64))
+    needed = plane * (4 * n_outputs + 4 * 3) + plane * 4 * source.n_slices  # one plane's probabilities + work, labels
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise WorkbenchError(
+            f"image {source.name!r} ({' x '.join(map(str, source.shape))}) needs about {needed / 2**30:.1f} GiB of "
+            f"memory to segment and this machine has {available / 2**30:.1f} GiB free; crop it into smaller "
+            "images, or use a machine with more memory"
+        )
+
+
+def _check_output_suffix(path: Path, *, dtype=None) -> None:
+    from workbench.store._io import check_output_path
+
+    check_output_path(path, dtype=dtype)
 
 
 def export_prediction(project: Project, name: str, out, *, probabilities=None) -> Path:
     """Write a stored prediction of a project image to a file (.tif, .png or .zarr)."""
     from workbench.store import write_image
 
+    from workbench.store._lock import owner_tmp
+
     kind = "instances" if project.mode == "instance" else "classes"
+    out = Path(out)
+    _check_output_suffix(out, dtype=np.int32 if kind == "instances" else np.uint8)
+    if probabilities is not None:
+        _check_output_suffix(Path(probabilities), dtype=np.float32)
     labels = project.prediction(name, kind)
     if labels is None:
         raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path} {name}`")
-    out = Path(out)
-    _check_output_suffix(out)
+    registry = owner_tmp(project.path) / "outside.json"
     voxel_size = project.voxel_size(name)
-    write_image(out, labels, axes="ZYX" if labels.ndim == 3 else "YX", voxel_size=voxel_size)
+    write_image(out, labels, axes="ZYX" if labels.ndim == 3 else "YX", voxel_size=voxel_size, registry=registry)
     if probabilities is not None:
         probs = project.prediction(name, "probabilities")
-        write_image(probabilities, probs, axes="ZCYX" if probs.ndim == 4 else "CYX", voxel_size=voxel_size)
+        write_image(probabilities, probs, axes="ZCYX" if probs.ndim == 4 else "CYX", voxel_size=voxel_size,
+                    registry=registry)
     return out
 
 
@@ -649,16 +751,62 @@ def measure_project(project: Project, out=None, *, names: Iterable[str] | None =
 
 
 # ---------------------------------------------------------------------- the demo
-def run_demo(out_dir, *, minutes: float = 2.0, seed: int = 0, progress: bool = True) -> dict:
-    """Sample project → train → predict → overlay PNG + measurements table; returns where they are."""
+DEMO_OUTPUTS = ("project", "overlay.png", "measurements.csv")
+
+
+def check_demo_target(out_dir, *, minutes: float = 2.0, force: bool = False) -> Path:
+    """Check the demo's arguments and folder before anything is written or deleted.
+
+    Raises
+    ------
+    WorkbenchError
+        For a time budget that is not positive, a file or unwritable path, or a folder that
+        already holds something (the demo never deletes without ``force``, and even then only
+        its own outputs).
+    """
+    out_dir = Path(out_dir)
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes <= 24 * 60:
+        raise WorkbenchError(f"--minutes must be a positive number of minutes (e.g. 2), got {minutes!r}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise WorkbenchError(f"demo output {out_dir} is a file; give a folder for the demo's outputs")
+    existing = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if existing and not force:
+        raise WorkbenchError(
+            f"demo output folder {out_dir} is not empty ({', '.join(existing[:5])}{'...' if len(existing) > 5 else ''}); "
+            "choose an empty or new folder, or add --force to replace the demo's own outputs there"
+        )
+    if force and (out_dir / "project").exists() and not (out_dir / "project" / "project.json").exists():
+        raise WorkbenchError(f"{out_dir / 'project'} is not a workbench project; the demo will not replace it")
+    probe = out_dir if out_dir.is_dir() else next((p for p in out_dir.parents if p.exists()), Path("."))
+    if not os.access(probe, os.W_OK):
+        raise WorkbenchError(f"cannot write into {probe} (permission denied); choose a folder you can write to")
+    return out_dir
+
+
+def run_demo(out_dir, *, minutes: float = 2.0, seed: int = 0, progress: bool = True, force: bool = False) -> dict:
+    """Sample project → train → predict → overlay PNG + measurements table; returns where they are.
+
+    Refuses a non-empty `out_dir` unless ``force`` (see `check_demo_target`); with it, the
+    previous demo project is replaced only once the new one is built.
+    """
     from workbench.store import write_image
     from workbench.predict import average_precision
     from workbench.predict import overlay_instances
     from workbench.datasets._sample import SAMPLE_NAME, build_sample_project, sample_ground_truth
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    project = build_sample_project(out_dir / "project", seed=seed, overwrite=True)
+    from workbench.store import swap_into_place
+
+    out_dir = check_demo_target(out_dir, minutes=minutes, force=force)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WorkbenchError(f"cannot create the demo folder {out_dir}: {exc.strerror}; choose a folder you can "
+                             "write to") from exc
+    building = out_dir / f".project.building-{os.getpid()}"
+    shutil.rmtree(building, ignore_errors=True)
+    project = build_sample_project(building, seed=seed)
+    swap_into_place(building, out_dir / "project")  # an earlier demo project stays until this one exists
+    project = Project.open(out_dir / "project")
     stats = project.label_stats()
     record = train_model(project, settings={"minutes": minutes, "seed": seed}, progress=progress)
     predict_project(project, progress=None)
@@ -671,8 +819,7 @@ def run_demo(out_dir, *, minutes: float = 2.0, seed: int = 0, progress: bool = T
     return {
         "project": str(project.path),
         "labelled": f"{stats['objects']} objects, {100 * stats['annotated_fraction']:.1f}% of pixels",
-        "model": f"version {record.version} ({record.method}), "
-                 f"validation loss {record.metrics.val_loss if record.metrics.val_loss is not None else float('nan'):.3f}",
+        "model": f"version {record['version']} ({record['method']}), {record['metrics'].get('summary', '')}",
         "objects found": int(len(table)),
         "AP@0.5 vs ground truth": round(float(scores["ap50"]), 3),
         "overlay": str(overlay_path),

@@ -125,7 +125,7 @@ class WorkbenchApp:
         self.tabs.children = [self._step(index, panel) for index, panel in enumerate(panels)]
         for index, title in enumerate(STEPS):
             self.tabs.set_title(index, title)
-        name = project.manifest.get("name", project.path.name)
+        name = project.name
         self.title.value = (
             _APP_CSS +
             '<div style="display:flex;align-items:baseline;gap:14px;margin:6px 0 4px 0">'

@@ -164,7 +164,7 @@ class ProjectSetupPanel:
             project = Project.open(Path(folder).expanduser())
         except WorkbenchError as exc:
             return self._fail(_user_message(exc, "opening the project"))
-        self._switch(project, f"Opened {project.manifest.get('name', project.path.name)}.")
+        self._switch(project, f"Opened {project.name}.")
         return project
 
     def create(self, name: str, *, folder=None, mode: str = "semantic",
@@ -293,7 +293,7 @@ class ProjectSetupPanel:
                  '<th>type</th><th>labelled</th></tr>' + "".join(rows) + "</table>") if rows else \
             "<p><i>No images yet: add some below.</i></p>"
         self.current.value = (
-            f'<div><b>Project:</b> {html.escape(project.manifest.get("name", project.path.name))} '
+            f'<div><b>Project:</b> {html.escape(project.name)} '
             f'<span style="color:#777">({html.escape(str(project.path))})</span><br>'
             f"<b>Finds:</b> {what} &nbsp; <b>Classes:</b> {chips}{table}</div>")
         self.remove_choice.options = project.image_names

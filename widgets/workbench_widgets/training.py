@@ -426,7 +426,10 @@ class TrainingPanel:
         best = record.metrics.val_loss  # the loss of the weights kept: the best one
         if best is not None:
             parts.append(f", best validation loss {best:.3f}")
+        metrics = record.metrics
         parts.append(f", {_plural(len(self.history), 'epoch')}).")
+        if metrics.get("summary"):
+            parts.append(f" {metrics['summary'][0].upper()}{metrics['summary'][1:]}.")
         if self._stop_event.is_set():
             parts.append(" Stopped early: the best model so far was kept.")
         parts.append(" Go to Review to see what it finds.")

@@ -41,13 +41,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import sklearn
 from sklearn.ensemble import RandomForestClassifier
 
 from workbench.conventions import INSTANCE_CLASSES, MODES
+from workbench.errors import WorkbenchError
 from workbench.store import atomic_write
+from workbench.classic._forest_format import (
+    FOREST_ARRAYS_NAME,
+    LEGACY_PICKLE_NAME,
+    load_forest_arrays,
+    save_forest_arrays,
+)
 from workbench.validate import whole_number
 from workbench.classic._features import (
     FEATURE_PRESETS,
@@ -87,9 +93,9 @@ __all__ = [
 ]
 
 CARD_NAME = "card.json"
-FOREST_NAME = "forest.joblib"
+FOREST_NAME = FOREST_ARRAYS_NAME
 CARD_FORMAT = "workbench-random-forest"
-CARD_VERSION = 2
+CARD_VERSION = 3  # 3: trees as arrays in forest.npz (2 and before: a joblib pickle, never loaded)
 PREDICT_BLOCK = 32768
 """Pixels walked through all trees at once: their rows (~4 bytes x features each) stay in cache."""
 
@@ -423,16 +429,7 @@ class ForestModel:
 
         The step after feature sampling, for callers that keep their own features (`LivePreview`).
         """
-        settings = self.forest_settings
-        forest = RandomForestClassifier(
-            n_estimators=settings.n_estimators,
-            max_depth=settings.max_depth,
-            min_samples_leaf=settings.min_samples_leaf,
-            max_features=settings.max_features,
-            class_weight=settings.class_weight,
-            n_jobs=settings.n_jobs,
-            random_state=settings.random_state,
-        )
+        forest = RandomForestClassifier(**_forest_kwargs(self.forest_settings))
         started = time.perf_counter()
         forest.fit(rows, labels)
         fit_seconds = time.perf_counter() - started
@@ -554,7 +551,9 @@ class ForestModel:
         }
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``forest.joblib`` and ``card.json`` into `directory` (each written to a temporary name, then moved).
+        """Write ``forest.npz`` (the trees' arrays, data only) and ``card.json`` into `directory`.
+
+        Each file is written to a temporary name, then moved into place.
 
         Returns
         -------
@@ -565,41 +564,74 @@ class ForestModel:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_write(directory / FOREST_NAME) as tmp:
-            joblib.dump(self._forest, tmp, compress=3)
-        card = json.dumps(self.card(), indent=2)
+            trees = save_forest_arrays(self._forest, tmp)
+        card = json.dumps({**self.card(), "trees": trees}, indent=2)
         with atomic_write(directory / CARD_NAME) as tmp:
             tmp.write_text(card, encoding="utf-8")
         return directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike, *, n_channels: int | None = None) -> ForestModel:
-        """Rebuild a model saved by `save`.
+        """Rebuild a model saved by `save`, without running anything from the folder.
 
         Parameters
         ----------
         directory : path
-            Holds ``card.json`` and ``forest.joblib``. The forest is a pickle:
-            load only models you or your colleagues made.
+            Holds ``card.json`` and ``forest.npz``: JSON and plain arrays only, checked before
+            use (see `workbench.classic._forest_format`). A pickled ``forest.joblib`` from an
+            older workbench is refused, never opened: pickles run code when loaded.
         n_channels : int, optional
             Channels of the images you will predict; a different count than the
             model was trained on raises a `ClassicInputError` right away.
+
+        Raises
+        ------
+        WorkbenchError
+            Missing, damaged or pickled model files; a channel count that does not fit.
         """
         directory = Path(directory)
         card_path, forest_path = directory / CARD_NAME, directory / FOREST_NAME
+        if not forest_path.is_file() and (directory / LEGACY_PICKLE_NAME).exists():
+            raise ClassicInputError(
+                f"the Random Forest in {directory} was saved as a pickle ({LEGACY_PICKLE_NAME}) by an older workbench; "
+                "pickles can run code when opened, so it is not loaded: train the forest again "
+                "(`workbench train PROJECT --method forest`)."
+            )
         if not card_path.is_file() or not forest_path.is_file():
             raise ClassicInputError(
                 f"no Random Forest model in {directory}: expected {CARD_NAME} and {FOREST_NAME}; "
                 "pick the folder ForestModel.save() wrote, or train a model first."
             )
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        if card.get("format") != CARD_FORMAT:
-            raise ClassicInputError(f"{card_path} is not a Random Forest card (format {card.get('format')!r}); pick a classic model folder.")
-        if n_channels is not None and int(n_channels) != card["n_channels"]:
+        try:
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ClassicInputError(f"the model card {card_path} is damaged ({exc}); train the forest again.") from exc
+        if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+            found = card.get("format") if isinstance(card, dict) else type(card).__name__
+            raise ClassicInputError(f"{card_path} is not a Random Forest card (format {found!r}); pick a classic model folder.")
+        try:
+            model = cls._from_card(card)
+            trees = card["trees"]
+            if not isinstance(trees, dict):
+                raise TypeError("'trees' is not an object")
+        except (KeyError, TypeError, ValueError, WorkbenchError) as exc:
+            raise ClassicInputError(f"the model card {card_path} is damaged ({exc}); train the forest again.") from exc
+        if n_channels is not None and int(n_channels) != model.n_channels:
             raise ClassicInputError(
-                f"the model in {directory} was trained on {card['n_channels']}-channel images but your images have "
+                f"the model in {directory} was trained on {model.n_channels}-channel images but your images have "
                 f"{n_channels} channel(s); select the same channels the model was trained on, or train a new model "
                 "on these images."
             )
+        model._forest = load_forest_arrays(forest_path, trees, _forest_kwargs(model.forest_settings))
+        if model._forest.n_features_in_ != model.n_features or model._forest.classes_.max() >= model.n_classes:
+            raise ClassicInputError(
+                f"the forest in {forest_path} does not fit its card ({model._forest.n_features_in_} features, "
+                f"card {model.n_features}); train the forest again."
+            )
+        return model
+
+    @classmethod
+    def _from_card(cls, card: dict[str, Any]) -> ForestModel:
         features = dict(card["features"])
         if card.get("version", 1) < 2:
             # Version 1 cards predate downsampled scales: every scale was computed at full resolution.
@@ -613,9 +645,23 @@ class ForestModel:
         )
         model.normalisation = Normalisation.from_dict(card["normalisation"])
         model.n_channels = int(card["n_channels"])
-        model.metrics = dict(card.get("metrics", {}))
-        model._forest = joblib.load(forest_path)
+        if model.n_channels < 1:
+            raise ValueError(f"n_channels {model.n_channels}")
+        model.metrics = dict(card.get("metrics") or {})
         return model
+
+
+def _forest_kwargs(settings: ForestSettings) -> dict[str, Any]:
+    """`RandomForestClassifier` arguments of the settings (the sampling cap is ours alone)."""
+    return {
+        "n_estimators": settings.n_estimators,
+        "max_depth": settings.max_depth,
+        "min_samples_leaf": settings.min_samples_leaf,
+        "max_features": settings.max_features,
+        "class_weight": settings.class_weight,
+        "n_jobs": settings.n_jobs,
+        "random_state": settings.random_state,
+    }
 
 
 def predict_image(

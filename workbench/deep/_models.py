@@ -374,9 +374,17 @@ def load_model(directory: str | os.PathLike, *, device: str | torch.device | Non
             "Pass the folder that save_model (or training) wrote."
         )
     try:
-        card = ModelCard.from_dict(json.loads(card_path.read_text(encoding="utf-8")))
-    except json.JSONDecodeError as exc:
+        data = json.loads(card_path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise WorkbenchError(f"{card_path} holds {type(data).__name__}, not a model card; the model folder is damaged.")
+        card = ModelCard.from_dict(data)
+        if not isinstance(card.format_version, int) or not isinstance(card.architecture, str) \
+                or not isinstance(card.init_kwargs, dict):
+            raise WorkbenchError(f"{card_path} has fields of the wrong type; the model folder is damaged.")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WorkbenchError(f"{card_path} is not valid JSON ({exc}); the model folder is damaged.") from exc
+    except TypeError as exc:
+        raise WorkbenchError(f"{card_path} is not a workbench model card ({exc}); the model folder is damaged.") from exc
     if card.format_version > CARD_FORMAT_VERSION:
         raise WorkbenchError(
             f"{card_path} has format version {card.format_version}, newer than this workbench understands "
@@ -386,8 +394,24 @@ def load_model(directory: str | os.PathLike, *, device: str | torch.device | Non
     if card.architecture not in MODEL_CLASSES:
         raise WorkbenchError(f"{card_path} names architecture {card.architecture!r}; known: {sorted(MODEL_CLASSES)}.")
     init_kwargs = dict(card.init_kwargs, encoder_weights=None)
-    model = _construct(MODEL_CLASSES[card.architecture](), init_kwargs)
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    try:
+        model = _construct(MODEL_CLASSES[card.architecture](), init_kwargs)
+    except WorkbenchError:
+        raise
+    except Exception as exc:  # the recipe came from a file: any constructor error means a damaged card
+        raise WorkbenchError(f"{card_path} describes a network that cannot be built ({exc}); the model folder is "
+                             "damaged: train the model again.") from exc
+    try:
+        # weights_only: tensors and plain containers only; a pickle asking for anything else is refused.
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors differ by damage; none may run code or escape
+        raise WorkbenchError(
+            f"{weights_path} cannot be read as model weights ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+            "only plain tensors are loaded, never code: the file is damaged or not a workbench model, train the "
+            "model again."
+        ) from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WorkbenchError(f"{weights_path} does not hold a state dict (name -> tensor); train the model again.")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

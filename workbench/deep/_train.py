@@ -4,13 +4,19 @@
 ``-1`` wherever nothing was painted. The loss (cross-entropy with optional
 class balancing + soft Dice) sees only annotated pixels. A fraction of the
 annotated blocks is held out of the training loss to measure a validation loss;
-the weights with the lowest validation loss are kept. Training ends after
-``epochs`` epochs, after ``minutes`` minutes, or when a stop is requested,
-whichever comes first; every ending keeps the best weights.
+the held-out score is reported with a hint whether training longer should help.
+
+The model kept is an exponential moving average (EMA) of the weights under a constant learning
+rate (after a short warm-up). Nothing in the run depends on when it will end, so a run stopped
+by the clock or by the user after N optimiser steps holds exactly the model a run of N steps
+would hold (bit-identical on CPU under a seed), and a longer run only averages over more steps.
+Training ends after ``epochs`` epochs, after ``minutes`` minutes, or when a stop is requested,
+whichever comes first.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import time
@@ -28,14 +34,16 @@ from workbench.deep._device import configure_cpu_threads, pick_device
 from workbench.conventions import INSTANCE_CLASSES, MODES as _MODES
 from workbench.errors import WorkbenchError
 from workbench.validate import whole_number
-from workbench.deep._models import ModelCard, build_unet, check_model_fits, load_model, pad_to_multiple, save_model
+from workbench.deep._models import ModelCard, build_unet, check_model_fits, load_model, save_model
 from workbench.deep._normalize import PercentileNormalizer
+from workbench.deep._validation import held_out_pixels, hold_out, min_object_size, training_hint, validate
 
 __all__ = ["TrainSettings", "TrainResult", "Trainer", "train", "masked_loss", "INSTANCE_CLASSES"]
 
 _MAX_SAMPLING_POINTS = 2_000_000
-_MAX_VAL_BLOCKS = 64
 _WARMUP_STEPS = 20
+#: The EMA's decay ramps up as (1 + t) / (10 + t), so early averages are not dragged by random init.
+_EMA_RAMP = 10
 
 
 @dataclass
@@ -66,7 +74,11 @@ class TrainSettings:
     batch_size : int
         Patches per optimiser step.
     lr : float
-        Peak learning rate of AdamW (warm-up, then cosine decay over the run).
+        Learning rate of AdamW: a linear warm-up over the first 20 steps, then constant. It does
+        not decay towards a planned end, so stopping early or late both leave a good model.
+    ema_decay : float
+        Decay of the exponential moving average of the weights that is kept as the model
+        (0 keeps the last weights instead).
     weight_decay : float
         AdamW weight decay.
     augment : float
@@ -76,7 +88,9 @@ class TrainSettings:
     dice_weight : float
         Weight of the soft Dice term added to the cross-entropy.
     val_fraction : float
-        Fraction of annotated blocks held out for the validation loss (0 = none).
+        Share held out of training for validation (0 = none): in instance mode whole painted
+        objects with their background ring (falling back to blocks with fewer than 4 objects),
+        otherwise annotated blocks.
     val_block : int
         Side of the blocks that are held out.
     annotated_patch_fraction : float
@@ -104,11 +118,12 @@ class TrainSettings:
     patch_size: int = 128
     batch_size: int = 8
     lr: float = 5e-3
+    ema_decay: float = 0.99
     weight_decay: float = 1e-4
     augment: float = 0.5
     class_balancing: bool = True
     dice_weight: float = 1.0
-    val_fraction: float = 0.1
+    val_fraction: float = 0.15
     val_block: int = 64
     annotated_patch_fraction: float = 0.9
     seed: int = 0
@@ -135,7 +150,7 @@ class TrainSettings:
             raise WorkbenchError(f"`minutes` must be a positive number or None; got {self.minutes!r}.")
         for name, low, high in (("lr", 0.0, 1.0), ("val_fraction", 0.0, 0.9), ("augment", 0.0, 1.0),
                                 ("annotated_patch_fraction", 0.0, 1.0), ("weight_decay", 0.0, 1.0),
-                                ("dice_weight", 0.0, 100.0)):
+                                ("dice_weight", 0.0, 100.0), ("ema_decay", 0.0, 0.9999)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise WorkbenchError(f"`{name}` must be a number in [{low}, {high}]; got {value!r}.")
@@ -170,13 +185,15 @@ class TrainResult:
     Attributes
     ----------
     model : torch.nn.Module
-        The best weights (lowest validation loss), eval mode.
+        The kept weights (the EMA at the last step), eval mode.
     card : ModelCard
         Recipe, normalisation, settings and metrics; save both with `save`.
     history : list of dict
         One logs dict per epoch (see ``workbench.deep.Callback``).
     best_metrics : dict
-        Validation (or, without validation pixels, training) metrics of the kept weights.
+        Metrics of the kept weights: held-out scores (``val_score``, ``val_object_iou``...),
+        ``steps`` (optimiser steps of this run), ``total_steps`` (including the runs it continued),
+        ``trend`` and the plain ``hint``, ``seconds``, ``stop_reason``.
     labelled_pixels : dict
         ``{"total", "train", "validation", "per_class": {name: count}}``.
     stop_reason : str
@@ -276,6 +293,10 @@ class Trainer:
         self.callbacks = CallbackList(callbacks)
         self.init_from = None if init_from is None else Path(init_from)
         self.stop_event = stop_event if stop_event is not None else threading.Event()
+        #: The weight average being trained (the model `fit` will return) and the normalisation it
+        #: expects, for callbacks that score a run along the way; None until `fit` starts.
+        self.average_model: torch.nn.Module | None = None
+        self.normalizer: PercentileNormalizer | None = None
 
     def stop(self) -> None:
         """Ask training to end after the current step (keeps the best weights)."""
@@ -316,28 +337,39 @@ class Trainer:
             check_model_fits(previous, in_channels=in_channels, n_classes=n_classes,
                              source=f"the model in {self.init_from} (init_from)")
             normalizer = previous.normalizer() or PercentileNormalizer().fit(image for image, _ in self.samples)
+            steps_before = int((previous.metrics or {}).get("total_steps") or (previous.metrics or {}).get("steps") or 0)
         else:
             model = build_unet(in_channels, n_classes, preset=settings.preset, encoder=settings.encoder,
                                width=settings.width, depth=settings.depth, weights=settings.weights)
             normalizer = PercentileNormalizer().fit(image for image, _ in self.samples)
+            steps_before = 0
         model = model.to(device).to(memory_format=torch.channels_last)
         stride = int(model.encoder.output_stride)
 
-        train_targets, val_blocks = _hold_out_blocks(self.samples, settings, rng)
+        instance = settings.mode == "instance"
+        train_targets, held = hold_out(self.samples, fraction=settings.val_fraction, block=settings.val_block,
+                                       instance=instance, rng=rng)
         counts = _class_counts(train_targets, n_classes)
-        val_pixels = sum(int((self.samples[i][1][y0:y1, x0:x1] >= 0).sum()) for i, y0, y1, x0, x1 in val_blocks)
+        val_pixels = held_out_pixels(self.samples, held)
         labelled = {
             "total": int(counts.sum()) + val_pixels,
             "train": int(counts.sum()),
             "validation": val_pixels,
+            "validation_objects": sum(region.object_mask is not None for region in held),
             "per_class": {name: int(count) for name, count in zip(class_names, counts)},
         }
         if labelled["train"] == 0:
             raise WorkbenchError("no annotated pixels left for training; paint more labels or lower `val_fraction`.")
         sampler = _PatchSampler(self.samples, train_targets, normalizer, settings, rng)
         class_weights = _class_weights(counts).to(device) if settings.class_balancing else None
+        val_min_size = min_object_size(self.samples)
+
+        def loss_fn(logits, targets):
+            return masked_loss(logits, targets, class_weights=class_weights, dice_weight=settings.dice_weight)
 
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        average = _WeightAverage(model, settings.ema_decay)
+        self.average_model, self.normalizer = average.model, normalizer
         use_amp = device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         total_steps = settings.epochs * settings.steps_per_epoch
@@ -351,7 +383,7 @@ class Trainer:
         })
         start = time.perf_counter()
         history: list[dict[str, Any]] = []
-        best_loss, best_state, best_metrics = math.inf, None, {}
+        metrics: dict[str, Any] = {}
         step, stop_reason = 0, "epochs"
         for epoch in range(1, settings.epochs + 1):
             model.train()
@@ -364,8 +396,7 @@ class Trainer:
                 if budget is not None and elapsed >= budget:
                     stop_reason = "time"
                     break
-                fraction = _run_fraction(step, total_steps, elapsed, budget)
-                lr = _learning_rate(settings.lr, step, fraction)
+                lr = _learning_rate(settings.lr, step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 images, targets = sampler.batch()
@@ -375,10 +406,11 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                     logits = model(images)
-                loss = masked_loss(logits, targets, class_weights=class_weights, dice_weight=settings.dice_weight)
+                loss = loss_fn(logits, targets)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                average.update(model)
                 step_seconds += time.perf_counter() - step_start
                 epoch_loss += float(loss.detach())
                 epoch_steps += 1
@@ -391,48 +423,49 @@ class Trainer:
             if epoch_steps == 0:
                 break
             train_loss = epoch_loss / epoch_steps
-            metrics = _validate(model, self.samples, val_blocks, normalizer, stride, device, class_weights,
-                                settings.dice_weight, n_classes)
-            monitored = metrics["val_loss"] if metrics else train_loss
+            # Validation reads no random numbers, so it never changes what training does next.
+            metrics = validate(average.model, self.samples, held, normalizer, stride, device, loss_fn, n_classes,
+                               min_size=val_min_size)
             logs = {
                 "epoch": epoch,
                 "loss": train_loss,
-                "val_loss": metrics.get("val_loss") if metrics else None,
+                "val_loss": metrics.get("val_loss"),
+                "val_score": metrics.get("val_score"),
                 "seconds": time.perf_counter() - start,
                 "lr": optimizer.param_groups[0]["lr"],
                 "pixels_per_second": epoch_pixels / step_seconds if step_seconds > 0 else 0.0,
                 "steps": step,
             }
-            if metrics:
-                logs.update({key: value for key, value in metrics.items() if key != "val_loss"})
+            logs.update({key: value for key, value in metrics.items() if key not in logs})
             history.append(logs)
-            if monitored < best_loss:
-                best_loss = monitored
-                best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
-                best_metrics = {"epoch": epoch, "loss": train_loss, **metrics}
             self.callbacks.on_epoch_end(epoch, logs)
             if stop_reason != "epochs":
                 break
         if self.stop_event.is_set():
             stop_reason = "stopped"
-        if best_state is None:
+        if step == 0:
             raise WorkbenchError(
                 "training stopped before the first step finished, so there is no model to keep; "
                 "give it more time (minutes) or request the stop later."
             )
-        model.load_state_dict(best_state)
+        model = average.model
         model.eval()
         seconds = time.perf_counter() - start
-        best_metrics["seconds"] = seconds
-        best_metrics["stop_reason"] = stop_reason
+        trend, hint = training_hint(history)
+        final = {
+            "epoch": history[-1]["epoch"], "loss": history[-1]["loss"], **metrics,
+            "steps": step, "total_steps": steps_before + step, "steps_per_second": step / seconds if seconds else None,
+            "trend": trend, "hint": hint, "weights": "ema" if settings.ema_decay > 0 else "last",
+            "seconds": seconds, "stop_reason": stop_reason,
+        }
         card = ModelCard(
             in_channels=in_channels, n_classes=n_classes, classes=list(class_names), mode=settings.mode,
             normalisation=normalizer.to_dict(), settings=settings.to_dict(),
-            metrics={**best_metrics, "labelled_pixels": labelled,
+            metrics={**final, "labelled_pixels": labelled,
                      "resumed_from": None if self.init_from is None else str(self.init_from)},
         )
         result = TrainResult(model=model.to(memory_format=torch.contiguous_format), card=card, history=history,
-                             best_metrics=best_metrics, labelled_pixels=labelled, stop_reason=stop_reason,
+                             best_metrics=final, labelled_pixels=labelled, stop_reason=stop_reason,
                              seconds=seconds)
         self.callbacks.on_train_end(result)
         return result
@@ -542,30 +575,6 @@ def _classes(settings: TrainSettings, samples) -> tuple[int, list[str]]:
     return n_classes, names
 
 
-def _hold_out_blocks(samples, settings: TrainSettings, rng: np.random.Generator):
-    """Split annotated blocks into training targets (held-out pixels set to -1) and validation blocks."""
-    block = settings.val_block
-    candidates = []
-    for index, (_, targets) in enumerate(samples):
-        height, width = targets.shape
-        for y0 in range(0, height, block):
-            for x0 in range(0, width, block):
-                y1, x1 = min(y0 + block, height), min(x0 + block, width)
-                if (targets[y0:y1, x0:x1] >= 0).any():
-                    candidates.append((index, y0, y1, x0, x1))
-    n_val = int(round(settings.val_fraction * len(candidates)))
-    if settings.val_fraction > 0 and n_val == 0 and len(candidates) >= 4:
-        n_val = 1
-    n_val = min(n_val, len(candidates) - 1, _MAX_VAL_BLOCKS)
-    chosen = [candidates[i] for i in sorted(rng.permutation(len(candidates))[:max(n_val, 0)])]
-    train_targets = [targets for _, targets in samples]
-    for index, y0, y1, x0, x1 in chosen:
-        if train_targets[index] is samples[index][1]:
-            train_targets[index] = samples[index][1].copy()
-        train_targets[index][y0:y1, x0:x1] = -1
-    return train_targets, chosen
-
-
 def _class_counts(targets_list, n_classes: int) -> np.ndarray:
     counts = np.zeros(n_classes, dtype=np.int64)
     for targets in targets_list:
@@ -644,43 +653,6 @@ def _crop(image, targets: np.ndarray, y0: int, x0: int, size: int) -> tuple[np.n
     return image_crop, target_crop
 
 
-def _validate(model, samples, val_blocks, normalizer, stride, device, class_weights, dice_weight, n_classes):
-    """Loss and per-class IoU on held-out blocks, predicted with context around each block."""
-    if not val_blocks:
-        return {}
-    margin = 32
-    model.eval()
-    all_logits, all_targets = [], []
-    with torch.inference_mode():
-        for index, y0, y1, x0, x1 in val_blocks:
-            image, targets = samples[index]
-            height, width = targets.shape
-            wy0, wx0 = max(y0 - margin, 0), max(x0 - margin, 0)
-            wy1, wx1 = min(y1 + margin, height), min(x1 + margin, width)
-            window = normalizer(np.asarray(image[:, wy0:wy1, wx0:wx1]))
-            tensor = pad_to_multiple(torch.from_numpy(window)[None].to(device), stride)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                logits = model(tensor.contiguous(memory_format=torch.channels_last))
-            logits = logits[0, :, y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0].float()
-            block_targets = torch.from_numpy(np.ascontiguousarray(targets[y0:y1, x0:x1])).to(device)
-            annotated = block_targets >= 0
-            all_logits.append(logits.permute(1, 2, 0)[annotated])
-            all_targets.append(block_targets[annotated])
-    model.train()
-    logits = torch.cat(all_logits)
-    targets = torch.cat(all_targets)
-    loss = float(masked_loss(logits, targets, class_weights=class_weights, dice_weight=dice_weight))
-    predicted = logits.argmax(1)
-    metrics = {"val_loss": loss, "val_accuracy": float((predicted == targets).float().mean())}
-    ious = []
-    for k in range(n_classes):
-        union = int(((predicted == k) | (targets == k)).sum())
-        if union and int((targets == k).sum()):
-            ious.append(int(((predicted == k) & (targets == k)).sum()) / union)
-    metrics["val_mean_iou"] = float(np.mean(ious)) if ious else None
-    return metrics
-
-
 def _run_fraction(step: int, total_steps: int, elapsed: float, budget: float | None) -> float:
     fraction = step / max(total_steps, 1)
     if budget is not None:
@@ -688,10 +660,35 @@ def _run_fraction(step: int, total_steps: int, elapsed: float, budget: float | N
     return min(fraction, 1.0)
 
 
-def _learning_rate(peak: float, step: int, fraction: float) -> float:
-    """Linear warm-up over the first steps, then cosine decay to 5 % of the peak by the end of the run."""
-    warmup = min(1.0, (step + 1) / _WARMUP_STEPS)
-    return peak * warmup * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * fraction)))
+def _learning_rate(peak: float, step: int) -> float:
+    """Linear warm-up over the first steps, then constant: the schedule never looks at the run's end."""
+    return peak * min(1.0, (step + 1) / _WARMUP_STEPS)
+
+
+class _WeightAverage:
+    """An exponential moving average of a model's weights and batch-norm statistics.
+
+    The average of the last ~1 / (1 - decay) steps under a constant learning rate is as good as a
+    decayed schedule's end point, and it exists at every step, so the run can end at any time.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.model = copy.deepcopy(model)
+        self.model.eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.decay = float(decay)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (_EMA_RAMP + self.updates))
+        for average, current in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if average.dtype.is_floating_point:
+                average.lerp_(current, 1.0 - decay)
+            else:
+                average.copy_(current)
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:

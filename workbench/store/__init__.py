@@ -16,7 +16,12 @@ from workbench.store._io import (
     write_json_atomic,
     to_jsonable,
     iter_blocks,
+    atomic_output,
+    swap_into_place,
+    check_output_path,
 )
+from workbench.store._manifest import ClassRecord, ImageRecord, Manifest, ManifestError
+from workbench.store._lock import ProjectBusyError
 from workbench.store._labels import (
     UNLABELLED,
     BACKGROUND,
@@ -51,6 +56,14 @@ __all__ = [
     "write_json_atomic",
     "to_jsonable",
     "iter_blocks",
+    "atomic_output",
+    "swap_into_place",
+    "check_output_path",
+    "ClassRecord",
+    "ImageRecord",
+    "Manifest",
+    "ManifestError",
+    "ProjectBusyError",
     "UNLABELLED",
     "BACKGROUND",
     "OBJECT",

@@ -11,7 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import uuid
+import re
+import shutil
+import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -40,6 +43,8 @@ __all__ = [
     "write_json_atomic",
     "to_jsonable",
     "iter_blocks",
+    "atomic_output",
+    "swap_into_place",
 ]
 
 
@@ -107,7 +112,21 @@ class ImageSource:
         key = key + (slice(None),) * (self.ndim - len(key))
         by_axis = dict(zip(self.axes, key))
         raw_key = tuple(0 if a == "1" else by_axis[a] for a in self.raw_axes)
-        block = np.asarray(self.raw[raw_key])
+        try:
+            block = np.asarray(self.raw[raw_key])
+        except WorkbenchError:
+            raise
+        except MemoryError as exc:
+            raise WorkbenchError(
+                f"reading {_region(key)} of image {self.name!r} needs more memory than is free; "
+                "work on smaller regions (tiles) of it"
+            ) from exc
+        except Exception as exc:  # every reader and codec fails differently on a damaged file
+            raise WorkbenchError(
+                f"cannot read {_region(key)} of image {self.name!r}"
+                + (f" ({self.source})" if self.source else "")
+                + f": {type(exc).__name__}: {exc}; the file is truncated or damaged: export it again"
+            ) from exc
         # Axes indexed with an integer vanish; order the survivors canonically.
         surviving = [a for a in self.raw_axes if a != "1" and not isinstance(by_axis[a], (int, np.integer))]
         wanted = [a for a in self.axes if a in surviving]
@@ -148,6 +167,16 @@ class PlaneView:
     def __array__(self, dtype=None, copy=None):
         data = self[:, :, :]
         return data.astype(dtype) if dtype is not None else data
+
+
+def _region(key: tuple) -> str:
+    parts = []
+    for k in key:
+        if isinstance(k, slice):
+            parts.append(f"{'' if k.start is None else k.start}:{'' if k.stop is None else k.stop}")
+        else:
+            parts.append(str(k))
+    return f"region [{', '.join(parts)}]"
 
 
 def _guess_axes(shape: Sequence[int]) -> str:
@@ -380,8 +409,11 @@ def open_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageSour
     elif lower.endswith(".npy"):
         try:
             raw = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise WorkbenchError(f"cannot read {path} as a numpy array: {exc}") from exc
+        except (ValueError, OSError, EOFError) as exc:
+            raise WorkbenchError(
+                f"cannot read {path} as a numpy array: {exc or type(exc).__name__}; is the file complete "
+                "(saved with numpy.save)?"
+            ) from exc
     elif lower.endswith(PLAIN_IMAGE_SUFFIXES):
         import imageio.v3 as iio
 
@@ -416,6 +448,9 @@ def as_image_source(array, *, axes: str | None = None, name: str = "image", pixe
     shape = tuple(array.shape)
     if len(shape) < 2:
         raise WorkbenchError(f"image {name!r} has shape {shape}; an image needs at least 2 dimensions (y, x)")
+    if min(shape) < 1:
+        raise WorkbenchError(f"image {name!r} has shape {shape}: an axis of size 0 holds no pixels; "
+                             "check the export, it wrote an empty image")
     if axes is None:
         squeezed = [s for s in shape if s != 1]
         guessed = _guess_axes(squeezed if len(squeezed) >= 2 else shape[-2:])
@@ -438,17 +473,169 @@ def iter_blocks(shape: Sequence[int], block: int = 1024) -> Iterator[tuple[slice
             yield slice(y, min(y + block, height)), slice(x, min(x + block, width))
 
 
+def _owner() -> str:
+    from workbench.store._lock import OWNER
+
+    return OWNER
+
+
+def _temporary_sibling(path: Path, kind: str = "tmp") -> Path:
+    """``.<name>.workbench-<owner>.<kind>`` beside `path`: hidden, same folder (renames are atomic), and
+    named so that the next start can tell it is a leftover and whose."""
+    return path.with_name(f".{path.name}.workbench-{_owner()}.{kind}")
+
+
+_LEFTOVER = re.compile(r"^\.(?P<target>.+)\.workbench-(?P<owner>(?P<host>[^-]+)-(?P<pid>\d+)-[0-9a-f]{8})\.(?P<kind>tmp|old)(\..*)?$")
+_registry_guard = threading.Lock()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _settle_leftover(leftover: Path, match: re.Match) -> None:
+    """Undo what a dead writer left: an unfinished temporary goes, a set-aside old output comes back."""
+    target = leftover.with_name(match["target"])
+    if match["kind"] == "old" and not target.exists() and not target.is_symlink():
+        os.rename(leftover, target)  # killed between moving the old output aside and the new one in
+        return
+    if leftover.is_dir() and not leftover.is_symlink():
+        shutil.rmtree(leftover, ignore_errors=True)
+    else:
+        leftover.unlink(missing_ok=True)
+
+
+def clean_leftovers_beside(path: str | os.PathLike) -> None:
+    """Remove temporaries that ended processes of this host left beside `path` (or restore its old output)."""
+    path = Path(path)
+    try:
+        candidates = list(path.parent.glob(f".{glob_escape(path.name)}.workbench-*"))
+    except OSError:
+        return
+    host = _owner().split("-")[0]
+    for leftover in candidates:
+        match = _LEFTOVER.match(leftover.name)
+        if match and match["target"] == path.name and match["host"] == host and match["owner"] != _owner() \
+                and not _pid_alive(int(match["pid"])):
+            _settle_leftover(leftover, match)
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?[])", r"[\1]", name)
+
+
+def recover_outside_temporaries(registry: Path, owner: str) -> None:
+    """Settle the temporaries outside a project that a (now ended) owner listed in `registry`.
+
+    Only names of the workbench's own temporary pattern with that owner are touched, so a
+    hand-edited list cannot make this delete anything else.
+    """
+    try:
+        listed = json.loads(Path(registry).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    for item in listed if isinstance(listed, list) else []:
+        if not isinstance(item, str):
+            continue
+        leftover = Path(item)
+        match = _LEFTOVER.match(leftover.name)
+        if match and match["owner"] == owner and (leftover.exists() or leftover.is_symlink()):
+            _settle_leftover(leftover, match)
+
+
+def _register_outside(registry: Path | None, *paths: Path) -> None:
+    if registry is None:
+        return
+    with _registry_guard:
+        try:
+            listed = json.loads(registry.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            listed = []
+        listed = [p for p in listed if isinstance(p, str)] + [str(Path(p).absolute()) for p in paths]
+        write_json_atomic(registry, sorted(set(listed)))
+
+
+def swap_into_place(new: Path, target: Path) -> None:
+    """Move a complete `new` file or folder to `target`; an existing `target` is kept until then.
+
+    Two renames when `target` exists (a folder cannot be renamed over a non-empty one): the
+    old output is set aside, the new one moved in, the old one deleted. A kill between the two
+    renames leaves the old output set aside, and `clean_leftovers_beside` puts it back.
+    """
+    new, target = Path(new), Path(target)
+    if not target.exists() and not target.is_symlink():
+        os.rename(new, target)
+        return
+    if new.is_file() and target.is_file():
+        os.replace(new, target)
+        return
+    aside = _temporary_sibling(target, "old")
+    os.rename(target, aside)
+    os.rename(new, target)
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, registry: Path | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `path` for a file or a folder (Zarr); it replaces `path` when
+    the block ends without error.
+
+    Until then an existing `path` stays as it was: readers see the old output or the new one,
+    never part of one. Temporaries left by killed processes beside `path` are settled first.
+
+    Parameters
+    ----------
+    registry : Path, optional
+        A project's list of outside temporaries: the next command on that project settles
+        them even when nothing writes to this folder again.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WorkbenchError(f"cannot create the folder {path.parent} for {path.name}: {exc.strerror}; "
+                             "choose a folder you can write to") from exc
+    if not os.access(path.parent, os.W_OK):
+        raise WorkbenchError(f"cannot write into {path.parent} (permission denied); choose a folder you can write to")
+    if path.is_dir() and not path.name.lower().endswith(".zarr"):
+        raise WorkbenchError(f"{path} is a folder; give a file name for the output")
+    clean_leftovers_beside(path)
+    tmp_path = _temporary_sibling(path, "tmp")
+    _register_outside(registry, tmp_path, _temporary_sibling(path, "old"))
+    try:
+        yield tmp_path
+        if tmp_path.is_file():
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+        swap_into_place(tmp_path, path)
+    finally:
+        if tmp_path.is_dir() and not tmp_path.is_symlink():
+            shutil.rmtree(tmp_path, ignore_errors=True)
+        else:
+            tmp_path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` in one step.
+    """Yield a temporary file path beside `path`; on success it replaces `path` in one step.
 
     The writer creates the temporary file itself (so it gets the usual permissions, unlike
     mkstemp's 0600) under a unique name in the same folder (so ``os.replace`` is atomic). A
-    crash or an exception inside the block leaves the previous file untouched.
+    crash or an exception inside the block leaves the previous file untouched; a kill leaves a
+    hidden ``.<name>.workbench-<owner>.tmp`` that the next write beside it removes.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp{path.suffix}")
+    tmp_path = path.with_name(f".{path.name}.workbench-{_owner()}.tmp{path.suffix}")
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -512,41 +699,70 @@ def _write_tiff(tmp: Path, data: np.ndarray, axes: str | None, voxel_size) -> No
                      bigtiff=data.nbytes > 2**31 and not imagej)
 
 
-def write_image(path: str | os.PathLike, array, *, axes: str | None = None, block: int = 2048,
-                voxel_size=None) -> Path:
-    """Write an array (numpy or zarr) as TIFF, PNG/JPEG or Zarr, chosen by the file extension.
+OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr", ".png")
 
-    TIFF and PNG are written to a temporary file and renamed, so a crash leaves the old file.
+
+def check_output_path(path: str | os.PathLike, *, dtype=None) -> Path:
+    """Check an output name before any work is done: a known type that can hold `dtype`.
+
+    Raises
+    ------
+    WorkbenchError
+        For JPEG (lossy: it would change label values), unknown suffixes, and PNG for values
+        over 16 bits (instance ids).
+    """
+    path = Path(path)
+    lower = path.name.lower()
+    if lower.endswith((".jpg", ".jpeg")):
+        raise WorkbenchError(f"output {path}: JPEG is lossy and would change label values; use .tif, .png or .zarr")
+    if not lower.endswith(OUTPUT_SUFFIXES):
+        raise WorkbenchError(f"output {path} must end in .tif, .tiff, .zarr or .png")
+    if lower.endswith(".png") and dtype is not None and np.dtype(dtype).itemsize > 2:
+        raise WorkbenchError(
+            f"output {path}: PNG holds at most 16 bits per pixel but these values are {np.dtype(dtype)} "
+            "(instance ids); use .tif or .zarr"
+        )
+    if path.exists() and path.is_dir() and not lower.endswith(".zarr"):
+        raise WorkbenchError(f"output {path} is a folder; give a file name")
+    return path
+
+
+def write_image(path: str | os.PathLike, array, *, axes: str | None = None, block: int = 2048,
+                voxel_size=None, registry: Path | None = None) -> Path:
+    """Write an array (numpy or zarr) as TIFF, PNG or Zarr, chosen by the file extension.
+
+    Every format is written into a temporary sibling and renamed into place when complete, so
+    a crash or a kill leaves the previous output whole (or no output), never part of a new one.
     Zarr output is written block by block (never the whole array in memory). A z-stack
     (axes ``ZYX`` or ``ZCYX``) goes to TIFF as an ImageJ hyperstack (label ids as 16-bit when
     they fit, else 32-bit float); `voxel_size` (z, y, x) in µm is recorded as its resolution
     and z spacing (TIFF) or as the array's ``voxel_size`` attribute (Zarr).
     """
-    path = Path(path)
+    path = check_output_path(path, dtype=array.dtype)
     lower = path.name.lower()
     if lower.endswith(".zarr"):
         import zarr
 
         shape = tuple(array.shape)
         chunks = tuple(min(s, 1024) if i >= len(shape) - 2 else 1 for i, s in enumerate(shape))
-        out = zarr.open_array(str(path), mode="w", shape=shape, dtype=array.dtype, chunks=chunks)
-        if axes:
-            out.attrs["axes"] = axes
-        if voxel_size is not None:
-            out.attrs["voxel_size"] = [float(v) for v in voxel_size]
-        lead = (slice(None),) * (len(shape) - 2)
-        for ys, xs in iter_blocks(shape, block):
-            out[lead + (ys, xs)] = np.asarray(array[lead + (ys, xs)])
+        with atomic_output(path, registry=registry) as tmp:
+            out = zarr.open_array(str(tmp), mode="w", shape=shape, dtype=array.dtype, chunks=chunks)
+            if axes:
+                out.attrs["axes"] = axes
+            if voxel_size is not None:
+                out.attrs["voxel_size"] = [float(v) for v in voxel_size]
+            lead_shape = shape[:-2]
+            for lead in np.ndindex(*lead_shape) if lead_shape else [()]:
+                for ys, xs in iter_blocks(shape, block):
+                    out[lead + (ys, xs)] = np.asarray(array[lead + (ys, xs)])
         return path
     data = np.asarray(array)
     if lower.endswith(TIFF_SUFFIXES):
-        with atomic_write(path) as tmp:
+        with atomic_output(path, registry=registry) as tmp:
             _write_tiff(tmp, data, axes, voxel_size)
         return path
-    if lower.endswith(PLAIN_IMAGE_SUFFIXES):
-        import imageio.v3 as iio
+    import imageio.v3 as iio
 
-        with atomic_write(path) as tmp:
-            iio.imwrite(tmp, data, extension=path.suffix)
-        return path
-    raise WorkbenchError(f"cannot write {path}: use a .tif, .png or .zarr file name")
+    with atomic_output(path, registry=registry) as tmp:
+        iio.imwrite(tmp, data, extension=path.suffix)
+    return path
