@@ -104,7 +104,7 @@ def _plot(rows: list[dict[str, Any]], config: BenchConfig):
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from _common import BENCH_DIR
+    from benchmarks._common import BENCH_DIR
 
     from workbench.store import atomic_write
 
