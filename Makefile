@@ -39,7 +39,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not browser and not slow"
 
 benchmarks: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) -m benchmarks.run_all
 
 clean:
 	rm -rf $(VENV) demo-output sample-project

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import resource
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,8 +23,6 @@ import numpy as np
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere: import the checkout's workbench
-    sys.path.insert(0, str(ROOT))
 
 SHARED_DIR = ROOT.parent / "shared"
 NUCLEI_DIR = SHARED_DIR / "data" / "dsb2018_nuclei"

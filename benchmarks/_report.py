@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import asdict
 from typing import Sequence
 
-from _common import ROOT, BenchConfig, BenchmarkResult, read_proc
+from benchmarks._common import ROOT, BenchConfig, BenchmarkResult, read_proc
 
 
 def _version(module: str) -> str:

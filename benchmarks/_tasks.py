@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from _common import FULL, MOBILENET_V2_WEIGHTS, NUCLEI_DIR, TEST_HALF, TRAIN_HALF, BenchConfig, best_of
+from benchmarks._common import FULL, MOBILENET_V2_WEIGHTS, NUCLEI_DIR, TEST_HALF, TRAIN_HALF, BenchConfig, best_of
 
 
 # ----------------------------------------------------------------------------- data

@@ -3,14 +3,13 @@
 Not a test. Images are tiles of the real nuclei image (read lazily, so the 10k² image is never
 in memory). Prints a markdown table.
 
-    python benchmarks/bench_annotator.py [--sizes 2048 10240] [--repeats 10]
+    python -m benchmarks.bench_annotator [--sizes 2048 10240] [--repeats 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,13 +17,11 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks._common import NUCLEI_DIR
+from workbench.store import Project
+from workbench_widgets.annotator import Annotator
 
-from workbench_widgets.annotator import Annotator  # noqa: E402
-from workbench.store import Project  # noqa: E402
-
-NUCLEI = REPO.parent / "shared" / "data" / "dsb2018_nuclei" / "image.tif"
+NUCLEI = NUCLEI_DIR / "image.tif"
 
 
 class TiledImage:

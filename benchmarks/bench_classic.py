@@ -7,69 +7,40 @@ workbench.predict.instances_from_probabilities), and times feature computation,
 training and end-to-end prediction (features + forest) on a 1-megapixel image
 (the nuclei image tiled 2 x 2). Prints a markdown table.
 
-Run: ``python benchmarks/bench_classic.py [--repeats 2]``. The reference is
-scikit-image's "trainable segmentation" example: multiscale_basic_features
-(intensity + texture, sigma 1..16) and RandomForestClassifier(n_estimators=50,
-max_depth=10, max_samples=0.05, n_jobs=-1).
+Run: ``python -m benchmarks.bench_classic [--repeats 2]``. The reference is
+`benchmarks._tasks.SkimageForest`, the one scikit-image reference of the harness
+(its "trainable segmentation" example).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from functools import partial
-from pathlib import Path
 
 import numpy as np
 import tifffile
-from sklearn.ensemble import RandomForestClassifier
-from skimage import feature, future
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks._common import NUCLEI_DIR as DATA, best_of
+from benchmarks._tasks import SkimageForest
+from workbench.classic import ForestModel, LivePreview
+from workbench.datasets import simulate_partial_labels
+from workbench.predict import average_precision, dice, instances_from_probabilities
+from workbench.store import training_targets
 
-from workbench.predict import _metrics as metrics  # noqa: E402
-from workbench.store import training_targets  # noqa: E402
-from workbench.datasets import simulate_partial_labels  # noqa: E402
-from workbench.predict import instances_from_probabilities  # noqa: E402
-from workbench.classic import ForestModel, ForestSettings, LivePreview  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "dsb2018_nuclei"
 RIGHT = np.s_[:, 256:]
 
 
-def best_of(repeats: int, run):
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - started)
-    return best, result
-
-
 def score(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    dice = metrics.dice(labels[RIGHT] > 0, probabilities[0][RIGHT] < 0.5)
-    ap = metrics.average_precision(labels[RIGHT], instances_from_probabilities(probabilities)[RIGHT], thresholds=[0.5])["ap50"]
-    return dice, ap
+    foreground_dice = dice(labels[RIGHT] > 0, probabilities[0][RIGHT] < 0.5)
+    ap = average_precision(labels[RIGHT], instances_from_probabilities(probabilities)[RIGHT], thresholds=[0.5])["ap50"]
+    return foreground_dice, ap
 
 
 def bench_reference(image, targets, big, labels, repeats):
-    features = partial(
-        feature.multiscale_basic_features, intensity=True, edges=False, texture=True, sigma_min=1, sigma_max=16
-    )
-    training_labels = (targets + 1).astype(np.uint8)  # skimage: 0 = unlabelled, 1.. = classes
-
-    def train():
-        forest = RandomForestClassifier(n_estimators=50, n_jobs=-1, max_depth=10, max_samples=0.05, random_state=0)
-        return future.fit_segmenter(training_labels, features(image), forest)
-
-    train_s, forest = best_of(repeats, train)
-    feature_s, _ = best_of(repeats, lambda: features(big))
-    predict_s, _ = best_of(repeats, lambda: forest.predict_proba(features(big).reshape(-1, 15)))
-    probabilities = forest.predict_proba(features(image).reshape(-1, 15)).T.reshape(3, *image.shape)
-    return {"features": 15, "feature_s": feature_s, "train_s": train_s, "predict_s": predict_s,
-            "scores": score(probabilities.astype(np.float32), labels)}
+    train_s, reference = best_of(repeats, lambda: SkimageForest().fit(image, targets))
+    feature_s, stack = best_of(repeats, lambda: reference.features(big))
+    predict_s, _ = best_of(repeats, lambda: reference.predict_features(reference.features(big)))
+    return {"features": stack.shape[-1], "feature_s": feature_s, "train_s": train_s, "predict_s": predict_s,
+            "scores": score(reference.predict_proba(image), labels)}
 
 
 def bench_classic(image, targets, big, labels, repeats, forest_settings=None):
@@ -85,15 +56,11 @@ def bench_classic(image, targets, big, labels, repeats, forest_settings=None):
 
 def interleaved_speedup(image, targets, big, repeats):
     """Median of reference time / workbench time, the two timed back to back (robust on a shared machine)."""
-    features = partial(
-        feature.multiscale_basic_features, intensity=True, edges=False, texture=True, sigma_min=1, sigma_max=16
-    )
-    reference = RandomForestClassifier(n_estimators=50, n_jobs=-1, max_depth=10, max_samples=0.05, random_state=0)
-    reference = future.fit_segmenter((targets + 1).astype(np.uint8), features(image), reference)
+    reference = SkimageForest().fit(image, targets)
     model = ForestModel(mode="instance").fit([(image, targets)])
     ratios = []
     for _ in range(repeats):
-        reference_s, _ = best_of(1, lambda: reference.predict_proba(features(big).reshape(-1, 15)))
+        reference_s, _ = best_of(1, lambda: reference.predict_features(reference.features(big)))
         ours_s, _ = best_of(1, lambda: model.predict_proba(big))
         ratios.append(reference_s / ours_s)
     return float(np.median(ratios))

@@ -5,7 +5,7 @@ background strokes); every method trains on exactly those labels and is
 scored on the right half, which no method sees during training. Instances
 come from the same ``instances_from_probabilities`` for all methods.
 
-Run alone: ``python benchmarks/bench_deep.py [--quick] [--device cpu]``.
+Run alone: ``python -m benchmarks.run_all --only deep,throughput [--quick] [--device cpu]``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
-from _common import FULL, BenchConfig, BenchmarkResult, Target, margin_text, markdown_table, ratio
-from _tasks import (deep_label, deep_settings, forest_rows, nuclei_split, train_and_score_deep,
-                    train_and_score_deep_curve)
+
+from benchmarks._common import FULL, BenchConfig, BenchmarkResult, Target, margin_text, markdown_table, ratio
+from benchmarks._tasks import (deep_label, deep_settings, forest_rows, nuclei_split, train_and_score_deep,
+                               train_and_score_deep_curve)
 from workbench.deep import Callback
 
 NAME = "deep"
@@ -103,7 +104,7 @@ def _plot(rows: list[dict[str, Any]], config: BenchConfig):
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from _common import BENCH_DIR
+    from benchmarks._common import BENCH_DIR
 
     from workbench.store import atomic_write
 
@@ -276,7 +277,7 @@ def _one_curve(argv: Sequence[str]) -> None:
     """``--curve DRAW SEED BUDGETS``: one default U-Net run scored at each budget, as JSON lines.
 
     The pieces of the full benchmark one at a time (a machine shared by many can run them side
-    by side), e.g. ``python benchmarks/bench_deep.py --curve 0 1 30,60,120``.
+    by side), e.g. ``python -m benchmarks.bench_deep --curve 0 1 30,60,120``.
     """
     import json
 
@@ -293,6 +294,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--curve"]:
         _one_curve(sys.argv[2:])
     else:
-        from run_all import main_for
-
-        main_for(NAME, THROUGHPUT_NAME)
+        raise SystemExit("run the deep benchmarks with `python -m benchmarks.run_all --only deep,throughput`")

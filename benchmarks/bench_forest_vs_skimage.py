@@ -6,7 +6,7 @@ half with the same instance post-processing. Prediction throughput is timed
 end to end (features + forest) on a larger image made of the nuclei image
 mirrored in tiles, with the feature and forest shares timed separately.
 
-Run alone: ``python benchmarks/bench_forest_vs_skimage.py [--quick]``.
+Run alone: ``python -m benchmarks.run_all --only forest [--quick]``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
-from _common import FULL, BenchConfig, BenchmarkResult, Target, best_of, margin_text, markdown_table, ratio
-from _tasks import SkimageForest, nuclei_split, score_instances, tiled_nuclei, train_workbench_forest
+from benchmarks._common import FULL, BenchConfig, BenchmarkResult, Target, best_of, margin_text, markdown_table, ratio
+from benchmarks._tasks import SkimageForest, nuclei_split, score_instances, tiled_nuclei, train_workbench_forest
 
 NAME = "forest"
 SPEEDUP_GOAL = 2.0
@@ -100,8 +100,3 @@ def _targets(rows: list[dict[str, Any]]) -> list[Target]:
                  f"{reference['ap50']:.3f}",
         met=met, why="; ".join(reasons))]
 
-
-if __name__ == "__main__":
-    from run_all import main_for
-
-    main_for(NAME)

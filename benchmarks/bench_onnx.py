@@ -8,25 +8,22 @@ or `workbench.exchange.OnnxPredictor` on the ONNX file `workbench.exchange.expor
 Each backend runs once to warm up, then the best of ``--repeats`` runs is reported, with the
 largest probability difference between the two.
 
-Run alone, not niced (niceness distorts the timing): ``python benchmarks/bench_onnx.py``.
+Run alone, not niced (niceness distorts the timing): ``python -m benchmarks.bench_onnx``.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks._common import NUCLEI_DIR
 
-NUCLEI = ROOT.parent / "shared" / "data" / "dsb2018_nuclei" / "image.tif"
+NUCLEI = NUCLEI_DIR / "image.tif"
 
 
 def main(argv=None) -> None:

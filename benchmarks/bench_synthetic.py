@@ -4,7 +4,7 @@ One generated image carries the simulated partial labels for training, a
 second one (another seed) is the test image with full ground truth. The
 generator is ``workbench.datasets.hard_nuclei`` with its default difficulty.
 
-Run alone: ``python benchmarks/bench_synthetic.py [--quick] [--device cpu]``.
+Run alone: ``python -m benchmarks.run_all --only synthetic [--quick] [--device cpu]``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from _common import FULL, BenchConfig, BenchmarkResult, Target, margin_text, markdown_table
-from _tasks import forest_rows, synthetic_pair, train_and_score_deep
+from benchmarks._common import FULL, BenchConfig, BenchmarkResult, Target, margin_text, markdown_table
+from benchmarks._tasks import forest_rows, synthetic_pair, train_and_score_deep
 
 NAME = "synthetic"
 AP50_LEAD_GOAL = 0.15
@@ -68,8 +68,3 @@ def _targets(rows: list[dict[str, Any]], config: BenchConfig) -> list[Target]:
                               measured=f"lead {margin_text(lead, AP50_LEAD_GOAL)}", met=met, why=why))
     return targets
 
-
-if __name__ == "__main__":
-    from run_all import main_for
-
-    main_for(NAME)

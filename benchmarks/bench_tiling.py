@@ -13,7 +13,7 @@ nuclei (never whole in memory), peak RSS of each worker from
 The model is the default U-Net after a short training run on the nuclei
 train half (seams only show with a model whose output varies).
 
-Run alone: ``python benchmarks/bench_tiling.py [--quick] [--device cpu]``.
+Run alone: ``python -m benchmarks.run_all --only tiling [--quick] [--device cpu]``.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from _common import (FULL, BenchConfig, BenchmarkResult, Target, TimedPredictor, current_rss_mb, margin_text,
+from benchmarks._common import (FULL, BenchConfig, BenchmarkResult, Target, TimedPredictor, current_rss_mb, margin_text,
                      markdown_table, peak_rss_mb, ratio)
-from _tasks import deep_settings, nuclei_split, tiled_nuclei
+from benchmarks._tasks import deep_settings, nuclei_split, tiled_nuclei
 
 NAME = "tiling"
 SPEEDUP_GOAL = 1.25
@@ -144,8 +144,8 @@ def _run_worker(spec: dict[str, Any], isolate: bool) -> dict[str, Any]:
     """Run a worker in a fresh Python process (or in this one when ``isolate`` is False)."""
     if not isolate:
         return _WORKERS[spec["kind"]](spec)
-    completed = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-                               capture_output=True, text=True, timeout=_WORKER_TIMEOUT_S)
+    completed = subprocess.run([sys.executable, "-m", "benchmarks.bench_tiling", "--worker", json.dumps(spec)],
+                               capture_output=True, text=True, timeout=_WORKER_TIMEOUT_S, cwd=ROOT)
     if completed.returncode != 0:
         raise RuntimeError(
             f"tiling worker {spec['kind']}/{spec.get('method', spec.get('size'))} failed with exit code "
@@ -359,9 +359,5 @@ def _worker_main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if "--worker" in sys.argv:
-        _worker_main(sys.argv[1:])
-    else:
-        from run_all import main_for
-
-        main_for(NAME)
+    # Only the measuring child process runs this module directly (see `_run_worker`).
+    _worker_main(sys.argv[1:])

@@ -19,7 +19,7 @@ Scale: ``nuclei_volume`` generates a synthetic volume; the 3-D
 post-processing (3-D boundaries, seeded watershed, measurements) is timed on
 its stored probabilities with the peak memory (RSS) of a fresh process.
 
-Run alone: ``python benchmarks/bench_volumes.py [--quick] [--epochs N] [--large Z,Y,X]``; prints
+Run alone: ``python -m benchmarks.bench_volumes [--quick] [--epochs N] [--large Z,Y,X]``; prints
 markdown (``run_all.py`` includes it as the ``volumes`` section).
 """
 
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import SHARED_DIR, markdown_table  # noqa: E402  (puts the checkout on sys.path)
+from benchmarks._common import SHARED_DIR, markdown_table
 
 VOLUME_DIR = SHARED_DIR / "data" / "stardist_nuclei_3d"
 TRAIN_REGION = np.s_[:, :, :28]
@@ -182,9 +182,10 @@ def _scale_worker(shape: tuple[int, int, int], folder: str) -> dict:
 
 def scale_row(shape: tuple[int, int, int]) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-volumes-scale-") as tmp:
-        code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_volumes as b; "
+        code = (f"import json; from benchmarks import bench_volumes as b; "
                 f"print(json.dumps(b._scale_worker({tuple(shape)!r}, {tmp!r})))")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parents[1])
     row = json.loads(done.stdout.strip().splitlines()[-1])
     return {"shape": " × ".join(str(s) for s in shape), "voxels_M": round(float(np.prod(shape)) / 1e6, 1), **row}
 

@@ -4,9 +4,9 @@ One command measures this project beside its peers in the same run (the
 scikit-image forest, MONAI's sliding-window inference) on the CPU, and on CUDA
 as well when a GPU is present:
 
-    python benchmarks/run_all.py                  # full run (~21 min on a quiet 2-core CPU)
-    python benchmarks/run_all.py --quick          # smoke configuration (a few minutes)
-    python benchmarks/run_all.py --only deep,forest --device cpu
+    python -m benchmarks.run_all                  # full run (~21 min on a quiet 2-core CPU)
+    python -m benchmarks.run_all --quick          # smoke configuration (a few minutes)
+    python -m benchmarks.run_all --only deep,forest --device cpu
 
 The report holds a table per benchmark, a "Targets" section (met / missed,
 by how much and why), the machine, library versions and the exact command.
@@ -28,41 +28,39 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import BENCH_DIR, FULL, QUICK, WORK_DIR, BenchConfig, BenchmarkResult, dump_json, write_atomic  # noqa: E402
-from _report import render_report  # noqa: E402
+from benchmarks._common import BENCH_DIR, FULL, QUICK, WORK_DIR, BenchConfig, BenchmarkResult, dump_json, write_atomic
+from benchmarks._report import render_report
 
 DEFAULT_OUTPUT = BENCH_DIR / "RESULTS.md"
 _EXTERNAL_TIMEOUT_S = 1800
 
 
 def _deep(config, devices):
-    import bench_deep
+    from benchmarks import bench_deep
 
     return bench_deep.run(config, devices)
 
 
 def _throughput(config, devices):
-    import bench_deep
+    from benchmarks import bench_deep
 
     return bench_deep.run_throughput(config, devices)
 
 
 def _synthetic(config, devices):
-    import bench_synthetic
+    from benchmarks import bench_synthetic
 
     return bench_synthetic.run(config, devices)
 
 
 def _tiling(config, devices):
-    import bench_tiling
+    from benchmarks import bench_tiling
 
     return bench_tiling.run(config, devices)
 
 
 def _forest(config, devices):
-    import bench_forest_vs_skimage
+    from benchmarks import bench_forest_vs_skimage
 
     return bench_forest_vs_skimage.run(config, devices)
 
@@ -81,7 +79,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig, Sequence[str]], BenchmarkResult]] =
 class ExternalBenchmark:
     """A standalone script that prints a markdown report; included verbatim."""
 
-    script: str
+    module: str
     title: str
     full_args: tuple[str, ...] = ()
     quick_args: tuple[str, ...] = ()
@@ -89,11 +87,11 @@ class ExternalBenchmark:
 
 #: Scripts owned by other modules' authors, run as subprocesses when they exist.
 EXTERNAL: dict[str, ExternalBenchmark] = {
-    "classic": ExternalBenchmark("bench_classic.py", "Classic path details (bench_classic.py)",
+    "classic": ExternalBenchmark("benchmarks.bench_classic", "Classic path details (bench_classic.py)",
                                  quick_args=("--repeats", "1")),
-    "annotator": ExternalBenchmark("bench_annotator.py", "Annotator latency (bench_annotator.py)",
+    "annotator": ExternalBenchmark("benchmarks.bench_annotator", "Annotator latency (bench_annotator.py)",
                                    quick_args=("--sizes", "512", "--repeats", "2")),
-    "volumes": ExternalBenchmark("bench_volumes.py", "Z-stacks as volumes (bench_volumes.py)",
+    "volumes": ExternalBenchmark("benchmarks.bench_volumes", "Z-stacks as volumes (bench_volumes.py)",
                                  full_args=("--epochs", "12", "--large", "32,1024,1024"), quick_args=("--quick",)),
 }
 
@@ -138,13 +136,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _run_external(external: ExternalBenchmark, quick: bool) -> tuple[str, bool, float]:
-    """Run a standalone script; return its markdown section, success and seconds."""
-    script = BENCH_DIR / external.script
+    """Run a standalone module in a fresh process; return its markdown section, success and seconds."""
     started = time.perf_counter()
-    if not script.is_file():
-        return f"## {external.title}\n\n_Not run: {external.script} does not exist yet._", True, 0.0
     args = list(external.quick_args if quick else external.full_args)
-    command = [sys.executable, str(script), *args]
+    command = [sys.executable, "-m", external.module, *args]
     try:
         completed = subprocess.run(command, capture_output=True, text=True, timeout=_EXTERNAL_TIMEOUT_S,
                                    cwd=BENCH_DIR.parent)
@@ -153,7 +148,7 @@ def _run_external(external: ExternalBenchmark, quick: bool) -> tuple[str, bool, 
         return (f"## {external.title}\n\n**Failed:** timed out after {seconds:.0f} s "
                 f"(`{shlex.join(command[1:])}`).", False, seconds)
     seconds = time.perf_counter() - started
-    header = f"## {external.title}\n\nCommand: `python {shlex.join([str(Path(command[1]).relative_to(BENCH_DIR.parent)), *args])}`\n\n"
+    header = f"## {external.title}\n\nCommand: `python {shlex.join(command[1:])}`\n\n"
     if completed.returncode != 0:
         tail = completed.stderr.strip()[-2000:]
         return header + f"**Failed** (exit code {completed.returncode}):\n\n```\n{tail}\n```", False, seconds
@@ -213,7 +208,7 @@ def main(argv: Sequence[str] | None = None, *, default_only: Sequence[str] | Non
     devices = available_devices(args.device)
     output = args.output or _default_output(args.quick, names)
     argv_shown = list(sys.argv[1:] if argv is None else argv)
-    command = shlex.join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *argv_shown])
+    command = shlex.join(["python", "-m", "benchmarks.run_all", *argv_shown])
     return run(names, config, devices, Path(output), command, explicit=names if args.only else ())
 
 
@@ -226,11 +221,6 @@ def _default_output(quick: bool, names: Sequence[str]) -> Path:
     if list(names) != everything:
         tag += "-" + "-".join(names)
     return WORK_DIR / f"RESULTS-{tag}.md"
-
-
-def main_for(*names: str) -> None:
-    """Run only ``names`` (a bench_*.py module run as a script), honouring the usual options."""
-    sys.exit(main(default_only=names))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real nuclei image and its instance ground truth from ../shared/."""
+"""Shared fixtures: the real nuclei image and its instance ground truth from ../shared/, and one
+trained sample project for the tests that only need a model."""
 
 from pathlib import Path
 
@@ -27,6 +28,21 @@ def nuclei_image() -> np.ndarray:
 def nuclei_labels() -> np.ndarray:
     """512 x 512 instance ground truth for `nuclei_image` (0 = background)."""
     return tifffile.imread(NUCLEI_DIR / "labels.tif")
+
+
+@pytest.fixture(scope="session")
+def trained_sample_project(tmp_path_factory):
+    """The sample project with a U-Net trained for three seconds, trained once per test session.
+
+    For tests that only need a model. It is shared: a test that changes the project works on
+    a copy (``shutil.copytree(project.path, ...)``).
+    """
+    from workbench import pipeline
+    from workbench.datasets import build_sample_project
+
+    project = build_sample_project(tmp_path_factory.mktemp("trained") / "sample")
+    pipeline.train_model(project, settings={"minutes": 0.05, "seed": 0})
+    return project
 
 
 @pytest.fixture(scope="session")

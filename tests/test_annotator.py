@@ -298,10 +298,12 @@ def test_large_image_renders_from_a_coarse_level(tmp_path):
     annotator.paint([(2000, 2000), (2000, 2600)], class_value=2, diameter=81)
     x, y = annotator.viewport.image_to_canvas(2000, 2300)
     assert annotator.frames["labels"][int(y), int(x), 3] > 0  # the coarse label level was updated
-    start = time.perf_counter()
+    # Panning stays on the coarse level (how fast it is, benchmarks/bench_annotator.py measures).
+    before = np.array(annotator.viewport.center, float)
     for _ in range(5):
         annotator.pan_by(20, 10)
-    assert (time.perf_counter() - start) / 5 < 1.0
+    assert not np.allclose(annotator.viewport.center, before)
+    assert annotator.viewport.level_for(annotator.pyramid.factors) == 8
 
 
 def test_bad_inputs_name_the_fix(annotator, tmp_path):

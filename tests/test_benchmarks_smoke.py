@@ -7,23 +7,13 @@ generated images, and that the report it feeds is well formed.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH_DIR))
-
-import _common  # noqa: E402
-import _report  # noqa: E402
-import _tasks  # noqa: E402
-import bench_deep  # noqa: E402
-import bench_forest_vs_skimage  # noqa: E402
-import bench_synthetic  # noqa: E402
-import bench_tiling  # noqa: E402
-import run_all  # noqa: E402
+from benchmarks import (_common, _report, _tasks, bench_deep, bench_forest_vs_skimage, bench_synthetic,
+                        bench_tiling, run_all)
 
 
 @pytest.fixture(scope="module")

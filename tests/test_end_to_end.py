@@ -23,29 +23,48 @@ TILED_MEAN_BAR = 0.01
 TILED_DIFFERENT_SHARE = 0.02
 
 
-@pytest.fixture(scope="module")
-def half_split(tmp_path_factory, nuclei_image, nuclei_labels):
-    folder = tmp_path_factory.mktemp("half")
-    labels = simulate_partial_labels(nuclei_labels, object_fraction=0.25, region=LEFT, seed=0)
+def _half_project(folder, nuclei_image, labels) -> Project:
     project = Project.create(folder / "proj", mode="instance", classes=["background", "nucleus"])
     name = project.add_image(nuclei_image[LEFT], name="left")
     project.write_labels(name, labels[LEFT])
+    return project
+
+
+@pytest.fixture(scope="module")
+def half_split(tmp_path_factory, nuclei_image, nuclei_labels):
+    """A fresh project per test (they change it) on the left half; the right half as a file."""
+    folder = tmp_path_factory.mktemp("half")
+    labels = simulate_partial_labels(nuclei_labels, object_fraction=0.25, region=LEFT, seed=0)
     tifffile.imwrite(folder / "right.tif", nuclei_image[:, 256:])
-    return project, folder, labels
+    return folder, labels
 
 
-def test_partial_labels_are_a_minority(half_split):
-    project, _, labels = half_split
+@pytest.fixture()
+def half_project(half_split, nuclei_image, tmp_path):
+    folder, labels = half_split
+    return _half_project(tmp_path, nuclei_image, labels), folder, labels
+
+
+@pytest.fixture(scope="module")
+def unet_project(half_split, nuclei_image, tmp_path_factory):
+    """The left-half project with the U-Net trained for a fixed number of epochs (shared, not changed)."""
+    folder, labels = half_split
+    project = _half_project(tmp_path_factory.mktemp("unet"), nuclei_image, labels)
+    record = pipeline.train_model(project, settings={"minutes": None, "epochs": 50, "seed": 0})
+    return project, record, folder
+
+
+def test_partial_labels_are_a_minority(half_project):
+    project, _, labels = half_project
     assert labelled_fraction(labels, region=LEFT) <= 0.25
     stats = project.label_stats()
     assert 5 <= stats["objects"] <= 20
 
 
 @pytest.mark.slow
-def test_unet_segments_unseen_half(half_split, nuclei_labels):
-    project, folder, _ = half_split
-    record = pipeline.train_model(project, settings={"minutes": None, "epochs": 50, "seed": 0})
-    assert record["metrics"]["stop_reason"] == "epochs"
+def test_unet_segments_unseen_half(unet_project, nuclei_labels):
+    project, record, folder = unet_project
+    assert record.metrics.stop_reason == "epochs"
     info = pipeline.predict_file(project, folder / "right.tif", folder / "right_labels.tif")
     predicted = tifffile.imread(folder / "right_labels.tif")
     scores = average_precision(nuclei_labels[:, 256:], predicted)
@@ -54,11 +73,11 @@ def test_unet_segments_unseen_half(half_split, nuclei_labels):
 
 
 @pytest.mark.slow
-def test_tiled_unet_prediction_matches_whole_image(half_split, nuclei_image):
+def test_tiled_unet_prediction_matches_whole_image(unet_project, nuclei_image):
     """The default U-Net has no global pooling, so tiles agree with the whole image inside."""
     from workbench.predict import predict_tiled
 
-    project, _, _ = half_split
+    project, _, _ = unet_project
     segmenter = pipeline.load_segmenter(project, method="unet")
     right = nuclei_image[None, :, 256:]
     whole = segmenter.predictor(right[None].astype(np.float32))[0]
@@ -70,16 +89,16 @@ def test_tiled_unet_prediction_matches_whole_image(half_split, nuclei_image):
 
 
 @pytest.mark.slow
-def test_forest_segments_unseen_half(half_split, nuclei_labels):
-    project, folder, _ = half_split
+def test_forest_segments_unseen_half(half_project, nuclei_labels):
+    project, folder, _ = half_project
     pipeline.train_model(project, method="forest")
     pipeline.predict_file(project, folder / "right.tif", folder / "right_forest.tif")
     scores = average_precision(nuclei_labels[:, 256:], tifffile.imread(folder / "right_forest.tif"))
     assert scores["ap50"] >= AP50_FOREST_BAR, scores["ap50"]
 
 
-def test_min_object_size_follows_painted_objects(half_split):
-    project, _, labels = half_split
+def test_min_object_size_follows_painted_objects(half_project):
+    project, _, labels = half_project
     from workbench.store import painted_objects
 
     objects, _ = painted_objects(labels[LEFT])
@@ -87,4 +106,3 @@ def test_min_object_size_follows_painted_objects(half_split):
     assert pipeline.auto_min_size(project) == int(0.1 * median)
     project.update_settings(instances={"min_size": 5})
     assert pipeline.instance_options(project)["min_size"] == 5
-    project.update_settings(instances={})

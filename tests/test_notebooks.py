@@ -20,9 +20,8 @@ import pandas as pd
 import pytest
 import tifffile
 
-from workbench import pipeline
 from workbench.store import Project
-from workbench.datasets import build_sample_project, sample_image_path
+from workbench.datasets import sample_image_path
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = CHECKOUT / "notebooks"
@@ -60,6 +59,7 @@ def test_the_notebooks_are_a_numbered_sequence_with_a_parameters_cell():
     assert "papermill notebooks/batch_segment.ipynb" in readme and "-p project" in readme
 
 
+@pytest.mark.slow
 def test_every_notebook_runs_under_nbval(notebook_env):
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", "--nbval-cell-timeout=300",
@@ -73,9 +73,9 @@ def test_every_notebook_runs_under_nbval(notebook_env):
     assert (project.path / "results" / "model-v001" / "measurements.csv").exists()
 
 
-def test_batch_notebook_runs_headless_with_papermill(notebook_env, tmp_path):
-    project = build_sample_project(tmp_path / "batch-project")
-    pipeline.train_model(project, settings={"minutes": 0.05, "seed": 0})
+@pytest.mark.slow
+def test_batch_notebook_runs_headless_with_papermill(notebook_env, tmp_path, trained_sample_project):
+    project = trained_sample_project  # the batch run reads the project's model and writes elsewhere
     images = tmp_path / "plate"
     images.mkdir()
     tifffile.imwrite(images / "well-A1.tif", tifffile.imread(sample_image_path()))
@@ -100,6 +100,7 @@ def test_batch_notebook_runs_headless_with_papermill(notebook_env, tmp_path):
     assert "2 image(s) segmented" in outputs
 
 
+@pytest.mark.slow
 def test_launch_builds_the_sample_project_and_serves_the_app(notebook_env, tmp_path):
     from workbench_widgets.launch import free_port
 

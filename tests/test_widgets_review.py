@@ -15,19 +15,17 @@ import pytest
 import tifffile
 
 from workbench_widgets.project_setup import ProjectSetupPanel
-from workbench_widgets.review import ReviewPanel, SegmentPanel, least_certain_regions, quality_hint, segment_and_measure
-from workbench import pipeline
+from workbench_widgets.review import ReviewPanel, SegmentPanel, quality_hint
+from workbench.results import least_certain_regions, segment_and_measure
 from workbench.errors import WorkbenchError
 from workbench.store import Project
 from workbench.datasets._sample import SAMPLE_NAME, build_sample_project, sample_image_path
 
 
-@pytest.fixture(scope="module")
-def trained_project(tmp_path_factory) -> Project:
-    """The sample project with a U-Net trained for three seconds (shared by this module's tests)."""
-    project = build_sample_project(tmp_path_factory.mktemp("review") / "sample")
-    pipeline.train_model(project, settings={"minutes": 0.05, "seed": 0})
-    return project
+@pytest.fixture()
+def trained_project(trained_sample_project) -> Project:
+    """The session's sample project with a U-Net trained for three seconds (see conftest)."""
+    return trained_sample_project
 
 
 def _copy(project: Project, tmp_path) -> Project:
@@ -116,24 +114,24 @@ def test_segment_panel_segments_a_folder_and_project_images_and_offers_downloads
     outputs = panel.wait(timeout=180)
     assert panel.error is None, panel.error
 
-    assert outputs["folder"] == tmp_path / "results" / "model-v001"
-    assert [p.name for p in outputs["labels"]] == ["nuclei_labels.tif", "plate-A1_labels.tif"]
-    for path in outputs["labels"]:
+    assert outputs.folder == tmp_path / "results" / "model-v001"
+    assert [p.name for p in outputs.labels] == ["nuclei_labels.tif", "plate-A1_labels.tif"]
+    for path in outputs.labels:
         labels = tifffile.imread(path)
         assert labels.shape == (512, 512) and labels.dtype.kind in "iu"
-    assert np.array_equal(tifffile.imread(outputs["labels"][0]), tifffile.imread(outputs["labels"][1])), \
+    assert np.array_equal(tifffile.imread(outputs.labels[0]), tifffile.imread(outputs.labels[1])), \
         "the same image segmented from the project and from a folder gives the same objects"
-    overlay = iio.imread(outputs["overlays"][1])
+    overlay = iio.imread(outputs.overlays[1])
     assert overlay.shape == (512, 512, 3) and overlay.dtype == np.uint8
-    table = pd.read_csv(outputs["measurements"])
+    table = pd.read_csv(outputs.measurements)
     assert {"image", "class", "z"} <= set(table.columns)
-    assert len(table) == outputs["objects"]
+    assert len(table) == outputs.objects
     assert set(table["image"]) <= {"nuclei", "plate-A1"}
 
     page = panel.results.value
     link = re.search(r'download="measurements.csv" href="data:text/csv;base64,([^"]+)"', page)
     assert link, "the measurements are offered as a download"
-    assert base64.b64decode(link.group(1)) == outputs["measurements"].read_bytes()
+    assert base64.b64decode(link.group(1)) == outputs.measurements.read_bytes()
     assert 'download="results.zip"' in page and 'download="plate-A1_labels.tif"' in page
     assert 'download="nuclei_overlay.png"' in page
     assert "Done: 2 image(s) segmented" in panel.status.value
@@ -227,7 +225,7 @@ def test_semantic_project_with_a_random_forest_from_training_to_measurements(tmp
     assert training.start()
     record = training.wait(timeout=300)
     assert training.error is None, training.error
-    assert record["method"] == "forest" and "Random Forest" in training.status.value
+    assert record.method == "forest" and "Random Forest" in training.status.value
 
     review = ReviewPanel(project)
     assert review.predict(background=False)
@@ -240,7 +238,7 @@ def test_semantic_project_with_a_random_forest_from_training_to_measurements(tmp
     segment = SegmentPanel(project, output_dir=tmp_path / "results")
     assert segment.run(background=False)
     assert segment.error is None, segment.error
-    table = pd.read_csv(segment.outputs["measurements"])
+    table = pd.read_csv(segment.outputs.measurements)
     assert set(table["class"]) == {"nucleus"}
     assert 60 < len(table) < 200, f"{len(table)} regions measured; the image holds 125 nuclei"
-    assert iio.imread(segment.outputs["overlays"][0]).shape == (512, 512, 3)
+    assert iio.imread(segment.outputs.overlays[0]).shape == (512, 512, 3)

@@ -15,6 +15,7 @@ import threading
 import traceback
 from pathlib import Path
 
+from workbench.conventions import METHODS, MODES
 from workbench.errors import WorkbenchError
 
 __all__ = ["main", "build_parser"]
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("new", help="create a project folder")
     p.add_argument("dir", type=Path, help="project folder to create")
-    p.add_argument("--mode", choices=["semantic", "instance"], default="semantic",
+    p.add_argument("--mode", choices=MODES, default="semantic",
                    help="semantic: one class per pixel; instance: separate touching objects (default: semantic)")
     p.add_argument("--classes", type=_classes, default=["background", "foreground"],
                    help="comma-separated class names, background first (default: background,foreground)")
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on the project's labels")
     p.add_argument("dir", type=Path, help="project folder")
-    p.add_argument("--method", choices=["unet", "forest"], default="unet",
+    p.add_argument("--method", choices=METHODS, default="unet",
                    help="unet: deep learning (default); forest: filter features + Random Forest")
     p.add_argument("--minutes", type=float, help="training time budget in minutes (U-Net)")
     p.add_argument("--epochs", type=int, help="number of epochs (U-Net; with --minutes, whichever ends first)")
@@ -174,27 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _progress_bar(desc: str):
-    """A progress(fraction, message) callable drawing a bar on stderr, created at the first update
-    so that a command failing on its input prints only its error line."""
-    from tqdm.auto import tqdm
+    """A progress(fraction, message) callable drawing a bar on stderr (see `workbench.progress`)."""
+    from workbench.progress import ProgressBar
 
-    bar = None
-
-    def update(fraction: float, message: str = "") -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=100, desc=desc, unit="%", file=sys.stderr, leave=True)
-        bar.n = round(100 * min(max(fraction, 0.0), 1.0), 1)
-        if message:
-            bar.set_postfix_str(message, refresh=False)
-        bar.refresh()
-
-    def close() -> None:
-        if bar is not None:
-            bar.close()
-
-    update.close = close  # type: ignore[attr-defined]
-    return update
+    return ProgressBar(desc)
 
 
 def _cmd_new(args) -> None:
@@ -404,9 +388,11 @@ def _cmd_info(args) -> None:
                      else ", voxel size unknown (taken as isotropic)")
         print(f"  image {name}: {info['axes']} {tuple(info['shape'])} {info['dtype']}{voxel}, "
               f"{100 * stats['annotated_fraction']:.1f}% annotated, {predicted}")
-    for m in project.models:
-        print(f"  model v{m['version']} {m['method']} ({m['created']}): "
-              + ", ".join(f"{k} {v:.4g}" for k, v in m["metrics"].items() if isinstance(v, (int, float))))
+    from workbench import pipeline
+
+    for m in pipeline.model_records(project):
+        print(f"  model v{m.version} {m.method} ({m.created}): "
+              + ", ".join(f"{k} {v:.4g}" for k, v in m.metrics.to_dict().items() if isinstance(v, (int, float))))
 
 
 def _cmd_remove(args) -> None:

@@ -1,8 +1,10 @@
 """Project-level steps: train, predict, export, measure, and the demo.
 
-The command line and the widgets both call these, so a script can do whatever the app does.
-Each step reads from and writes into the project store; a model is a folder under
-``models/`` recorded in the manifest with its settings, label counts and metrics.
+The command line and the widgets both call these, so a script can do whatever the app does:
+every step of the app is one call here or in `workbench.results` (review: uncertain regions,
+pictures; segment and measure into a results folder). Each step reads from and writes into the
+project store; a model is a folder under ``models/`` recorded in the manifest with its settings,
+label counts and metrics, read back as a typed `workbench.records.ModelRecord`.
 """
 
 from __future__ import annotations
@@ -16,19 +18,116 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from workbench import config
+from workbench.conventions import INSTANCE_CLASSES, METHODS, OUTPUT_SUFFIXES, check_method  # noqa: F401 - METHODS is public here
 from workbench.errors import WorkbenchError
+from workbench.records import ModelCardInfo, ModelRecord, TrainingChoices, TrainingPlan
 from workbench.store import Project
 
 __all__ = [
-    "METHODS", "Segmenter", "load_segmenter", "train_model", "predict_project", "predict_file",
-    "export_prediction", "postprocess", "training_summary", "instance_options", "auto_min_size",
+    "METHODS", "METHOD_NAMES", "FOREST_TREES", "Segmenter", "load_segmenter", "model_records", "model_record",
+    "model_card", "find_local_weights", "check_resume", "plan_training", "train_model", "predict_project",
+    "predict_file", "export_prediction", "postprocess", "training_summary", "instance_options", "auto_min_size",
     "min_size_from_labels", "measure_labels", "measure_project", "run_demo", "uncertainty", "segments_volumes",
 ]
 
-METHODS = ("unet", "forest")
 #: Prediction backends for U-Nets: torch on any device, ONNX Runtime on the CPU (faster there, see benchmarks/).
 BACKENDS = ("torch", "onnx")
 Progress = Callable[[float, str], None]
+METHOD_NAMES = {"unet": "U-Net", "forest": "Random Forest"}
+"""How people call the methods (messages, the app)."""
+
+# A Random Forest trains until done (no time budget): the app's model size picks its trees.
+# Kept as the app chose them; the engine's own default (ForestSettings, 16 trees) is what
+# benchmarks/RESULTS.md measured for the live preview, where speed matters more.
+FOREST_TREES = {"fast": 32, "small": 48, "mobilenet_v2": 64}
+
+
+# ---------------------------------------------------------------------- model records
+def model_records(project: Project) -> list[ModelRecord]:
+    """The project's model versions, oldest first, as validated records."""
+    return sorted((ModelRecord.from_dict(m) for m in project.models), key=lambda r: r.version)
+
+
+def model_record(project: Project, version: int | None = None, *, method: str | None = None) -> ModelRecord:
+    """One model version's record (the latest, or the latest of `method`, by default).
+
+    Raises
+    ------
+    WorkbenchError
+        When there is no such model, or its manifest entry is damaged.
+    """
+    return ModelRecord.from_dict(project.model_record(version, method=method))
+
+
+def model_card(project: Project, record: ModelRecord) -> ModelCardInfo:
+    """What the model's ``card.json`` says about its outputs (mode, classes, channels)."""
+    return ModelCardInfo.read(record.directory(project.path))
+
+
+def find_local_weights(encoder: str) -> Path | None:
+    """A downloaded ImageNet weights file for `encoder` (offline machines), if one is around.
+
+    Looks in the folders of `workbench.config.weights_dirs` for ``<encoder>-*.pth`` or ``<encoder>.pth``.
+    """
+    for folder in config.weights_dirs():
+        if folder.is_dir():
+            found = sorted(folder.glob(f"{encoder}-*.pth")) + sorted(folder.glob(f"{encoder}.pth"))
+            if found:
+                return found[0]
+    return None
+
+
+def check_resume(project: Project, method: str) -> ModelRecord:
+    """The model a training of `method` continues from, if continuing is possible.
+
+    Raises
+    ------
+    WorkbenchError
+        When the project has no model of `method`, or the last one was trained for the other mode.
+    """
+    check_method(method)
+    if not any(m["method"] == method for m in project.models):
+        raise WorkbenchError(
+            f"there is no {METHOD_NAMES[method]} model in this project yet to continue from; "
+            "train the first one from scratch (in the app: 'Start from: Scratch'; on the command line: "
+            "without --resume)"
+        )
+    previous = model_record(project, method=method)
+    try:
+        previous_mode = model_card(project, previous).mode
+    except WorkbenchError:
+        previous_mode = None  # a card we cannot read: the trainer itself reports what does not fit
+    if previous_mode and previous_mode != project.mode:
+        raise WorkbenchError(
+            f"the last model finds {previous_mode} results but the project is now set to {project.mode}; "
+            "start from scratch or pretrained weights to switch.")
+    return previous
+
+
+def plan_training(project: Project, choices: TrainingChoices) -> TrainingPlan:
+    """The engine settings that a person's training choices mean for this project.
+
+    Raises
+    ------
+    WorkbenchError
+        When the choices do not fit the project (e.g. continuing without a model).
+    """
+    choices = choices.validate()
+    resume = choices.start == "last"
+    if resume:
+        check_resume(project, choices.method)
+    if choices.method == "forest":
+        return TrainingPlan("forest", {"n_estimators": FOREST_TREES[choices.size]}, resume)
+    settings: dict[str, Any] = {"minutes": float(choices.seconds) / 60.0, "preset": choices.size,
+                                "augment": float(choices.augment)}
+    if choices.start == "pretrained":
+        from workbench.deep import PRESETS
+
+        encoder = PRESETS[choices.size]["encoder"]
+        local = find_local_weights(encoder)
+        settings["weights"] = str(local) if local else "imagenet"
+    return TrainingPlan("unet", settings, resume)
 
 
 # ---------------------------------------------------------------------- loading a model
@@ -40,7 +139,7 @@ class Segmenter:
     n_outputs: int
     in_channels: int
     halo: int
-    record: dict
+    record: ModelRecord
     tile_size: int = 256
 
 
@@ -78,7 +177,7 @@ def load_segmenter(project: Project, version: int | None = None, *, method: str 
         forest = ForestModel.load(directory)
         return Segmenter(forest.as_predictor(), forest.n_classes, forest.in_channels, forest.halo, record,
                          tile_size=512)
-    raise WorkbenchError(f"model version {record['version']} has unknown method {record['method']!r}")
+    raise WorkbenchError(f"model version {record.version} has unknown method {record.method!r}")
 
 
 # ---------------------------------------------------------------------- training
@@ -99,14 +198,12 @@ def _unet_settings(project: Project, settings: dict):
 
 
 def _output_classes(project: Project) -> list[str]:
-    from workbench.store import INSTANCE_CLASSES
-
     return list(INSTANCE_CLASSES) if project.mode == "instance" else project.class_names
 
 
 def train_model(project: Project, *, method: str = "unet", settings: dict | None = None, resume: bool = False,
                 callbacks: Sequence = (), stop_event: threading.Event | None = None,
-                progress: bool | Progress = False) -> dict:
+                progress: bool | Progress = False) -> ModelRecord:
     """Train a new model version on the project's labels and record it.
 
     Parameters
@@ -131,22 +228,23 @@ def train_model(project: Project, *, method: str = "unet", settings: dict | None
 
     Raises
     ------
+    WorkbenchError
+        Bad settings, nothing painted, or `resume` without a model of `method` for the project's mode.
     ProjectBusyError
         When another job (training, predicting) holds the project.
     """
-    if method not in METHODS:
-        raise WorkbenchError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    check_method(method)
     with project.job("training"):
         return _train_model(project, method, dict(settings or {}), resume, callbacks, stop_event, progress)
 
 
 def _train_model(project, method, settings, resume, callbacks, stop_event, progress):
-    samples = [(image, targets) for image, targets, _ in project.training_samples()]
     parent = None
     init_from = None
     if resume:
-        previous = project.model_record(method=method)
+        previous = check_resume(project, method)
         parent, init_from = previous.version, project.model_dir(previous.version)
+    samples = [(image, targets) for image, targets, _ in project.training_samples()]
     callbacks = list(callbacks)
     bar = None
     if progress is True:
@@ -170,8 +268,9 @@ def _train_model(project, method, settings, resume, callbacks, stop_event, progr
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    return project.register_model(version, directory, method=method, settings=record_settings,
-                                  metrics=metrics, parent=parent)
+    return ModelRecord.from_dict(project.register_model(version, directory, method=method,
+                                                        settings=record_settings, metrics=metrics,
+                                                        parent=parent))
 
 
 def _train_unet(project, samples, settings, directory, init_from, callbacks, stop_event):

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import html
 import os
-from pathlib import Path
-from typing import Any
 
 import ipywidgets as W
 
+from workbench import config
+from workbench.datasets import default_project_path, open_default_project
 from workbench.errors import WorkbenchError
+from workbench.records import ModelRecord
 from workbench.store import Project
 
 from workbench_widgets.project_setup import ProjectSetupPanel
@@ -29,7 +30,7 @@ from workbench_widgets.training import TrainingPanel, _status_html, _user_messag
 
 __all__ = ["WorkbenchApp", "default_project_path", "open_default_project", "STEPS", "PROJECT_ENV"]
 
-PROJECT_ENV = "WORKBENCH_PROJECT"
+PROJECT_ENV = config.PROJECT
 STEPS = ["1 · Project & images", "2 · Annotate", "3 · Train", "4 · Review", "5 · Segment & measure"]
 PROJECT, ANNOTATE, TRAIN, REVIEW, SEGMENT = range(len(STEPS))
 
@@ -53,29 +54,6 @@ INTRO = {
 # Step titles are longer than ipywidgets' default tab width; the page is wide enough for them.
 _APP_CSS = ("<style>.wb-app .lm-TabBar-tab, .wb-app .p-TabBar-tab {flex: 0 1 200px !important; "
             "min-width: 170px !important;}</style>")
-
-
-def default_project_path() -> Path:
-    """Where the app keeps its project: ``$WORKBENCH_PROJECT``, else ``sample-project`` in the checkout.
-
-    Outside a checkout (an installed package) the folder goes into the current directory.
-    """
-    if os.environ.get(PROJECT_ENV):
-        return Path(os.environ[PROJECT_ENV]).expanduser().resolve()
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").exists() and os.access(checkout, os.W_OK):
-        return checkout / "sample-project"
-    return Path.cwd() / "sample-project"
-
-
-def open_default_project(path=None) -> Project:
-    """Open the project at `path` (default `default_project_path`); build the sample project there if empty."""
-    from workbench.datasets import build_sample_project
-
-    path = Path(path) if path is not None else default_project_path()
-    if (path / "project.json").exists():
-        return Project.open(path)
-    return build_sample_project(path)
 
 
 class WorkbenchApp:
@@ -200,7 +178,7 @@ class WorkbenchApp:
         except Exception as exc:  # noqa: BLE001 - shown on the page, never a traceback
             self.status.value = _status_html("error", _user_message(exc, "opening this step"))
 
-    def _model_trained(self, record: dict[str, Any]) -> None:
+    def _model_trained(self, record: ModelRecord) -> None:
         """Runs in the training thread: predict every image so the review is ready when it is opened."""
         self.segment.refresh()
         self.review.refresh()

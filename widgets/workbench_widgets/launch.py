@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from workbench import config
 from workbench.errors import WorkbenchError
 
 __all__ = ["main", "app_notebook", "voila_command", "voila_environment", "free_port"]
@@ -58,11 +59,11 @@ def voila_command(notebook: Path, *, port: int, ip: str = "127.0.0.1", python: s
 def voila_environment(project: Path, *, train_seconds: float | None = None) -> dict[str, str]:
     """Environment for the Voila server: the project to open, and this checkout importable by its kernels."""
     env = dict(os.environ)
-    env["WORKBENCH_PROJECT"] = str(Path(project).resolve())
+    env[config.PROJECT] = str(Path(project).resolve())
     paths = [str(CHECKOUT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     if train_seconds is not None:
-        env["WORKBENCH_TRAIN_SECONDS"] = str(float(train_seconds))
+        env[config.TRAIN_SECONDS] = str(float(train_seconds))
     return env
 
 
@@ -84,9 +85,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Build the sample project if needed, start Voila and wait for it; return its exit code."""
     args = _parser().parse_args(argv)
-    from workbench_widgets.app import open_default_project
+    from workbench.datasets import open_default_project
 
-    project_dir = Path(args.project or os.environ.get("WORKBENCH_PROJECT") or Path.cwd() / "sample-project")
+    project_dir = Path(args.project) if args.project else (config.project_dir() or Path.cwd() / "sample-project")
     if args.port < 0 or args.port > 65535:
         print(f"error: --port must be between 0 and 65535, got {args.port}", file=sys.stderr)
         return 2

@@ -14,7 +14,6 @@ Examples
 from __future__ import annotations
 
 import html
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -22,7 +21,10 @@ from typing import Any, Callable, Iterable
 
 import ipywidgets as W
 
+from workbench import config
+from workbench.conventions import IMAGE_SUFFIXES
 from workbench.errors import WorkbenchError
+from workbench.results import list_inputs
 from workbench.store import Project
 
 from workbench_widgets.training import _status_html, _user_message
@@ -30,7 +32,7 @@ from workbench_widgets.training import _status_html, _user_message
 __all__ = ["ProjectSetupPanel", "add_uploaded_files", "UPLOAD_ACCEPT"]
 
 UPLOAD_ACCEPT = ".tif,.tiff,.png,.jpg,.jpeg,.npy"
-FOLDER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".zarr")
+FOLDER_SUFFIXES = IMAGE_SUFFIXES  # what a folder is read for (workbench.conventions)
 MODE_CHOICES = [("Regions (semantic): one class per pixel", "semantic"),
                 ("Separate objects (instance): count and measure each object", "instance")]
 
@@ -92,7 +94,7 @@ class ProjectSetupPanel:
         self.error: str | None = None
         self._callbacks: list[Callable[[Project], Any]] = []
         if projects_dir is None:
-            projects_dir = os.environ.get("WORKBENCH_PROJECTS_DIR") or (
+            projects_dir = config.projects_dir() or (
                 project.path.parent if project is not None else Path.cwd())
         style = {"description_width": "110px"}
         self.current = W.HTML()
@@ -206,14 +208,7 @@ class ProjectSetupPanel:
             return []
         added = []
         try:
-            if path.is_dir() and path.suffix.lower() != ".zarr":
-                files = sorted(p for p in path.iterdir()
-                               if p.name.lower().endswith(FOLDER_SUFFIXES) and not p.name.startswith("."))
-                if not files:
-                    raise WorkbenchError(f"no images ({', '.join(FOLDER_SUFFIXES)}) in the folder {path}")
-            else:
-                files = [path]
-            for file in files:
+            for file in list_inputs(path):
                 added.append(self.project.add_image(file))
         except (WorkbenchError, OSError) as exc:
             self._fail(_user_message(exc, "adding images"))

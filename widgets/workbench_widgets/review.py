@@ -10,6 +10,7 @@ Zarr on this computer, tile by tile, and offers label images (TIFF), measurement
 overlays (PNG) as downloads, in JupyterLab and in Voila alike (links with ``data:`` URLs).
 
 As in `workbench_widgets.training`, long work runs in a thread that only updates widgets made beforehand.
+What is computed (uncertain regions, pictures, the results folder) comes from `workbench.results`.
 """
 
 from __future__ import annotations
@@ -17,29 +18,24 @@ from __future__ import annotations
 import html
 import math
 import threading
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import ipywidgets as W
 import numpy as np
 
-from workbench import pipeline
+from workbench import pipeline, results
 from workbench.errors import WorkbenchError
-from workbench.predict import overlay_classes, overlay_instances
+from workbench.results import ResultFiles, UncertainRegion
 from workbench.store import Project
 
 from workbench_widgets.training import METHOD_NAMES, _data_url, _plural, _png_bytes, _status_html, _user_message, _when
 
-__all__ = ["ReviewPanel", "SegmentPanel", "segment_and_measure", "list_inputs", "UncertainRegion",
-           "least_certain_regions", "quality_hint"]
+__all__ = ["ReviewPanel", "SegmentPanel", "quality_hint"]
 
 THUMBNAIL = 256       # gallery picture side, pixels
 REGION_VIEW = 224     # side of a region picture, pixels
-MAX_READ = 1024       # uncertainty and thumbnails are computed on at most this many pixels a side
 DOWNLOAD_LIMIT = 60 * 2**20  # bigger files are offered by their path on this computer instead
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".zarr")
 
 # Mean uncertainty (0 = sure, 1 = a coin toss) -> what it means for a biologist.
 QUALITY_HINTS = [
@@ -55,121 +51,6 @@ def quality_hint(mean_uncertainty: float) -> tuple[str, str]:
         if mean_uncertainty < limit:
             return words, color
     return QUALITY_HINTS[-1][1], QUALITY_HINTS[-1][2]
-
-
-@dataclass(frozen=True)
-class UncertainRegion:
-    """A square of an image where the model is unsure.
-
-    Attributes
-    ----------
-    name : str
-        Project image.
-    y, x : int
-        Centre in image pixels.
-    size : int
-        Side of the square in image pixels.
-    z : int
-        Plane of a z-stack (0 otherwise).
-    score : float
-        Mean uncertainty in the square, lowered where it is labelled already.
-    """
-
-    name: str
-    y: int
-    x: int
-    size: int
-    z: int
-    score: float
-
-
-def _read_stride(shape: Sequence[int]) -> int:
-    return max(1, math.ceil(max(shape[-2:]) / MAX_READ))
-
-
-def least_certain_regions(project: Project, names: Sequence[str] | None = None, *, count: int = 6,
-                          window: int | None = None) -> list[UncertainRegion]:
-    """The `count` squares where the model is least certain, over the predicted project images.
-
-    Uncertainty comes from `workbench.pipeline.uncertainty` on the stored probabilities; a square
-    already labelled counts less, since labels there teach the model little new.
-    """
-    candidates: list[UncertainRegion] = []
-    for name in names if names is not None else project.image_names:
-        probabilities = project.prediction(name, "probabilities")
-        if probabilities is None:
-            continue
-        stacked = probabilities.ndim == 4
-        height, width = probabilities.shape[-2:]
-        stride = _read_stride(probabilities.shape)
-        side = window or int(min(max(32, min(height, width) // 8), 256))
-        cells = max(1, side // stride)
-        labels = project.labels(name)
-        for z in range(probabilities.shape[0] if stacked else 1):
-            lead = (z,) if stacked else ()
-            step = (slice(None, None, stride), slice(None, None, stride))
-            probs = np.asarray(probabilities[lead + (slice(None),) + step])
-            unsure = pipeline.uncertainty(probs)
-            labelled = np.asarray(labels[lead + step]) > 0
-            rows, cols = max(1, unsure.shape[0] // cells), max(1, unsure.shape[1] // cells)
-            cy, cx = min(cells, unsure.shape[0]), min(cells, unsure.shape[1])
-            u = unsure[:rows * cy, :cols * cx].reshape(rows, cy, cols, cx).mean(axis=(1, 3))
-            done = labelled[:rows * cy, :cols * cx].reshape(rows, cy, cols, cx).mean(axis=(1, 3))
-            score = u * (1.0 - 0.8 * done)
-            for r, c in zip(*np.unravel_index(np.argsort(score, axis=None)[::-1][:count], score.shape)):
-                candidates.append(UncertainRegion(
-                    name=name, y=int(min((r + 0.5) * cy * stride, height - 1)),
-                    x=int(min((c + 0.5) * cx * stride, width - 1)), size=int(cy * stride), z=z,
-                    score=float(score[r, c])))
-    candidates.sort(key=lambda region: region.score, reverse=True)
-    return candidates[:count]
-
-
-def _overlay(project: Project, image: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    if project.mode == "instance":
-        return overlay_instances(image, prediction)
-    return overlay_classes(image, prediction, project.class_colors)
-
-
-def _prediction_layer(project: Project, name: str):
-    return project.prediction(name, "instances" if project.mode == "instance" else "classes")
-
-
-def _thumbnail(project: Project, name: str, z: int = 0) -> np.ndarray | None:
-    """The prediction drawn over the image, at most `THUMBNAIL` pixels a side (RGB uint8)."""
-    prediction = _prediction_layer(project, name)
-    if prediction is None:
-        return None
-    stride = max(1, math.ceil(max(prediction.shape[-2:]) / THUMBNAIL))
-    step = (slice(None, None, stride), slice(None, None, stride))
-    plane = project.image(name).plane(z)
-    image = np.asarray(plane[(slice(None),) + step])
-    predicted = np.asarray(prediction[((z,) if prediction.ndim == 3 else ()) + step])
-    return _overlay(project, image, predicted)
-
-
-def _region_picture(project: Project, region: UncertainRegion) -> np.ndarray:
-    """The prediction around a region, with the uncertainty tinted red, scaled to `REGION_VIEW` pixels.
-
-    The window is shifted (not cut) at the image border, so the picture stays square.
-    """
-    prediction = _prediction_layer(project, region.name)
-    probabilities = project.prediction(region.name, "probabilities")
-    height, width = prediction.shape[-2:]
-    side = 2 * max(region.size, 32)
-    y0 = int(np.clip(region.y - side // 2, 0, max(height - side, 0)))
-    x0 = int(np.clip(region.x - side // 2, 0, max(width - side, 0)))
-    ys, xs = slice(y0, min(y0 + side, height)), slice(x0, min(x0 + side, width))
-    lead = (region.z,) if prediction.ndim == 3 else ()
-    image = np.asarray(project.image(region.name).plane(region.z)[(slice(None), ys, xs)])
-    picture = _overlay(project, image, np.asarray(prediction[lead + (ys, xs)])).astype(np.float32)
-    unsure = pipeline.uncertainty(np.asarray(probabilities[lead + (slice(None), ys, xs)]))[..., None]
-    picture = (1 - 0.55 * unsure) * picture + 0.55 * unsure * np.array([255, 40, 40], np.float32)
-    # Nearest-neighbour scaling keeps pixels crisp: people should see the pixels they will paint.
-    scale = REGION_VIEW / max(picture.shape[:2])
-    rows = (np.arange(round(picture.shape[0] * scale)) / scale).astype(int)
-    cols = (np.arange(round(picture.shape[1] * scale)) / scale).astype(int)
-    return picture[rows[:, None], cols[None, :]].clip(0, 255).astype(np.uint8)
 
 
 class ReviewPanel:
@@ -271,7 +152,7 @@ class ReviewPanel:
         """Predict all project images with the latest model, then show them; False if it cannot start."""
         if self.running:
             return False
-        if not self.project.models:
+        if not pipeline.model_records(self.project):
             self._fail("There is no model yet. Train one first (step 3), then come back here.")
             return False
         if not self.project.image_names:
@@ -298,15 +179,15 @@ class ReviewPanel:
 
     def refresh(self) -> None:
         """Show what is stored: the model, the latest predictions and their uncertain regions."""
-        models = self.project.models
+        models = pipeline.model_records(self.project)
         if not models:
             self.header.value = ('<div style="color:#444">No model yet: train one in step 3, then predict here.'
                                  '</div>')
         else:
-            latest = max(models, key=lambda m: m["version"])
-            self.header.value = (f'<div style="color:#444">Latest model: <b>version {latest["version"]}</b> '
-                                 f'({METHOD_NAMES.get(latest["method"], html.escape(latest["method"]))}, trained '
-                                 f'{html.escape(_when(latest["created"]))}).</div>')
+            latest = models[-1]
+            self.header.value = (f'<div style="color:#444">Latest model: <b>version {latest.version}</b> '
+                                 f'({METHOD_NAMES.get(latest.method, html.escape(latest.method))}, trained '
+                                 f'{html.escape(_when(latest.created))}).</div>')
         self._show_results()
 
     def annotate_region(self, index: int) -> None:
@@ -348,7 +229,7 @@ class ReviewPanel:
         figures = []
         predicted = []
         for name in self.project.image_names:
-            picture = _thumbnail(self.project, name)
+            picture = results.prediction_picture(self.project, name, max_side=THUMBNAIL, z=0)
             if picture is None:
                 continue
             predicted.append(name)
@@ -362,13 +243,13 @@ class ReviewPanel:
             return
         self.gallery.value = ('<div style="display:flex;flex-wrap:wrap;gap:10px;margin:6px 0">'
                               + "".join(figures) + "</div>")
-        self.regions = least_certain_regions(self.project, predicted, count=len(self._region_boxes))
+        self.regions = results.least_certain_regions(self.project, predicted, count=len(self._region_boxes))
         self.regions_title.value = ("<b>Where the model is least sure</b> (red): labels here help most."
                                     if self.regions else "")
         for index, box in enumerate(self._region_boxes):
             if index < len(self.regions):
                 region = self.regions[index]
-                self._region_images[index].value = _png_bytes(_region_picture(self.project, region))
+                self._region_images[index].value = _png_bytes(results.region_picture(self.project, region, side=REGION_VIEW))
                 plane = f", plane {region.z}" if region.z else ""
                 self._region_captions[index].value = (
                     f'<div style="font-size:12px">{html.escape(region.name)}{plane}: row {region.y}, column '
@@ -380,13 +261,7 @@ class ReviewPanel:
     def _figure(self, name: str, picture: np.ndarray) -> str:
         info = self.summary.get(name)
         if info is None:  # predicted in an earlier session: summarise what is stored
-            probabilities = self.project.prediction(name, "probabilities")
-            stride = _read_stride(probabilities.shape)
-            first_plane = (0,) * (probabilities.ndim - 3)
-            sampled = np.asarray(probabilities[first_plane + (slice(None), slice(None, None, stride),
-                                                              slice(None, None, stride))])
-            info = {"mean_uncertainty": float(pipeline.uncertainty(sampled).mean()),
-                    "model_version": probabilities.attrs.get("model_version")}
+            info = results.stored_summary(self.project, name)
         labelled = self.project.label_stats(name)["annotated_fraction"]
         words, color = quality_hint(info["mean_uncertainty"])
         found = ""
@@ -420,118 +295,6 @@ class ReviewPanel:
         self.status.value = _status_html("error", message)
 
 
-# ---------------------------------------------------------------------- accepting a model
-def list_inputs(path) -> list[Path]:
-    """Image files in a folder (sorted), or the one image / Zarr given."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise WorkbenchError(f"{path} does not exist; type the full path of a folder, an image file or a .zarr")
-    if path.is_file() or path.suffix.lower() == ".zarr":
-        return [path]
-    found = sorted(p for p in path.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES) and not p.name.startswith("."))
-    if not found:
-        raise WorkbenchError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder {path}")
-    return found
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr") + IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-def segment_and_measure(project: Project, *, names: Sequence[str] = (), files: Sequence = (),
-                        model_version: int | None = None, tile_size: int | None = None, output_dir=None,
-                        progress: Callable[[float], Any] | None = None) -> dict:
-    """Segment project images and image files with a model; write labels, overlays and measurements.
-
-    Parameters
-    ----------
-    project : Project
-    names : sequence of str
-        Project images (predictions are stored in the project too).
-    files : sequence of path-like
-        Image files or Zarr stores elsewhere (read and written tile by tile, any size).
-    model_version : int, optional
-        The model to use (default: the latest).
-    tile_size : int, optional
-        Tile side in pixels (default: the model's).
-    output_dir : path-like, optional
-        Where results go (created; default ``<project>/results/model-v<version>``):
-        ``labels/*_labels.tif``, ``overlays/*_overlay.png``, ``measurements.csv``, ``results.zip``.
-    progress : callable, optional
-        ``progress(fraction)``.
-
-    Returns
-    -------
-    dict
-        ``folder``, ``labels`` and ``overlays`` (lists of paths), ``measurements``, ``zip``, ``objects``.
-
-    Raises
-    ------
-    WorkbenchError
-        When nothing is chosen, there is no model, or an input cannot be read.
-    """
-    import pandas as pd
-
-    from workbench.store import open_image, write_image
-    from workbench.predict import write_table
-
-    names, files = list(names), [Path(f) for f in files]
-    if not names and not files:
-        raise WorkbenchError("choose at least one project image or image file to segment")
-    if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 32):
-        raise WorkbenchError(f"`tile_size` must be a whole number of pixels of at least 32, got {tile_size!r}")
-    version = int(project.model_record(model_version)["version"])
-    report = progress or (lambda fraction: None)
-    folder = Path(output_dir) if output_dir is not None else project.path / "results" / f"model-v{version:03d}"
-    (folder / "labels").mkdir(parents=True, exist_ok=True)
-    (folder / "overlays").mkdir(parents=True, exist_ok=True)
-    total = len(names) + len(files)
-    labels_paths, overlay_paths, tables = [], [], []
-    if names:
-        pipeline.predict_project(project, names=names, model_version=version, tile_size=tile_size,
-                                 progress=lambda f, m="": report(f * len(names) / total))
-        for name in names:
-            labels_paths.append(pipeline.export_prediction(project, name, folder / "labels" / f"{name}_labels.tif"))
-            overlay_paths.append(write_image(folder / "overlays" / f"{name}_overlay.png",
-                                             _thumbnail_full(project, name)))
-        table = pipeline.measure_project(project, names=names)
-        if len(table):
-            tables.append(table)
-    for offset, path in enumerate(files):
-        done = len(names) + offset
-        stem = _stem(path)
-        out = folder / "labels" / f"{stem}_labels.tif"
-        pipeline.predict_file(project, path, out, model_version=version, tile_size=tile_size,
-                              progress=lambda f, m="", _done=done: report((_done + f) / total))
-        labels_paths.append(out)
-        source = open_image(path)
-        labels = open_image(out)
-        stacked = len(labels.shape) == 3
-        for z in range(source.n_slices):
-            plane_labels = np.asarray(labels[z] if stacked else labels[...])
-            intensity = np.asarray(source.plane(z)[...])
-            tables.append(pipeline.measure_labels(project, plane_labels, intensity, image=stem, z=z,
-                                                  pixel_size=source.pixel_size))
-        middle = source.n_slices // 2
-        plane_labels = np.asarray(labels[middle] if stacked else labels[...])
-        picture = _overlay(project, np.asarray(source.plane(middle)[...]), plane_labels)
-        overlay_paths.append(write_image(folder / "overlays" / f"{stem}_overlay.png", picture))
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    measurements = write_table(table, folder / "measurements.csv")
-    archive = folder / "results.zip"
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-        for path in [*labels_paths, *overlay_paths, measurements]:
-            bundle.write(path, Path(path).relative_to(folder))
-    report(1.0)
-    return {"folder": folder, "labels": [Path(p) for p in labels_paths],
-            "overlays": [Path(p) for p in overlay_paths], "measurements": Path(measurements),
-            "zip": archive, "objects": int(len(table))}
-
-
 class SegmentPanel:
     """Accept a model: segment images tile by tile and download labels, measurements and overlays.
 
@@ -543,8 +306,8 @@ class SegmentPanel:
 
     Attributes
     ----------
-    outputs : dict
-        ``{"labels": [...], "overlays": [...], "measurements": path, "zip": path}`` of the last run.
+    outputs : workbench.results.ResultFiles or None
+        What the last run wrote.
     error : str or None
         The message shown for the last failure.
     """
@@ -554,7 +317,7 @@ class SegmentPanel:
             raise TypeError(f"`project` must be a workbench Project, got {type(project).__name__}")
         self.project = project
         self.output_dir = Path(output_dir) if output_dir is not None else project.path / "results"
-        self.outputs: dict[str, Any] = {}
+        self.outputs: ResultFiles | None = None
         self.error: str | None = None
         self._thread: threading.Thread | None = None
         self._busy = threading.Event()
@@ -590,9 +353,9 @@ class SegmentPanel:
 
     def refresh(self) -> None:
         """Offer the project's current models and images."""
-        models = sorted(self.project.models, key=lambda m: m["version"], reverse=True)
-        self.model.options = [(f"version {m['version']} ({METHOD_NAMES.get(m['method'], m['method'])}, "
-                               f"{_when(m['created'])})", m["version"])
+        models = sorted(pipeline.model_records(self.project), key=lambda m: m.version, reverse=True)
+        self.model.options = [(f"version {m.version} ({METHOD_NAMES.get(m.method, m.method)}, "
+                               f"{_when(m.created)})", m.version)
                               for m in models] or [("no model yet: train one first", None)]
         self.model.value = self.model.options[0][1]
         names = self.project.image_names
@@ -609,7 +372,7 @@ class SegmentPanel:
         try:
             if version is None:
                 raise WorkbenchError("there is no model yet. Train one in step 3 first")
-            files = list_inputs(Path(folder).expanduser()) if folder else []
+            files = results.list_inputs(Path(folder).expanduser()) if folder else []
             if not names and not files:
                 raise WorkbenchError("choose at least one project image, or type a folder of images")
         except WorkbenchError as exc:
@@ -630,7 +393,7 @@ class SegmentPanel:
         self._thread.start()
         return True
 
-    def wait(self, timeout: float | None = None) -> dict:
+    def wait(self, timeout: float | None = None) -> ResultFiles | None:
         if self._thread is not None:
             self._thread.join(timeout)
         return self.outputs
@@ -638,15 +401,15 @@ class SegmentPanel:
     # ------------------------------------------------------------------ machinery
     def _run(self, version: int, names: list[str], files: list[Path], tile_size: int) -> None:
         try:
-            self.outputs = segment_and_measure(self.project, names=names, files=files, model_version=version,
+            self.outputs = results.segment_and_measure(self.project, names=names, files=files, model_version=version,
                                                tile_size=tile_size,
                                                output_dir=self.output_dir / f"model-v{version:03d}",
                                                progress=self._set_progress)
-            n_objects = self.outputs["objects"]
+            n_objects = self.outputs.objects
             self.status.value = _status_html(
-                "success", f"Done: {len(self.outputs['labels'])} image(s) segmented, "
+                "success", f"Done: {len(self.outputs.labels)} image(s) segmented, "
                            f"{_plural(n_objects, 'object')} measured. "
-                           f"Files are in {self.outputs['folder']}.")
+                           f"Files are in {self.outputs.folder}.")
             self.results.value = self._downloads_html()
         except BaseException as exc:  # noqa: BLE001 - the thread reports every failure on the page
             self._fail(_user_message(exc, "segmenting"))
@@ -659,30 +422,20 @@ class SegmentPanel:
         self.progress.value = float(min(max(fraction, 0.0), 1.0))
 
     def _downloads_html(self) -> str:
-        rows = [("All results (zip)", self.outputs["zip"], "application/zip"),
-                ("Measurements (CSV)", self.outputs["measurements"], "text/csv")]
-        rows += [(f"Labels: {p.name}", p, "image/tiff") for p in self.outputs["labels"]]
-        rows += [(f"Overlay: {p.name}", p, "image/png") for p in self.outputs["overlays"]]
+        rows = [("All results (zip)", self.outputs.zip, "application/zip"),
+                ("Measurements (CSV)", self.outputs.measurements, "text/csv")]
+        rows += [(f"Labels: {p.name}", p, "image/tiff") for p in self.outputs.labels]
+        rows += [(f"Overlay: {p.name}", p, "image/png") for p in self.outputs.overlays]
         links = "".join(f"<li>{_download_link(title, path, mime)}</li>" for title, path, mime in rows)
         previews = "".join(
             f'<img alt="{html.escape(p.name)}" src="{_data_url(_png_bytes(_shrink(p)), "image/png")}" '
-            f'style="width:{THUMBNAIL}px;margin:4px;border:1px solid #ccc">' for p in self.outputs["overlays"][:4])
+            f'style="width:{THUMBNAIL}px;margin:4px;border:1px solid #ccc">' for p in self.outputs.overlays[:4])
         return (f'<div><b>Download</b><ul style="margin:4px 0">{links}</ul>'
                 f'<div style="display:flex;flex-wrap:wrap">{previews}</div></div>')
 
     def _fail(self, message: str) -> None:
         self.error = message
         self.status.value = _status_html("error", message)
-
-
-def _thumbnail_full(project: Project, name: str) -> np.ndarray:
-    """The overlay of a project image for download: full size up to 4096 pixels a side."""
-    prediction = _prediction_layer(project, name)
-    stride = max(1, math.ceil(max(prediction.shape[-2:]) / 4096))
-    step = (slice(None, None, stride), slice(None, None, stride))
-    z = prediction.shape[0] // 2 if prediction.ndim == 3 else 0
-    image = np.asarray(project.image(name).plane(z)[(slice(None),) + step])
-    return _overlay(project, image, np.asarray(prediction[((z,) if prediction.ndim == 3 else ()) + step]))
 
 
 def _shrink(png_path: Path) -> np.ndarray:

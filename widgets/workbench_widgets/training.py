@@ -17,18 +17,17 @@ import base64
 import html
 import io
 import logging
-import os
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import ipywidgets as W
 import numpy as np
 
-from workbench import pipeline
+from workbench import config, pipeline
 from workbench.deep import Callback
 from workbench.errors import WorkbenchError
+from workbench.records import ModelRecord, TrainingChoices
 from workbench.store import Project
 
 __all__ = ["TrainingPanel", "DURATIONS", "MODEL_SIZES", "AUGMENTATION", "train_seconds_from_env"]
@@ -45,29 +44,13 @@ MODEL_SIZES: list[tuple[str, str]] = [
     ("Medium: more detail, about half the speed", "small"),
     ("Large: MobileNetV2, for a GPU or a patient CPU", "mobilenet_v2"),
 ]
-# The Random Forest trains until done (no time budget); its "size" is the number of trees.
-FOREST_TREES = {"fast": 32, "small": 48, "mobilenet_v2": 64}
 AUGMENTATION: list[tuple[str, float]] = [("None", 0.0), ("Light", 0.25), ("Medium", 0.5), ("Strong", 0.8)]
-METHOD_NAMES = {"unet": "U-Net", "forest": "Random Forest"}
+METHOD_NAMES = pipeline.METHOD_NAMES
 MODE_CHOICES = [("Regions (semantic)", "semantic"), ("Separate objects (instance)", "instance")]
 START_CHOICES = [("Scratch", "scratch"), ("Pretrained weights (ImageNet)", "pretrained"),
                  ("The last model (train longer)", "last")]
-TRAIN_SECONDS_ENV = "WORKBENCH_TRAIN_SECONDS"
-WEIGHTS_DIR_ENV = "WORKBENCH_WEIGHTS_DIR"
-
-
-def train_seconds_from_env(default: float | None = None) -> float | None:
-    """The training time set by ``WORKBENCH_TRAIN_SECONDS`` (tests, CI, demos), else `default`."""
-    value = os.environ.get(TRAIN_SECONDS_ENV)
-    if not value:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise WorkbenchError(f"{TRAIN_SECONDS_ENV} must be a number of seconds, got {value!r}") from None
-    if seconds <= 0:
-        raise WorkbenchError(f"{TRAIN_SECONDS_ENV} must be positive, got {value!r}")
-    return seconds
+TRAIN_SECONDS_ENV = config.TRAIN_SECONDS
+train_seconds_from_env = config.train_seconds  # the training time ``WORKBENCH_TRAIN_SECONDS`` sets, else `default`
 
 
 def format_seconds(seconds: float) -> str:
@@ -188,34 +171,6 @@ def _labelled(text: str, control: W.Widget) -> W.HBox:
     return W.HBox([label, control], layout=W.Layout(align_items="flex-start"))
 
 
-def _find_local_weights(encoder: str) -> Path | None:
-    """A downloaded ImageNet weights file for `encoder` (offline machines), if one is around.
-
-    Looks in ``$WORKBENCH_WEIGHTS_DIR`` and in a ``shared/weights`` folder beside the checkout.
-    """
-    folders = []
-    if os.environ.get(WEIGHTS_DIR_ENV):
-        folders.append(Path(os.environ[WEIGHTS_DIR_ENV]))
-    folders.append(Path(__file__).resolve().parents[3] / "shared" / "weights")
-    for folder in folders:
-        if folder.is_dir():
-            found = sorted(folder.glob(f"{encoder}-*.pth")) + sorted(folder.glob(f"{encoder}.pth"))
-            if found:
-                return found[0]
-    return None
-
-
-def _model_mode(project: Project, record: dict) -> str | None:
-    """The mode ("semantic" / "instance") a model version was trained for, from its card."""
-    import json
-
-    card = project.path / record["path"] / "card.json"
-    try:
-        return json.loads(card.read_text()).get("mode")
-    except (OSError, ValueError):
-        return None
-
-
 class _PanelCallback(Callback):
     """Forwards the trainer's reports to the panel (runs in the training thread)."""
 
@@ -246,7 +201,7 @@ class TrainingPanel:
         The panel (a notebook shows the panel itself, too).
     history : list of dict
         The ``logs`` of every finished epoch of the current or last run.
-    record : dict or None
+    record : workbench.records.ModelRecord or None
         The model record of the last finished training.
     error : str or None
         The message shown for the last failure, else None.
@@ -260,7 +215,7 @@ class TrainingPanel:
                             "open one with workbench.store.Project.open(folder)")
         self.project = project
         self.history: list[dict] = []
-        self.record: dict | None = None
+        self.record: ModelRecord | None = None
         self.error: str | None = None
         self.plot_updates = 0
         self._thread: threading.Thread | None = None
@@ -268,7 +223,7 @@ class TrainingPanel:
         self._stop_event = threading.Event()
         self._started_at = 0.0
         self._budget = 0.0
-        self._trained_callbacks: list[Callable[[dict], Any]] = []
+        self._trained_callbacks: list[Callable[[ModelRecord], Any]] = []
 
         seconds = seconds if seconds is not None else train_seconds_from_env(120.0)
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
@@ -339,44 +294,27 @@ class TrainingPanel:
         """Whether a training is in progress."""
         return self._busy.is_set()
 
-    def on_trained(self, callback: Callable[[dict], Any]) -> Callable[[dict], Any]:
+    def on_trained(self, callback: Callable[[ModelRecord], Any]) -> Callable[[ModelRecord], Any]:
         """Call ``callback(record)`` after each successful training (from the training thread)."""
         self._trained_callbacks.append(callback)
         return callback
 
+    def choices(self) -> TrainingChoices:
+        """The current choices as the engine's record."""
+        return TrainingChoices(method=self.method.value, size=self.model_size.value,
+                               seconds=float(self.duration.value), augment=float(self.augmentation.value),
+                               start=self.start_from.value)
+
     def settings(self) -> tuple[str, dict, bool]:
-        """The method, engine settings and resume flag that the current choices mean.
+        """The method, engine settings and resume flag that the current choices mean
+        (`workbench.pipeline.plan_training`).
 
         Raises
         ------
         WorkbenchError
             When the choices do not fit the project (e.g. continuing without a model).
         """
-        method = self.method.value
-        seconds = float(self.duration.value)
-        resume = self.start_from.value == "last"
-        if resume and not any(m["method"] == method for m in self.project.models):
-            raise WorkbenchError(
-                f"there is no {METHOD_NAMES[method]} model in this project yet to continue from. "
-                "Choose 'Start from: Scratch' for the first training."
-            )
-        if resume:
-            previous_mode = _model_mode(self.project, self.project.model_record(method=method))
-            if previous_mode and previous_mode != self.project.mode:
-                raise WorkbenchError(
-                    f"the last model finds {previous_mode} results but the project is now set to {self.project.mode}; "
-                    "start from scratch or pretrained weights to switch.")
-        if method == "forest":
-            return method, {"n_estimators": FOREST_TREES[self.model_size.value]}, resume
-        settings: dict[str, Any] = {"minutes": seconds / 60.0, "preset": self.model_size.value,
-                                    "augment": float(self.augmentation.value)}
-        if self.start_from.value == "pretrained":
-            from workbench.deep import PRESETS
-
-            encoder = PRESETS[self.model_size.value]["encoder"]
-            local = _find_local_weights(encoder)
-            settings["weights"] = str(local) if local else "imagenet"
-        return method, settings, resume
+        return pipeline.plan_training(self.project, self.choices()).as_tuple()
 
     def start(self) -> bool:
         """Start training in the background with the current choices; False when it could not start."""
@@ -413,7 +351,7 @@ class TrainingPanel:
             self.stop_button.disabled = True
             self._set_status("info", "Stopping … the best model so far is kept.")
 
-    def wait(self, timeout: float | None = None) -> dict | None:
+    def wait(self, timeout: float | None = None) -> ModelRecord | None:
         """Block until the current training ends; return its model record (None after a failure)."""
         if self._thread is not None:
             self._thread.join(timeout)
@@ -422,13 +360,13 @@ class TrainingPanel:
     def refresh(self) -> None:
         """Update the label summary and the default start (after painting or a new model)."""
         self.summary.value = self._labels_summary()
-        has_model = any(m["method"] == self.method.value for m in self.project.models)
+        has_model = self._has_model(self.method.value)
         if not self.running and self.start_from.value == "last" and not has_model:
             self.start_from.value = "scratch"  # keep the person's choice unless it cannot work
 
     def prepare_longer_training(self, factor: float = 2.0) -> None:
         """Preselect 'continue from the last model' with a longer time (the review's 'Train longer')."""
-        if any(m["method"] == self.method.value for m in self.project.models):
+        if self._has_model(self.method.value):
             self.start_from.value = "last"
         longer = [v for _, v in self.duration.options if v >= float(self.duration.value) * factor]
         if longer:
@@ -483,9 +421,12 @@ class TrainingPanel:
         self.plot_updates += 1
 
     # ------------------------------------------------------------------ view state
-    def _success_text(self, record: dict) -> str:
-        metrics = record.get("metrics", {})
-        parts = [f"Model version {record['version']} is ready ({METHOD_NAMES.get(record['method'], record['method'])}"]
+    def _success_text(self, record: ModelRecord) -> str:
+        parts = [f"Model version {record.version} is ready ({METHOD_NAMES.get(record.method, record.method)}"]
+        best = record.metrics.val_loss  # the loss of the weights kept: the best one
+        if best is not None:
+            parts.append(f", best validation loss {best:.3f}")
+        metrics = record.metrics
         parts.append(f", {_plural(len(self.history), 'epoch')}).")
         if metrics.get("summary"):
             parts.append(f" {metrics['summary'][0].upper()}{metrics['summary'][1:]}.")
@@ -512,9 +453,12 @@ class TrainingPanel:
         self.error = message
         self._set_status("error", message)
 
+    def _has_model(self, method: str) -> bool:
+        return any(record.method == method for record in pipeline.model_records(self.project))
+
     def _default_start(self) -> str:
         method = getattr(getattr(self, "method", None), "value", "unet")
-        return "last" if any(m["method"] == method for m in self.project.models) else "scratch"
+        return "last" if self._has_model(method) else "scratch"
 
     def _method_changed(self, _change=None) -> None:
         forest = self.method.value == "forest"
@@ -544,6 +488,6 @@ class TrainingPanel:
                 "labelled")
         if plain:
             return text
-        models = self.project.models
-        last = (f" · last model: version {max(m['version'] for m in models)}" if models else " · no model yet")
+        models = pipeline.model_records(self.project)
+        last = f" · last model: version {models[-1].version}" if models else " · no model yet"
         return f'<div style="color:#444;margin:2px 0 6px 0">Your labels: {html.escape(text)}{html.escape(last)}</div>'

@@ -17,7 +17,7 @@ import numpy as np
 from skimage.draw import polygon as _polygon
 
 from workbench.errors import WorkbenchError
-from workbench.store import UNLABELLED, label_statistics
+from workbench.store import label_statistics, statistics_from_counts
 
 DEFAULT_SAVE_DELAY = 0.3  # seconds without a new stroke before the changed chunks are written
 MAX_UNDO = 50
@@ -149,9 +149,18 @@ class LabelEditor:
 
     Examples
     --------
-    >>> editor = LabelEditor(project, "img", save_delay=0)            # doctest: +SKIP
-    >>> editor.paint([(10, 10), (10, 40)], value=2, diameter=5)       # doctest: +SKIP
-    >>> editor.undo()                                                 # doctest: +SKIP
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from workbench.store import Project
+    >>> project = Project.create(tempfile.mkdtemp() + "/p", classes=["background", "cell"])
+    >>> name = project.add_image(np.zeros((64, 64), np.uint8), name="img")
+    >>> editor = LabelEditor(project, "img", save_delay=0)
+    >>> _ = editor.paint([(10, 10), (10, 40)], value=2, diameter=5)
+    >>> int(project.labels("img")[10, 20])
+    2
+    >>> _ = editor.undo()
+    >>> int(project.labels("img")[10, 20])
+    0
     """
 
     def __init__(self, project, name: str, *, save_delay: float = DEFAULT_SAVE_DELAY, max_undo: int = MAX_UNDO):
@@ -405,17 +414,9 @@ class LabelEditor:
         """
         names = self.project.class_names
         total = int(self.shape[0] * self.shape[1] * self.n_slices)
-        stats = {
-            "pixels": {name: int(self.counts[i + 1]) for i, name in enumerate(names)},
-            "annotated_pixels": int(total - self.counts[UNLABELLED]),
-            "pixels_total": total,
-            "annotated_fraction": float(1.0 - self.counts[UNLABELLED] / max(total, 1)),
-        }
-        if self.project.mode == "instance":
-            stats["objects"] = None
-            if count_objects and total <= max_object_pixels:
-                planes = np.stack([self.read_plane(z) for z in range(self.n_slices)])
-                stats["objects"] = label_statistics(planes, names, "instance",
-                                                    volume=self.project.boundaries == "3d")["objects"]
-        return stats
+        objects = None
+        if self.project.mode == "instance" and count_objects and total <= max_object_pixels:
+            planes = np.stack([self.read_plane(z) for z in range(self.n_slices)])
+            objects = label_statistics(planes, names, "instance", volume=self.project.boundaries == "3d")["objects"]
+        return statistics_from_counts(self.counts, names, total, self.project.mode, objects=objects)
 

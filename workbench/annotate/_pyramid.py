@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from workbench.colors import hex_to_rgb
 from workbench.errors import WorkbenchError
 from workbench.store import ImageSource, iter_blocks
 from workbench.annotate._viewport import Viewport
@@ -45,19 +46,6 @@ __all__ = [
     "Pyramid", "ChannelDisplay", "NearestPyramid", "build_pyramid", "ensure_pyramid", "open_pyramid",
     "pyramid_factors", "default_channel_displays", "auto_contrast", "render_image", "hex_to_rgb",
 ]
-
-
-def hex_to_rgb(color: str) -> tuple[int, int, int]:
-    """``"#rrggbb"`` (or ``"#rgb"``) as three ints 0..255."""
-    text = str(color).strip().lstrip("#")
-    if len(text) == 3:
-        text = "".join(ch * 2 for ch in text)
-    try:
-        if len(text) != 6:
-            raise ValueError
-        return tuple(int(text[i:i + 2], 16) for i in (0, 2, 4))
-    except ValueError:
-        raise WorkbenchError(f"colour must be '#rrggbb', got {color!r}") from None
 
 
 def pyramid_factors(shape: Sequence[int], min_size: int = MIN_LEVEL_SIZE) -> list[int]:

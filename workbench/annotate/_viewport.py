@@ -40,8 +40,8 @@ class Viewport:
     >>> vp = Viewport(800, 600, zoom=2.0, origin_y=10.0, origin_x=20.0)
     >>> vp.canvas_to_image(0, 0)
     (10.0, 20.0)
-    >>> vp.image_to_canvas(15.0, 30.0)
-    (10.0, 20.0)
+    >>> vp.image_to_canvas(15.0, 30.0)  # mouse order (x, y)
+    (20.0, 10.0)
     """
 
     width: int

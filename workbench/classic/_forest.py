@@ -45,6 +45,7 @@ import numpy as np
 import sklearn
 from sklearn.ensemble import RandomForestClassifier
 
+from workbench.conventions import INSTANCE_CLASSES, MODES
 from workbench.errors import WorkbenchError
 from workbench.store import atomic_write
 from workbench.classic._forest_format import (
@@ -53,6 +54,7 @@ from workbench.classic._forest_format import (
     load_forest_arrays,
     save_forest_arrays,
 )
+from workbench.validate import whole_number
 from workbench.classic._features import (
     FEATURE_PRESETS,
     FEATURES,
@@ -90,10 +92,6 @@ __all__ = [
     "predict_image",
 ]
 
-INSTANCE_CLASSES = ("background", "interior", "boundary")
-"""Output classes in instance mode, the input of workbench.predict._instances."""
-
-MODES = ("semantic", "instance")
 CARD_NAME = "card.json"
 FOREST_NAME = FOREST_ARRAYS_NAME
 CARD_FORMAT = "workbench-random-forest"
@@ -140,9 +138,7 @@ class ForestSettings:
 
     def __post_init__(self) -> None:
         for name in ("n_estimators", "max_depth", "max_pixels_per_class", "min_samples_leaf"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ClassicInputError(f"ForestSettings.{name} must be a positive integer, got {value!r}.")
+            whole_number(getattr(self, name), f"ForestSettings.{name}", error=ClassicInputError)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -311,7 +307,7 @@ class ForestModel:
     @property
     def n_outputs(self) -> int:
         """K, the number of probability planes `predict_proba` returns."""
-        self._require_fitted("n_outputs")
+        self.require_fitted("n_outputs")
         return int(self.n_classes)
 
     @property
@@ -321,10 +317,11 @@ class ForestModel:
     @property
     def forest(self) -> RandomForestClassifier:
         """The fitted scikit-learn forest."""
-        self._require_fitted("forest")
+        self.require_fitted("forest")
         return self._forest
 
-    def _require_fitted(self, what: str) -> None:
+    def require_fitted(self, what: str) -> None:
+        """Raise a `ClassicInputError` that names `what` needs a trained model, unless it is trained."""
         if self._forest is None:
             raise ClassicInputError(f"ForestModel.{what}: the model is not trained yet; call fit(samples) or ForestModel.load(directory).")
 
@@ -336,8 +333,13 @@ class ForestModel:
         key = FeatureCache.key(image, self.features.settings, self.normalisation)
         return self.cache.get_or_compute(key, lambda: self.features.compute(self.normalisation.apply(image)))
 
-    def _features_of_tile(self, tile: np.ndarray) -> np.ndarray:
+    def tile_features(self, tile: np.ndarray) -> np.ndarray:
+        """(F, Y, X) features of a raw (C, Y, X) tile: the stored normalisation, then the filter bank.
+
+        Features near the tile's edge lack context; read tiles with `halo` pixels to spare.
+        """
         return self.features.compute(self.normalisation.apply(tile))
+
 
     # ------------------------------------------------------------------ training
 
@@ -403,7 +405,7 @@ class ForestModel:
             feature_seconds = time.perf_counter() - feature_started
             if progress is not None:
                 progress(0.8, f"training {self.forest_settings.n_estimators} trees on {sum(len(l) for l in labels)} pixels")
-            self._fit_rows(np.concatenate(rows), np.concatenate(labels), n_classes)
+            self.fit_rows(np.concatenate(rows), np.concatenate(labels), n_classes)
         except BaseException:
             self.normalisation, self.n_channels = previous
             raise
@@ -422,8 +424,11 @@ class ForestModel:
             progress(1.0, "trained")
         return self
 
-    def _fit_rows(self, rows: np.ndarray, labels: np.ndarray, n_classes: int) -> None:
-        """Fit the forest on (N, F) float32 rows and their int labels (shared with `LivePreview`)."""
+    def fit_rows(self, rows: np.ndarray, labels: np.ndarray, n_classes: int) -> None:
+        """Fit the forest on (N, F) float32 feature rows and their int labels 0..n_classes-1.
+
+        The step after feature sampling, for callers that keep their own features (`LivePreview`).
+        """
         forest = RandomForestClassifier(**_forest_kwargs(self.forest_settings))
         started = time.perf_counter()
         forest.fit(rows, labels)
@@ -464,7 +469,7 @@ class ForestModel:
         blocks spread over `ForestSettings.n_jobs` threads (tree walking
         releases the GIL).
         """
-        self._require_fitted("predict_features")
+        self.require_fitted("predict_features")
         if stack.shape[0] != self.n_features:
             raise ClassicInputError(f"features have {stack.shape[0]} planes but the model expects {self.n_features}.")
         flat = stack.reshape(stack.shape[0], -1)
@@ -503,16 +508,16 @@ class ForestModel:
         np.ndarray
             (K, Y, X) float32, summing to 1 over K.
         """
-        self._require_fitted("predict_proba")
+        self.require_fitted("predict_proba")
         image = as_image(image, "image", n_channels=self.n_channels)
-        return self.predict_features(self._features_of_tile(image))
+        return self.predict_features(self.tile_features(image))
 
     def as_predictor(self) -> Callable[[np.ndarray], np.ndarray]:
         """A callable for workbench.predict.predict_tiled: (B, C, h, w) float32 -> (B, K, h, w) float32.
 
         Pass ``halo=model.halo`` to the tiler so tiles join without seams.
         """
-        self._require_fitted("as_predictor")
+        self.require_fitted("as_predictor")
 
         def predictor(batch: np.ndarray) -> np.ndarray:
             batch = np.asarray(batch)
@@ -528,7 +533,7 @@ class ForestModel:
 
     def card(self) -> dict[str, Any]:
         """The JSON recipe saved beside the forest."""
-        self._require_fitted("card")
+        self.require_fitted("card")
         return {
             "format": CARD_FORMAT,
             "version": CARD_VERSION,
@@ -555,7 +560,7 @@ class ForestModel:
         Path
             The directory.
         """
-        self._require_fitted("save")
+        self.require_fitted("save")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_write(directory / FOREST_NAME) as tmp:
@@ -690,7 +695,7 @@ def predict_image(
     """
     if not isinstance(forest_model, ForestModel):
         raise ClassicTypeError(f"`forest_model` must be a ForestModel, got {type(forest_model).__name__}.")
-    forest_model._require_fitted("predict_image")
+    forest_model.require_fitted("predict_image")
     shape = tuple(getattr(image, "shape", np.shape(image)))
     if len(shape) == 2:
         image, shape = np.asarray(image)[None], (1,) + shape
@@ -781,7 +786,7 @@ class LivePreview:
         y1, x1 = min(y0 + size, height), min(x0 + size, width)
         ry0, rx0 = max(0, y0 - halo), max(0, x0 - halo)
         tile = self.image[:, ry0 : min(height, y1 + halo), rx0 : min(width, x1 + halo)]
-        stack = self.model._features_of_tile(tile)[:, y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0]
+        stack = self.model.tile_features(tile)[:, y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0]
         self.feature_computations += 1
         self._blocks[key] = np.ascontiguousarray(stack)
         while len(self._blocks) > self.max_cached_blocks:
@@ -833,7 +838,7 @@ class LivePreview:
             block = self._block(int(block_y), int(block_x))
             rows[members] = block[:, ys[members] - block_y * size, xs[members] - block_x * size].T
         feature_seconds = time.perf_counter() - features_started
-        self.model._fit_rows(rows, flat[picked], n_classes)
+        self.model.fit_rows(rows, flat[picked], n_classes)
         self.model.class_names = names
         self.timings.update(
             {"update_feature_seconds": feature_seconds, "update_seconds": time.perf_counter() - started}
@@ -842,7 +847,7 @@ class LivePreview:
 
     def predict(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Probabilities (K, y1 - y0, x1 - x0) float32 of the viewport ``[y0:y1, x0:x1]``."""
-        self.model._require_fitted("predict (call update(targets) first)")
+        self.model.require_fitted("predict (call update(targets) first)")
         height, width = self.shape
         if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
             raise ClassicInputError(

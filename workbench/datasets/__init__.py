@@ -14,6 +14,8 @@ from workbench.datasets._sample import (
     sample_image_path,
     sample_ground_truth,
     build_sample_project,
+    default_project_path,
+    open_default_project,
 )
 
 __all__ = [
@@ -26,4 +28,6 @@ __all__ = [
     "sample_image_path",
     "sample_ground_truth",
     "build_sample_project",
+    "default_project_path",
+    "open_default_project",
 ]

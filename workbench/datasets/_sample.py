@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from importlib.resources import files
 from pathlib import Path
@@ -12,7 +13,8 @@ import tifffile
 from workbench.datasets._partial import simulate_partial_labels
 from workbench.store import Project
 
-__all__ = ["sample_image_path", "sample_ground_truth", "build_sample_project"]
+__all__ = ["sample_image_path", "sample_ground_truth", "build_sample_project", "default_project_path",
+           "open_default_project"]
 
 SAMPLE_NAME = "nuclei"
 
@@ -48,3 +50,25 @@ def build_sample_project(path, *, object_fraction: float = 0.2, seed: int = 0, o
     labels = simulate_partial_labels(sample_ground_truth(), object_fraction=object_fraction, seed=seed)
     project.write_labels(name, labels)
     return project
+
+
+def default_project_path() -> Path:
+    """Where the app and the batch notebook keep their project: ``$WORKBENCH_PROJECT``, else
+    ``sample-project`` in the checkout (outside a checkout: in the current directory)."""
+    from workbench import config
+
+    configured = config.project_dir()
+    if configured is not None:
+        return configured
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").exists() and os.access(checkout, os.W_OK):
+        return checkout / "sample-project"
+    return Path.cwd() / "sample-project"
+
+
+def open_default_project(path=None) -> Project:
+    """Open the project at `path` (default `default_project_path`); build the sample project there if empty."""
+    path = Path(path) if path is not None else default_project_path()
+    if (path / "project.json").exists():
+        return Project.open(path)
+    return build_sample_project(path)

@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from workbench.conventions import IGNORE
 from workbench.errors import WorkbenchError
 
 __all__ = ["Augmenter", "build_pipeline", "IntensityJitter", "GaussianNoiseAnyRange", "GaussianBlurAnyChannels"]
 
-IGNORE = -1
 
 
 class IntensityJitter(A.ImageOnlyTransform):

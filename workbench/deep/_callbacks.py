@@ -146,29 +146,22 @@ class TqdmProgress(Callback):
     ----------
     **tqdm_kwargs
         Passed to ``tqdm.tqdm`` (e.g. ``file=sys.stderr``, ``disable=True``).
+
+    The bar is `workbench.progress.ProgressBar`, the one the command line's prediction draws.
     """
 
-    _STEPS = 1000
-
     def __init__(self, **tqdm_kwargs):
-        self._tqdm_kwargs = {"desc": "training", "unit": "", "bar_format": "{l_bar}{bar}| {elapsed}<{remaining}{postfix}"}
-        self._tqdm_kwargs.update(tqdm_kwargs)
+        self._tqdm_kwargs = {"desc": "training", **tqdm_kwargs}
         self._bar = None
-        self._position = 0
 
     def on_train_start(self, info):
-        from tqdm.auto import tqdm
+        from workbench.progress import ProgressBar
 
-        self._bar = tqdm(total=self._STEPS, **self._tqdm_kwargs)
-        self._position = 0
+        self._bar = ProgressBar(**self._tqdm_kwargs)
 
     def on_progress(self, fraction, message):
-        if self._bar is None:
-            return
-        target = int(round(min(max(fraction, 0.0), 1.0) * self._STEPS))
-        if target > self._position:
-            self._bar.update(target - self._position)
-            self._position = target
+        if self._bar is not None and fraction >= self._bar.fraction:
+            self._bar(fraction)
 
     def on_epoch_end(self, epoch, logs):
         if self._bar is None:
@@ -176,7 +169,7 @@ class TqdmProgress(Callback):
         postfix = {"epoch": epoch, "loss": f"{logs['loss']:.4f}"}
         if logs.get("val_loss") is not None:
             postfix["val"] = f"{logs['val_loss']:.4f}"
-        self._bar.set_postfix(postfix, refresh=True)
+        self._bar.set_postfix(postfix)
 
     def _close(self):
         if self._bar is not None:

@@ -92,12 +92,10 @@ def configure_cpu_threads(n_threads: int | None = None) -> int:
         The thread count now in effect.
     """
     if n_threads is None:
-        from_env = os.environ.get("WORKBENCH_THREADS", "").strip()
-        if from_env:
-            if not from_env.isdigit() or int(from_env) < 1:
-                raise WorkbenchError(f"WORKBENCH_THREADS must be a positive whole number; got {from_env!r}.")
-            n_threads = int(from_env)
-        else:
+        from workbench import config
+
+        n_threads = config.threads()
+        if n_threads is None:
             n_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if not isinstance(n_threads, int) or n_threads < 1:
         raise WorkbenchError(f"`n_threads` must be a positive integer or None; got {n_threads!r}.")

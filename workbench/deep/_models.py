@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from workbench.deep._device import pick_device
 from workbench.errors import WorkbenchError
+from workbench.validate import whole_number
 from workbench.store import atomic_write, to_jsonable
 from workbench.deep._normalize import PercentileNormalizer
 
@@ -498,8 +499,12 @@ def make_predictor(model: torch.nn.Module, card: ModelCard, device=None, batch_s
 
     Examples
     --------
-    >>> model, card = load_model("my-model")          # doctest: +SKIP
-    >>> probabilities = make_predictor(model, card)(tiles)  # doctest: +SKIP
+    >>> import numpy as np
+    >>> model = build_unet(1, 3)
+    >>> card = ModelCard(in_channels=1, n_classes=3, mode="instance")
+    >>> tiles = np.zeros((2, 1, 64, 64), np.float32)
+    >>> make_predictor(model, card, device="cpu")(tiles).shape
+    (2, 3, 64, 64)
     """
     return TorchPredictor(model, card, device=device, batch_size=batch_size)
 
@@ -552,9 +557,7 @@ def _check_encoder_name(name: Any) -> str:
 
 
 def _positive_int(argument: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise WorkbenchError(f"`{argument}` must be a positive integer; got {value!r}.")
-    return int(value)
+    return whole_number(value, argument)
 
 
 def _load_encoder_file(encoder: torch.nn.Module, path: Path, encoder_name: str) -> None:

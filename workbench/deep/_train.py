@@ -31,15 +31,15 @@ import torch.nn.functional as F
 from workbench.deep._augment import Augmenter
 from workbench.deep._callbacks import Callback, CallbackList
 from workbench.deep._device import configure_cpu_threads, pick_device
+from workbench.conventions import INSTANCE_CLASSES, MODES as _MODES
 from workbench.errors import WorkbenchError
+from workbench.validate import whole_number
 from workbench.deep._models import ModelCard, build_unet, check_model_fits, load_model, save_model
 from workbench.deep._normalize import PercentileNormalizer
 from workbench.deep._validation import held_out_pixels, hold_out, min_object_size, training_hint, validate
 
 __all__ = ["TrainSettings", "TrainResult", "Trainer", "train", "masked_loss", "INSTANCE_CLASSES"]
 
-INSTANCE_CLASSES = ("background", "interior", "boundary")
-_MODES = ("semantic", "instance")
 _MAX_SAMPLING_POINTS = 2_000_000
 _WARMUP_STEPS = 20
 #: The EMA's decay ramps up as (1 + t) / (10 + t), so early averages are not dragged by random init.
@@ -483,8 +483,16 @@ def train(samples: Sequence[tuple[Any, Any]], settings: TrainSettings | None = N
 
     Examples
     --------
-    >>> result = train([(image, targets)], TrainSettings(minutes=1))  # doctest: +SKIP
-    >>> result.save("models/nuclei")                                   # doctest: +SKIP
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from workbench.deep import save_model
+    >>> image = np.zeros((1, 96, 96), np.float32); image[:, 30:60, 30:60] = 1
+    >>> targets = np.full((96, 96), -1); targets[35:55, 35:55] = 1; targets[:10] = 0
+    >>> settings = TrainSettings(minutes=None, epochs=1, steps_per_epoch=1, patch_size=64, batch_size=2)
+    >>> result = train([(image, targets)], settings)
+    >>> result.stop_reason, len(result.history)
+    ('epochs', 1)
+    >>> folder = save_model(tempfile.mkdtemp() + "/nuclei", result.model, result.card)
     """
     return Trainer(samples, settings, callbacks=callbacks, init_from=init_from, stop_event=stop_event).fit()
 
@@ -684,5 +692,4 @@ class _WeightAverage:
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise WorkbenchError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
+    whole_number(value, name, minimum=minimum)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import numpy as np
 from skimage.segmentation import find_boundaries
 
+from workbench.colors import hex_to_rgb
+
 __all__ = ["to_display", "overlay_instances", "overlay_classes", "hex_to_rgb"]
-
-
-def hex_to_rgb(color: str) -> tuple[int, int, int]:
-    color = color.lstrip("#")
-    return tuple(int(color[i:i + 2], 16) for i in (0, 2, 4))
 
 
 def to_display(image, *, low: float = 1.0, high: float = 99.8) -> np.ndarray:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.validate import whole_number
 
 __all__ = ["DEFAULT_WINDOW", "WINDOWS", "TilingError", "predict_tiled", "predict_tiled_zarr"]
 
@@ -171,9 +172,7 @@ def _overlap_pixels(overlap: float | int, tile_size: int) -> int:
 
 
 def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise TilingError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
+    return whole_number(value, name, minimum=minimum, error=TilingError)
 
 
 def _image_shape(image: Any) -> tuple[int, int, int]:

@@ -38,6 +38,7 @@ from workbench.store._labels import (
     boundary_reach,
     labels_from_instances,
     label_statistics,
+    statistics_from_counts,
     n_training_classes,
 )
 
@@ -78,5 +79,6 @@ __all__ = [
     "boundary_reach",
     "labels_from_instances",
     "label_statistics",
+    "statistics_from_counts",
     "n_training_classes",
 ]

@@ -21,12 +21,11 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from workbench.conventions import PLAIN_IMAGE_SUFFIXES, TIFF_SUFFIXES
 from workbench.errors import WorkbenchError
 from workbench.store._vendor import VENDOR_SUFFIXES, open_vendor
 
 CANONICAL_AXES = ("YX", "CYX", "ZYX", "ZCYX")
-TIFF_SUFFIXES = (".tif", ".tiff")
-PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # Non-spatial axes of at most this length without a name are taken as channels, longer ones as z.
 MAX_GUESSED_CHANNELS = 4
 # How ImageJ and OME spell micrometres; OME units other than µm are converted.
@@ -378,8 +377,9 @@ def open_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageSour
 
     Examples
     --------
-    >>> src = open_image("nuclei.tif")          # doctest: +SKIP
-    >>> src.axes, src.shape                     # doctest: +SKIP
+    >>> from workbench.datasets import sample_image_path
+    >>> src = open_image(sample_image_path())
+    >>> src.axes, src.shape
     ('YX', (512, 512))
     """
     path = Path(path)

@@ -18,14 +18,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from workbench.conventions import BACKGROUND, IGNORE, INSTANCE_CLASSES, OBJECT, UNLABELLED, check_mode
 from workbench.errors import WorkbenchError
 
-UNLABELLED = 0
-BACKGROUND = 1
-OBJECT = 2
-IGNORE = -1
-# Training classes in instance mode.
-INSTANCE_CLASSES = ("background", "object", "boundary")
 _FOUR_CONNECTED = ndi.generate_binary_structure(2, 1)
 #: How a z-stack's boundaries are derived: through the stack, or each plane on its own.
 BOUNDARY_MODES = ("3d", "per-plane")
@@ -34,7 +29,7 @@ __all__ = [
     "UNLABELLED", "BACKGROUND", "OBJECT", "IGNORE", "INSTANCE_CLASSES", "BOUNDARY_MODES",
     "label_dtype", "validate_labels", "painted_objects", "derive_boundaries", "training_targets",
     "plane_training_targets", "boundary_reach", "labels_from_instances", "label_statistics",
-    "n_training_classes",
+    "statistics_from_counts", "n_training_classes",
 ]
 
 
@@ -49,9 +44,7 @@ def n_training_classes(mode: str, n_classes: int) -> int:
     return len(INSTANCE_CLASSES) if mode == "instance" else n_classes
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in ("semantic", "instance"):
-        raise WorkbenchError(f"mode must be 'semantic' or 'instance', got {mode!r}")
+_check_mode = check_mode
 
 
 def validate_labels(labels, *, shape=None, n_classes: int | None = None, name: str = "labels") -> np.ndarray:
@@ -339,17 +332,40 @@ def label_statistics(labels, class_names, mode: str = "semantic", *, volume: boo
 
     A (Z, Y, X) layer's objects are counted in 3-D (a nucleus painted on five planes is one
     object), or plane by plane with ``volume=False``.
+
+    Examples
+    --------
+    >>> labels = np.zeros((4, 4), np.uint8); labels[0] = 1; labels[2:, 2:] = 2
+    >>> stats = label_statistics(labels, ["background", "cell"], "instance")
+    >>> stats["pixels"], stats["annotated_fraction"], stats["objects"]
+    ({'background': 4, 'cell': 4}, 0.5, 1)
     """
     labels = np.asarray(labels)
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=len(class_names) + 1)
-    stats = {
-        "pixels": {name: int(counts[i + 1]) for i, name in enumerate(class_names)},
-        "annotated_fraction": float(1.0 - counts[0] / max(labels.size, 1)),
-    }
+    objects = None
     if mode == "instance":
         if labels.ndim == 3 and volume:
-            stats["objects"] = painted_objects(labels)[1]
+            objects = int(painted_objects(labels)[1])
         else:
             planes = labels if labels.ndim == 3 else labels[None]
-            stats["objects"] = int(sum(painted_objects(p)[1] for p in planes))
+            objects = int(sum(painted_objects(p)[1] for p in planes))
+    return statistics_from_counts(counts, class_names, labels.size, mode, objects=objects)
+
+
+def statistics_from_counts(counts, class_names, total: int, mode: str = "semantic", *,
+                           objects: int | None = None) -> dict:
+    """The label statistics of `label_statistics` from pixel counts per label value (0 = unlabelled).
+
+    For callers that keep running counts (the annotator's editor) instead of re-reading labels.
+    ``objects`` is reported in instance mode only (None: not counted).
+    """
+    counts = np.asarray(counts)
+    stats = {
+        "pixels": {name: int(counts[i + 1]) for i, name in enumerate(class_names)},
+        "annotated_pixels": int(total - counts[UNLABELLED]),
+        "pixels_total": int(total),
+        "annotated_fraction": float(1.0 - counts[UNLABELLED] / max(total, 1)),
+    }
+    if mode == "instance":
+        stats["objects"] = objects
     return stats

@@ -45,6 +45,7 @@ import numpy as np
 import zarr
 
 from workbench.store import _labels as _labels
+from workbench.conventions import MODES
 from workbench.errors import WorkbenchError
 from workbench.records import ModelRecord
 from workbench.store._io import ImageSource, as_image_source, iter_blocks, open_image, write_json_atomic
@@ -63,7 +64,6 @@ from workbench.store._manifest import (
 MANIFEST = "project.json"
 STORE = "data.zarr"
 MODELS = "models"
-MODES = ("semantic", "instance")
 CHUNK = 512  # pixels a side: a brush stroke touches few chunks, tiles read few
 DEFAULT_COLORS = ["#808080", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4",
                   "#f032e6", "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324"]
@@ -152,8 +152,14 @@ class Project:
 
     Examples
     --------
-    >>> p = Project.create("nuclei", mode="instance", classes=["background", "nucleus"])  # doctest: +SKIP
-    >>> name = p.add_image("img.tif")                                                  # doctest: +SKIP
+    >>> import tempfile
+    >>> from workbench.datasets import sample_image_path
+    >>> folder = tempfile.mkdtemp()
+    >>> p = Project.create(f"{folder}/nuclei", mode="instance", classes=["background", "nucleus"])
+    >>> p.add_image(sample_image_path())
+    'nuclei'
+    >>> Project.open(f"{folder}/nuclei").image_names
+    ['nuclei']
     """
 
     def __init__(self, path: Path, manifest: Manifest):

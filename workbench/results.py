@@ -1,0 +1,321 @@
+"""A model's results for people: where it is unsure, overlay pictures, and a results folder to hand on.
+
+The review step and the batch notebook call these; each is one engine call over a project whose
+images were predicted with `workbench.pipeline.predict_project` (or are predicted here).
+
+- `least_certain_regions`: the squares most worth painting next (active learning).
+- `stored_summary`: how sure the model is over an image predicted earlier.
+- `prediction_picture`, `region_picture`: RGB pictures of a prediction and of one region.
+- `segment_and_measure`: labels, overlays, measurements and a zip for project images and files.
+- `list_inputs`: the images of a folder, a file or a Zarr given by a person.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from workbench import pipeline
+from workbench.conventions import IMAGE_SUFFIXES, image_stem, is_image_path
+from workbench.errors import WorkbenchError
+from workbench.store import Project
+from workbench.validate import whole_number
+
+__all__ = [
+    "UncertainRegion", "ResultFiles", "least_certain_regions", "stored_summary", "prediction_picture",
+    "region_picture", "segment_and_measure", "list_inputs", "MAX_READ",
+]
+
+MAX_READ = 1024       # uncertainty is computed on at most this many pixels a side
+DOWNLOAD_SIDE = 4096  # overlay pictures of the results folder are at most this many pixels a side
+MIN_TILE = 32
+
+
+@dataclass(frozen=True)
+class UncertainRegion:
+    """A square of an image where the model is unsure.
+
+    Attributes
+    ----------
+    name : str
+        Project image.
+    y, x : int
+        Centre in image pixels.
+    size : int
+        Side of the square in image pixels.
+    z : int
+        Plane of a z-stack (0 otherwise).
+    score : float
+        Mean uncertainty in the square, lowered where it is labelled already.
+    """
+
+    name: str
+    y: int
+    x: int
+    size: int
+    z: int
+    score: float
+
+
+@dataclass(frozen=True)
+class ResultFiles:
+    """What `segment_and_measure` wrote.
+
+    Attributes
+    ----------
+    folder : Path
+        The results folder.
+    labels, overlays : list of Path
+        ``labels/<image>_labels.tif`` and ``overlays/<image>_overlay.png``, one per image, in input order.
+    measurements : Path
+        ``measurements.csv``: one row per object (or region) of every image.
+    zip : Path
+        ``results.zip`` holding all of the above.
+    objects : int
+        Rows of the measurements table.
+    """
+
+    folder: Path
+    labels: list[Path]
+    overlays: list[Path]
+    measurements: Path
+    zip: Path
+    objects: int
+
+
+def _read_stride(shape: Sequence[int], limit: int = MAX_READ) -> int:
+    return max(1, math.ceil(max(shape[-2:]) / limit))
+
+
+def _prediction_layer(project: Project, name: str):
+    return project.prediction(name, "instances" if project.mode == "instance" else "classes")
+
+
+def least_certain_regions(project: Project, names: Sequence[str] | None = None, *, count: int = 6,
+                          window: int | None = None) -> list[UncertainRegion]:
+    """The `count` squares where the model is least certain, over the predicted project images.
+
+    Uncertainty comes from `workbench.pipeline.uncertainty` on the stored probabilities; a square
+    already labelled counts less, since labels there teach the model little new.
+
+    Parameters
+    ----------
+    project : Project
+    names : sequence of str, optional
+        Images to look at (default: all; those not predicted are skipped).
+    count : int
+        How many squares to return, most uncertain first.
+    window : int, optional
+        Side of a square in image pixels (default: an eighth of the image side, 32..256).
+    """
+    count = whole_number(count, "count")
+    candidates: list[UncertainRegion] = []
+    for name in names if names is not None else project.image_names:
+        probabilities = project.prediction(name, "probabilities")
+        if probabilities is None:
+            continue
+        stacked = probabilities.ndim == 4
+        height, width = probabilities.shape[-2:]
+        stride = _read_stride(probabilities.shape)
+        side = window or int(min(max(32, min(height, width) // 8), 256))
+        cells = max(1, side // stride)
+        labels = project.labels(name)
+        for z in range(probabilities.shape[0] if stacked else 1):
+            lead = (z,) if stacked else ()
+            step = (slice(None, None, stride), slice(None, None, stride))
+            probs = np.asarray(probabilities[lead + (slice(None),) + step])
+            unsure = pipeline.uncertainty(probs)
+            labelled = np.asarray(labels[lead + step]) > 0
+            rows, cols = max(1, unsure.shape[0] // cells), max(1, unsure.shape[1] // cells)
+            cy, cx = min(cells, unsure.shape[0]), min(cells, unsure.shape[1])
+            u = unsure[:rows * cy, :cols * cx].reshape(rows, cy, cols, cx).mean(axis=(1, 3))
+            done = labelled[:rows * cy, :cols * cx].reshape(rows, cy, cols, cx).mean(axis=(1, 3))
+            score = u * (1.0 - 0.8 * done)
+            for r, c in zip(*np.unravel_index(np.argsort(score, axis=None)[::-1][:count], score.shape)):
+                candidates.append(UncertainRegion(
+                    name=name, y=int(min((r + 0.5) * cy * stride, height - 1)),
+                    x=int(min((c + 0.5) * cx * stride, width - 1)), size=int(cy * stride), z=z,
+                    score=float(score[r, c])))
+    candidates.sort(key=lambda region: region.score, reverse=True)
+    return candidates[:count]
+
+
+def stored_summary(project: Project, name: str) -> dict[str, Any] | None:
+    """Mean uncertainty (first plane, sampled) and model version of an image predicted earlier.
+
+    The same keys `workbench.pipeline.predict_project` reports, for a prediction of an earlier
+    session; None when the image has no prediction.
+    """
+    probabilities = project.prediction(name, "probabilities")
+    if probabilities is None:
+        return None
+    stride = _read_stride(probabilities.shape)
+    first_plane = (0,) * (probabilities.ndim - 3)
+    sampled = np.asarray(probabilities[first_plane + (slice(None), slice(None, None, stride),
+                                                      slice(None, None, stride))])
+    return {"mean_uncertainty": float(pipeline.uncertainty(sampled).mean()),
+            "model_version": probabilities.attrs.get("model_version")}
+
+
+def _overlay(project: Project, image: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    from workbench.predict import overlay_classes, overlay_instances
+
+    if project.mode == "instance":
+        return overlay_instances(image, prediction)
+    return overlay_classes(image, prediction, project.class_colors)
+
+
+def prediction_picture(project: Project, name: str, *, max_side: int = DOWNLOAD_SIDE,
+                       z: int | None = None) -> np.ndarray | None:
+    """The stored prediction drawn over the image (RGB uint8), at most `max_side` pixels a side.
+
+    `z` is the plane of a z-stack (default: the middle one); None when there is no prediction.
+    """
+    prediction = _prediction_layer(project, name)
+    if prediction is None:
+        return None
+    stride = _read_stride(prediction.shape, max_side)
+    step = (slice(None, None, stride), slice(None, None, stride))
+    stacked = prediction.ndim == 3
+    z = (prediction.shape[0] // 2 if z is None else z) if stacked else 0
+    image = np.asarray(project.image(name).plane(z)[(slice(None),) + step])
+    return _overlay(project, image, np.asarray(prediction[((z,) if stacked else ()) + step]))
+
+
+def region_picture(project: Project, region: UncertainRegion, *, side: int = 224) -> np.ndarray:
+    """The prediction around a region, with the uncertainty tinted red, scaled to `side` pixels (RGB uint8).
+
+    The window is shifted (not cut) at the image border, so the picture stays square.
+    """
+    prediction = _prediction_layer(project, region.name)
+    probabilities = project.prediction(region.name, "probabilities")
+    if prediction is None or probabilities is None:
+        raise WorkbenchError(f"image {region.name!r} has no prediction; predict it first")
+    height, width = prediction.shape[-2:]
+    window = 2 * max(region.size, 32)
+    y0 = int(np.clip(region.y - window // 2, 0, max(height - window, 0)))
+    x0 = int(np.clip(region.x - window // 2, 0, max(width - window, 0)))
+    ys, xs = slice(y0, min(y0 + window, height)), slice(x0, min(x0 + window, width))
+    lead = (region.z,) if prediction.ndim == 3 else ()
+    image = np.asarray(project.image(region.name).plane(region.z)[(slice(None), ys, xs)])
+    picture = _overlay(project, image, np.asarray(prediction[lead + (ys, xs)])).astype(np.float32)
+    unsure = pipeline.uncertainty(np.asarray(probabilities[lead + (slice(None), ys, xs)]))[..., None]
+    picture = (1 - 0.55 * unsure) * picture + 0.55 * unsure * np.array([255, 40, 40], np.float32)
+    # Nearest-neighbour scaling keeps pixels crisp: people should see the pixels they will paint.
+    scale = side / max(picture.shape[:2])
+    rows = (np.arange(round(picture.shape[0] * scale)) / scale).astype(int)
+    cols = (np.arange(round(picture.shape[1] * scale)) / scale).astype(int)
+    return picture[rows[:, None], cols[None, :]].clip(0, 255).astype(np.uint8)
+
+
+def list_inputs(path) -> list[Path]:
+    """Image files in a folder (sorted), or the one image / Zarr given.
+
+    Raises
+    ------
+    WorkbenchError
+        When the path does not exist or the folder holds no images.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise WorkbenchError(f"{path} does not exist; type the full path of a folder, an image file or a .zarr")
+    if path.is_file() or path.suffix.lower() == ".zarr":
+        return [path]
+    found = sorted(p for p in path.iterdir() if is_image_path(p) and not p.name.startswith("."))
+    if not found:
+        raise WorkbenchError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder {path}")
+    return found
+
+
+def segment_and_measure(project: Project, *, names: Sequence[str] = (), files: Sequence = (),
+                        model_version: int | None = None, tile_size: int | None = None, output_dir=None,
+                        progress: Callable[[float], Any] | None = None) -> ResultFiles:
+    """Segment project images and image files with a model; write labels, overlays and measurements.
+
+    Parameters
+    ----------
+    project : Project
+    names : sequence of str
+        Project images (predictions are stored in the project too).
+    files : sequence of path-like
+        Image files or Zarr stores elsewhere (read and written tile by tile, any size).
+    model_version : int, optional
+        The model to use (default: the latest).
+    tile_size : int, optional
+        Tile side in pixels, at least 32 (default: the model's).
+    output_dir : path-like, optional
+        Where results go (created; default ``<project>/results/model-v<version>``):
+        ``labels/*_labels.tif``, ``overlays/*_overlay.png``, ``measurements.csv``, ``results.zip``.
+    progress : callable, optional
+        ``progress(fraction)``.
+
+    Returns
+    -------
+    ResultFiles
+
+    Raises
+    ------
+    WorkbenchError
+        When nothing is chosen, there is no model, or an input cannot be read.
+    """
+    import pandas as pd
+
+    from workbench.predict import write_table
+    from workbench.store import atomic_write, open_image, write_image
+
+    names, files = list(names), [Path(f) for f in files]
+    if not names and not files:
+        raise WorkbenchError("choose at least one project image or image file to segment")
+    if tile_size is not None:
+        whole_number(tile_size, "tile_size", minimum=MIN_TILE)
+    version = pipeline.model_record(project, model_version).version
+    report = progress or (lambda fraction: None)
+    folder = Path(output_dir) if output_dir is not None else project.path / "results" / f"model-v{version:03d}"
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    (folder / "overlays").mkdir(parents=True, exist_ok=True)
+    total = len(names) + len(files)
+    labels_paths, overlay_paths, tables = [], [], []
+    if names:
+        pipeline.predict_project(project, names=names, model_version=version, tile_size=tile_size,
+                                 progress=lambda f, m="": report(f * len(names) / total))
+        for name in names:
+            labels_paths.append(pipeline.export_prediction(project, name, folder / "labels" / f"{name}_labels.tif"))
+            overlay_paths.append(write_image(folder / "overlays" / f"{name}_overlay.png",
+                                             prediction_picture(project, name)))
+        table = pipeline.measure_project(project, names=names)
+        if len(table):
+            tables.append(table)
+    for offset, path in enumerate(files):
+        done = len(names) + offset
+        stem = image_stem(path)
+        out = folder / "labels" / f"{stem}_labels.tif"
+        pipeline.predict_file(project, path, out, model_version=version, tile_size=tile_size,
+                              progress=lambda f, m="", _done=done: report((_done + f) / total))
+        labels_paths.append(out)
+        source = open_image(path)
+        labels = open_image(out)
+        stacked = len(labels.shape) == 3
+        for z in range(source.n_slices):
+            plane_labels = np.asarray(labels[z] if stacked else labels[...])
+            intensity = np.asarray(source.plane(z)[...])
+            tables.append(pipeline.measure_labels(project, plane_labels, intensity, image=stem, z=z,
+                                                  pixel_size=source.pixel_size))
+        middle = source.n_slices // 2
+        plane_labels = np.asarray(labels[middle] if stacked else labels[...])
+        picture = _overlay(project, np.asarray(source.plane(middle)[...]), plane_labels)
+        overlay_paths.append(write_image(folder / "overlays" / f"{stem}_overlay.png", picture))
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    measurements = write_table(table, folder / "measurements.csv")
+    archive = folder / "results.zip"
+    with atomic_write(archive) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for path in [*labels_paths, *overlay_paths, measurements]:
+            bundle.write(path, Path(path).relative_to(folder))
+    report(1.0)
+    return ResultFiles(folder=folder, labels=[Path(p) for p in labels_paths],
+                       overlays=[Path(p) for p in overlay_paths], measurements=Path(measurements),
+                       zip=archive, objects=int(len(table)))
