@@ -147,7 +147,11 @@ class OnnxPredictor:
 
     def _predict_chunk(self, chunk: np.ndarray) -> np.ndarray:
         height, width = chunk.shape[2:]
-        padded = pad_to_multiple(np.ascontiguousarray(chunk, dtype=np.float32), self.stride)
+        import torch
+
+        from workbench.deep._models import pad_to_multiple  # the torch predictor's padding, so both see the same pixels
+
+        padded = pad_to_multiple(torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)), self.stride).numpy()
         probabilities = self.session.run(None, {self.input_name: padded})[0]
         return np.ascontiguousarray(probabilities[:, :, :height, :width], dtype=np.float32)
 
@@ -166,16 +170,6 @@ def make_onnx_predictor(model, card, directory: str | os.PathLike, *, batch_size
         export_onnx(model, card, onnx_path)
     stride = int(getattr(getattr(model, "encoder", None), "output_stride", 32))
     return OnnxPredictor(onnx_path, card, batch_size=batch_size, n_threads=n_threads, stride=stride)
-
-
-def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
-    """Pad the last two axes at the bottom/right to a multiple, as `workbench.deep` pads for torch."""
-    height, width = array.shape[-2:]
-    pad_y, pad_x = (-height) % multiple, (-width) % multiple
-    if pad_y == 0 and pad_x == 0:
-        return array
-    mode = "reflect" if pad_y < height and pad_x < width else "edge"
-    return np.pad(array, ((0, 0), (0, 0), (0, pad_y), (0, pad_x)), mode=mode)
 
 
 def _threads(n_threads: int | None) -> int:
