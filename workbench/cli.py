@@ -303,9 +303,7 @@ def _cmd_predict_batch(args, project) -> None:
 
 def _cmd_predict(args) -> None:
     from workbench import pipeline
-    from workbench.store import Project
-
-    from workbench.store import check_output_path
+    from workbench.store import Project, check_output_path
 
     project = Project.open(args.dir)
     if _is_batch(args):
