@@ -141,11 +141,13 @@ def tiled_nuclei(size: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- scoring
 
 
-def score_instances(gt: np.ndarray, probabilities: np.ndarray, *, min_size: int = 16) -> dict[str, Any]:
+def score_instances(gt: np.ndarray, probabilities: np.ndarray, *, min_size: int = 16,
+                    options: dict | None = None) -> dict[str, Any]:
     """Instances from 3-class probabilities with the workbench's post-processing, scored against ``gt``.
 
     ``min_size`` is the product's automatic minimum object size for the task's labels
-    (`SegmentationTask.min_object_size`), the same for every method.
+    (`SegmentationTask.min_object_size`), the same for every method; ``options`` are the
+    thresholds a U-Net chose on its own held-out painted objects (as the product uses them).
 
     Returns
     -------
@@ -157,7 +159,7 @@ def score_instances(gt: np.ndarray, probabilities: np.ndarray, *, min_size: int 
     from workbench.predict import _metrics as metrics
     from workbench.predict import instances_from_probabilities
 
-    instances = instances_from_probabilities(probabilities, min_size=min_size)
+    instances = instances_from_probabilities(probabilities, min_size=min_size, **(options or {}))
     ap = metrics.average_precision(gt, instances)
     foreground = probabilities[0] < 0.5
     at = {round(float(t), 2): i for i, t in enumerate(ap["thresholds"])}
@@ -312,13 +314,15 @@ def train_and_score_deep_curve(task: SegmentationTask, variant: str, budgets_s, 
                              normalisation=trainer.normalizer.to_dict())
             predictor = make_predictor(model, card, device=device)
             predict_s, probabilities = best_of(1, lambda: predictor(task.test_image[None, None])[0])
+            calibration = trainer.calibrate()
+            options = calibration.options if calibration is not None else {}
             model.eval()
             rows.append({
                 "method": deep_label(variant), "device": device, "budget_s": steps_at[logs["steps"]],
                 "steps": logs["steps"], "train_s": logs["seconds"] - self.scoring_s,
                 "setup_s": max(0.0, self.started - setup_began), "predict_s": predict_s, "seed": seed,
-                "val_score": logs.get("val_score"),
-                **score_instances(task.test_gt, probabilities, min_size=task.min_object_size),
+                "val_score": logs.get("val_score"), "thresholds": options,
+                **score_instances(task.test_gt, probabilities, min_size=task.min_object_size, options=options),
             })
             self.scoring_s += time.perf_counter() - began
 

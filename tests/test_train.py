@@ -172,6 +172,12 @@ def test_whole_painted_objects_are_held_out_and_scored(nuclei_image, nuclei_labe
     assert result.best_metrics["val_objects"] == held
     assert 0.0 <= result.best_metrics["val_object_iou"] <= 1.0
     assert result.best_metrics["val_score"] == result.best_metrics["val_object_iou"]
+    # The thresholds the model chose on those objects travel with it, and never score worse than the defaults.
+    from workbench.deep._validation import THRESHOLD_CANDIDATES
+
+    assert result.card.instance_options in THRESHOLD_CANDIDATES
+    assert result.best_metrics["instance_options"] == result.card.instance_options
+    assert result.best_metrics["val_object_iou_calibrated"] >= result.best_metrics["val_object_iou"]
     # The held-out objects and their background ring are not trained on.
     assert result.labelled_pixels["train"] + result.labelled_pixels["validation"] == int((targets >= 0).sum())
 
@@ -263,3 +269,64 @@ def test_callbacks_see_exceptions_and_cli_bar_runs(nuclei_image, left_quarter_ta
     with pytest.raises(TypeError, match="Callback"):
         CallbackList([print])
 
+
+
+class _CodeModel(torch.nn.Module):
+    """A stand-in network whose probabilities are written into the image as codes.
+
+    Each pixel's (normalised) value is matched to the nearest code, and the code's row of
+    `PROBABILITIES` is the output, so a test can say exactly how sure "the model" is where.
+    """
+
+    #: background; interior; the contact between two touching nuclei (a faint boundary); the outer edge.
+    PROBABILITIES = np.array([[0.96, 0.02, 0.02], [0.02, 0.96, 0.02], [0.05, 0.75, 0.20], [0.30, 0.20, 0.50]],
+                             np.float32)
+
+    def __init__(self, codes):
+        super().__init__()
+        self.codes = torch.as_tensor(np.asarray(codes, np.float32))
+        self.logits = torch.log(torch.from_numpy(self.PROBABILITIES))
+
+    def forward(self, x):
+        nearest = (x[:, :1, :, :, None] - self.codes).abs().argmin(-1)[:, 0]
+        return self.logits[nearest].permute(0, 3, 1, 2)
+
+
+def test_calibration_chooses_thresholds_that_split_touching_nuclei(nuclei_labels):
+    """Default thresholds merge nuclei whose contact the model marks only faintly; the held-out
+    objects show it, and calibration picks a boundary threshold that keeps them apart."""
+    from skimage.segmentation import find_boundaries
+
+    from workbench.deep import PercentileNormalizer, calibrate_instances
+    from workbench.deep._validation import THRESHOLD_CANDIDATES, hold_out
+    from workbench.store import labels_from_instances, training_targets
+
+    gt = nuclei_labels[:, :256]
+    contact = find_boundaries(gt, mode="inner") & (gt > 0)
+    touching = contact & _touches_another_nucleus(gt)
+    code = np.zeros(gt.shape, np.float32)
+    code[gt > 0] = 1
+    code[contact] = 3
+    code[touching] = 2
+    assert touching.sum() > 50  # the real image has touching nuclei
+    targets = training_targets(labels_from_instances(gt), "instance")
+    samples = [(code[None], targets)]
+    normalizer = PercentileNormalizer(low=0.0, high=100.0).fit([code[None]])
+    model = _CodeModel(normalizer(np.array([[[0, 1, 2, 3]]], np.float32))[0, 0])
+    _, held = hold_out(samples, fraction=0.9, block=64, instance=True, rng=np.random.default_rng(0))
+    calibration = calibrate_instances(model, samples, held, normalizer, 1, torch.device("cpu"), min_size=16)
+
+    assert calibration.objects == len(held) >= 20
+    assert calibration.options in THRESHOLD_CANDIDATES
+    assert calibration.options["boundary_threshold"] < 0.2  # below the faint contact: the seeds separate
+    assert calibration.score > calibration.default_score + 0.02
+
+
+def _touches_another_nucleus(labels):
+    """Pixels with a pixel of another nucleus among their 8 neighbours."""
+    from scipy import ndimage as ndi
+
+    others = np.where(labels > 0, labels, labels.max() + 1)
+    largest = ndi.maximum_filter(labels, size=3, mode="nearest")
+    smallest = ndi.minimum_filter(others, size=3, mode="nearest")
+    return ((largest != labels) & (largest > 0)) | ((smallest != labels) & (smallest <= labels.max()))

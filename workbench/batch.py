@@ -741,7 +741,7 @@ def predict_batch(
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter = _segmenter(str(project.path), project.model_record(settings.model_version)["version"],
                            settings.device, settings.backend)
-    options = instance_options(project) if project.mode == "instance" else {}
+    options = instance_options(project, segmenter=segmenter) if project.mode == "instance" else {}
     halo = settings.halo if settings.halo is not None else object_halo(project)
     planned = _plan(project, inputs, out_dir, settings, segmenter, options, halo)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -141,6 +141,8 @@ class Segmenter:
     halo: int
     record: ModelRecord
     tile_size: int = 256
+    #: Post-processing thresholds the model chose on its held-out objects (empty: the defaults).
+    instance_options: dict = field(default_factory=dict)
 
 
 def load_segmenter(project: Project, version: int | None = None, *, method: str | None = None,
@@ -170,7 +172,8 @@ def load_segmenter(project: Project, version: int | None = None, *, method: str 
         else:
             model, card = load_model(directory, device=device)
             predictor = make_predictor(model, card, device=device, **options)
-        return Segmenter(predictor, card.n_classes, card.in_channels, 0, record)
+        return Segmenter(predictor, card.n_classes, card.in_channels, 0, record,
+                         instance_options=dict(card.instance_options))
     if record.method == "forest":
         from workbench.classic import ForestModel
 
@@ -307,6 +310,9 @@ def training_summary(metrics: dict) -> str:
         n = int(metrics.get("val_objects") or 0)
         found = int(round(float(metrics.get("val_objects_found") or 0.0) * n))
         score = f"held-out painted objects: {found} of {n} found, mean IoU {metrics['val_object_iou']:.2f}{after}"
+        calibrated = metrics.get("val_object_iou_calibrated")
+        if calibrated is not None and calibrated > metrics["val_object_iou"]:
+            score += f", {calibrated:.2f} with the object-finding thresholds fitted to this model"
     elif metrics.get("val_score") is not None:
         score = f"held-out painted pixels: mean class IoU {metrics['val_score']:.2f}{after}"
     else:
@@ -398,13 +404,15 @@ MIN_OBJECT_FRACTION = 0.1
 MIN_OBJECT_PIXELS = 16
 
 
-def instance_options(project: Project, *, volume: bool = False) -> dict:
-    """Post-processing settings for instances: the project's ``instances`` settings, with
-    ``min_size: "auto"`` (the default) resolved from the objects the user painted.
+def instance_options(project: Project, *, volume: bool = False, segmenter: Segmenter | None = None) -> dict:
+    """Post-processing settings for instances: the thresholds the model chose on its held-out
+    objects (`segmenter`'s), under the project's ``instances`` settings, with ``min_size: "auto"``
+    (the default) resolved from the objects the user painted.
 
     With `volume`, for 3-D instances of a z-stack: the automatic minimum size is a volume in voxels.
     """
-    options = dict(project.settings.get("instances", {}))
+    options = dict(segmenter.instance_options) if segmenter is not None else {}
+    options.update(project.settings.get("instances", {}))
     if options.get("min_size", "auto") == "auto":
         options["min_size"] = auto_min_size(project, volume=volume)
     return options
@@ -503,7 +511,7 @@ def _predict_project(project, names, model_version, tile_size, overlap, tta, dev
     names = list(names) if names is not None else project.image_names
     for name in names:
         _check_memory(project.image(name), segmenter.n_outputs)  # every image checked before any work
-    options = instance_options(project) if project.mode == "instance" else {}
+    options = instance_options(project, segmenter=segmenter) if project.mode == "instance" else {}
     volume_options = None
     summary = {}
     for index, name in enumerate(names):
@@ -513,7 +521,7 @@ def _predict_project(project, names, model_version, tile_size, overlap, tta, dev
         stacked = "Z" in source.axes
         volume = segments_volumes(project, name)
         if volume and volume_options is None:
-            volume_options = instance_options(project, volume=True)
+            volume_options = instance_options(project, volume=True, segmenter=segmenter)
         prob_shape = ((n_slices,) if stacked else ()) + (segmenter.n_outputs, *spatial)
         probs = project.create_prediction(name, "probabilities", prob_shape, np.float32,
                                           model_version=segmenter.record.version)
@@ -584,7 +592,7 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
     source = open_image(path, axes=axes)
     segmenter = load_segmenter(project, model_version, device=device, backend=backend)
     volume = "Z" in source.axes and segments_volumes(project)
-    options = instance_options(project, volume=volume) if project.mode == "instance" else {}
+    options = instance_options(project, volume=volume, segmenter=segmenter) if project.mode == "instance" else {}
     voxel_size = _file_voxel_size(project, source) if "Z" in source.axes else None
     stacked = "Z" in source.axes
     _check_memory(source, segmenter.n_outputs)

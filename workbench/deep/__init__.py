@@ -41,6 +41,10 @@ from workbench.deep._device import (
     configure_cpu_threads,
     available_devices,
 )
+from workbench.deep._validation import (
+    InstanceCalibration,
+    calibrate_instances,
+)
 from workbench.deep._normalize import (
     PercentileNormalizer,
     fit_normalizer,
@@ -80,4 +84,6 @@ __all__ = [
     "available_devices",
     "PercentileNormalizer",
     "fit_normalizer",
+    "InstanceCalibration",
+    "calibrate_instances",
 ]

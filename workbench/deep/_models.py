@@ -130,6 +130,9 @@ class ModelCard:
         The training settings that produced the model.
     metrics : dict
         Best validation metrics, labelled pixel counts, training time.
+    instance_options : dict
+        Post-processing thresholds this model chose on its held-out objects (instance mode;
+        see `workbench.deep.calibrate_instances`); empty keeps the defaults.
     architecture : str
         A key of `MODEL_CLASSES`; filled in by `save_model` from the model's recipe.
     init_kwargs : dict
@@ -143,6 +146,7 @@ class ModelCard:
     normalisation: dict | None = None
     settings: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    instance_options: dict = field(default_factory=dict)
     architecture: str = "Unet"
     init_kwargs: dict = field(default_factory=dict)
     format_version: int = CARD_FORMAT_VERSION

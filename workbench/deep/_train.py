@@ -36,7 +36,8 @@ from workbench.errors import WorkbenchError
 from workbench.validate import whole_number
 from workbench.deep._models import ModelCard, build_unet, check_model_fits, load_model, save_model
 from workbench.deep._normalize import PercentileNormalizer
-from workbench.deep._validation import held_out_pixels, hold_out, min_object_size, training_hint, validate
+from workbench.deep._validation import (InstanceCalibration, calibrate_instances, held_out_pixels, hold_out,
+                                        min_object_size, training_hint, validate)
 
 __all__ = ["TrainSettings", "TrainResult", "Trainer", "train", "masked_loss", "INSTANCE_CLASSES"]
 
@@ -297,6 +298,18 @@ class Trainer:
         #: expects, for callbacks that score a run along the way; None until `fit` starts.
         self.average_model: torch.nn.Module | None = None
         self.normalizer: PercentileNormalizer | None = None
+        self._calibration_data: tuple | None = None
+
+    def calibrate(self) -> InstanceCalibration | None:
+        """Post-processing thresholds for the weight average as it is now, chosen on the held-out objects.
+
+        None outside instance mode, before `fit` starts, or without held-out objects.
+        """
+        if self._calibration_data is None or self.average_model is None:
+            return None
+        held, stride, device, min_size = self._calibration_data
+        return calibrate_instances(self.average_model, self.samples, held, self.normalizer, stride, device,
+                                   min_size=min_size)
 
     def stop(self) -> None:
         """Ask training to end after the current step (keeps the best weights)."""
@@ -370,6 +383,8 @@ class Trainer:
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         average = _WeightAverage(model, settings.ema_decay)
         self.average_model, self.normalizer = average.model, normalizer
+        if instance:
+            self._calibration_data = (held, stride, device, val_min_size)
         use_amp = device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         total_steps = settings.epochs * settings.steps_per_epoch
@@ -448,9 +463,10 @@ class Trainer:
                 "training stopped before the first step finished, so there is no model to keep; "
                 "give it more time (minutes) or request the stop later."
             )
+        seconds = time.perf_counter() - start
+        calibration = self.calibrate()
         model = average.model
         model.eval()
-        seconds = time.perf_counter() - start
         trend, hint = training_hint(history)
         final = {
             "epoch": history[-1]["epoch"], "loss": history[-1]["loss"], **metrics,
@@ -458,9 +474,12 @@ class Trainer:
             "trend": trend, "hint": hint, "weights": "ema" if settings.ema_decay > 0 else "last",
             "seconds": seconds, "stop_reason": stop_reason,
         }
+        if calibration is not None:
+            final.update(instance_options=calibration.options, val_object_iou_calibrated=calibration.score)
         card = ModelCard(
             in_channels=in_channels, n_classes=n_classes, classes=list(class_names), mode=settings.mode,
             normalisation=normalizer.to_dict(), settings=settings.to_dict(),
+            instance_options={} if calibration is None else dict(calibration.options),
             metrics={**final, "labelled_pixels": labelled,
                      "resumed_from": None if self.init_from is None else str(self.init_from)},
         )

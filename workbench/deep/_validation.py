@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-__all__ = ["HeldOut", "hold_out", "validate", "training_hint", "HINT_IMPROVING", "HINT_PLATEAU"]
+__all__ = ["HeldOut", "InstanceCalibration", "hold_out", "validate", "calibrate_instances", "training_hint",
+           "HINT_IMPROVING", "HINT_PLATEAU", "THRESHOLD_CANDIDATES"]
 
 HINT_IMPROVING = "still improving — training longer should help"
 HINT_PLATEAU = "no longer improving — paint where the model is wrong"
@@ -32,6 +33,34 @@ _RING = 3
 #: Context around a held-out region, so its prediction does not suffer from the crop's edges.
 _MARGIN = 32
 _FOUR_CONNECTED = ndi.generate_binary_structure(2, 1)
+#: Post-processing thresholds a model may choose on its held-out objects; the first is the default.
+THRESHOLD_CANDIDATES: tuple[dict[str, float], ...] = tuple(
+    {"boundary_threshold": boundary, "foreground_threshold": foreground}
+    for boundary, foreground in [(0.3, 0.5)] + [(b, f) for b in (0.1, 0.15, 0.2, 0.3) for f in (0.5, 0.6, 0.7)
+                                                if (b, f) != (0.3, 0.5)]
+)
+#: Another pair of thresholds must beat the defaults' held-out object IoU by this much to be chosen.
+CALIBRATION_MARGIN = 0.002
+
+
+@dataclass(frozen=True)
+class InstanceCalibration:
+    """The post-processing thresholds chosen on held-out objects, with the scores behind the choice.
+
+    Attributes
+    ----------
+    options : dict
+        ``boundary_threshold`` and ``foreground_threshold`` for `instances_from_probabilities`.
+    score, default_score : float
+        Mean held-out object IoU with these options and with the defaults.
+    objects : int
+        How many held-out objects the choice rests on.
+    """
+
+    options: dict
+    score: float
+    default_score: float
+    objects: int
 
 
 @dataclass(frozen=True)
@@ -156,8 +185,14 @@ def held_out_pixels(samples, held: Sequence[HeldOut]) -> int:
 
 
 def validate(model, samples, held: Sequence[HeldOut], normalizer, stride: int, device, loss_fn,
-             n_classes: int, *, min_size: int) -> dict[str, Any]:
+             n_classes: int, *, min_size: int, instance_options: dict | None = None) -> dict[str, Any]:
     """Score `model` on the held-out regions.
+
+    Parameters
+    ----------
+    instance_options : dict or None
+        Post-processing thresholds for the held-out objects (`instances_from_probabilities`
+        keywords); None scores with its defaults.
 
     Returns
     -------
@@ -170,38 +205,21 @@ def validate(model, samples, held: Sequence[HeldOut], normalizer, stride: int, d
     """
     if not held:
         return {}
-    from workbench.deep._models import pad_to_multiple
-
-    was_training = model.training
-    model.eval()
     all_logits, all_targets, object_ious = [], [], []
-    with torch.inference_mode():
-        for region in held:
-            image, targets = samples[region.index]
-            height, width = targets.shape
-            y0, y1, x0, x1 = region.box
-            wy0, wx0 = max(y0 - _MARGIN, 0), max(x0 - _MARGIN, 0)
-            wy1, wx1 = min(y1 + _MARGIN, height), min(x1 + _MARGIN, width)
-            window = normalizer(np.asarray(image[:, wy0:wy1, wx0:wx1]))
-            tensor = pad_to_multiple(torch.from_numpy(window)[None].to(device), stride)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                logits = model(tensor.contiguous(memory_format=torch.channels_last))
-            logits = logits[0, :, :wy1 - wy0, :wx1 - wx0].float()
-            inner = logits[:, y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
-            block_targets = np.ascontiguousarray(targets[y0:y1, x0:x1])
-            if region.object_mask is None:
-                scored = block_targets >= 0
-            else:
-                scored = _held_pixels(block_targets, region.object_mask)
-                probabilities = torch.softmax(logits, dim=0).cpu().numpy()
-                truth = np.zeros((wy1 - wy0, wx1 - wx0), bool)
-                truth[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0] = region.object_mask
-                object_ious.append(_best_match_iou(probabilities, truth, min_size))
-            scored_t = torch.from_numpy(scored).to(device)
-            all_logits.append(inner.permute(1, 2, 0)[scored_t])
-            all_targets.append(torch.from_numpy(block_targets).to(device)[scored_t])
-    if was_training:
-        model.train()
+    for region, logits in zip(held, _region_logits(model, samples, held, normalizer, stride, device)):
+        targets = samples[region.index][1]
+        y0, y1, x0, x1 = region.box
+        inner = logits[(slice(None),) + _box_in_window(region, targets)]
+        block_targets = np.ascontiguousarray(targets[y0:y1, x0:x1])
+        if region.object_mask is None:
+            scored = block_targets >= 0
+        else:
+            scored = _held_pixels(block_targets, region.object_mask)
+            probabilities, truth = _object_window(logits, region, targets)
+            object_ious.append(_best_match_iou(probabilities, truth, min_size, instance_options or {}))
+        scored_t = torch.from_numpy(scored).to(logits.device)
+        all_logits.append(inner.permute(1, 2, 0)[scored_t])
+        all_targets.append(torch.from_numpy(block_targets).to(logits.device)[scored_t])
     logits = torch.cat(all_logits)
     targets = torch.cat(all_targets)
     predicted = logits.argmax(1)
@@ -225,11 +243,87 @@ def validate(model, samples, held: Sequence[HeldOut], normalizer, stride: int, d
     return metrics
 
 
-def _best_match_iou(probabilities: np.ndarray, truth: np.ndarray, min_size: int) -> float:
+def calibrate_instances(model, samples, held: Sequence[HeldOut], normalizer, stride: int, device, *,
+                        min_size: int) -> InstanceCalibration | None:
+    """Choose the post-processing thresholds that fit `model` best on its held-out painted objects.
+
+    How sure a model is of boundaries and edges depends on how it was trained (a U-Net trained
+    with class balancing and Dice is surer, and draws foreground wider, than a forest), so one
+    fixed pair of thresholds serves some models and not others. Each candidate of
+    `THRESHOLD_CANDIDATES` is scored like `validate` scores the model (mean IoU of each held-out
+    object with its best-matching instance, the neighbourhood included so merges and splits
+    count); the best wins, and the defaults keep their place unless another pair is better by
+    more than `CALIBRATION_MARGIN`.
+
+    Returns
+    -------
+    InstanceCalibration or None
+        None without held-out objects (nothing to choose on).
+    """
+    windows = [_object_window(logits, region, samples[region.index][1])
+               for region, logits in zip(held, _region_logits(model, samples, held, normalizer, stride, device))
+               if region.object_mask is not None]
+    if not windows:
+        return None
+    scores = {}
+    for options in THRESHOLD_CANDIDATES:
+        scores[tuple(sorted(options.items()))] = float(np.mean(
+            [_best_match_iou(probabilities, truth, min_size, options) for probabilities, truth in windows]))
+    default_key = tuple(sorted(THRESHOLD_CANDIDATES[0].items()))
+    best_key = max(scores, key=lambda key: (scores[key], key == default_key))
+    if scores[best_key] <= scores[default_key] + CALIBRATION_MARGIN:
+        best_key = default_key
+    return InstanceCalibration(options=dict(best_key), score=scores[best_key], default_score=scores[default_key],
+                               objects=len(windows))
+
+
+def _region_logits(model, samples, held: Sequence[HeldOut], normalizer, stride: int, device):
+    """The model's logits over each held-out region with `_MARGIN` of context: (K, h, w) tensors."""
+    from workbench.deep._models import pad_to_multiple
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for region in held:
+                image, targets = samples[region.index]
+                wy0, wy1, wx0, wx1 = _window(region, targets.shape)
+                window = normalizer(np.asarray(image[:, wy0:wy1, wx0:wx1]))
+                tensor = pad_to_multiple(torch.from_numpy(window)[None].to(device), stride)
+                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                    logits = model(tensor.contiguous(memory_format=torch.channels_last))
+                yield logits[0, :, :wy1 - wy0, :wx1 - wx0].float()
+    finally:
+        if was_training:
+            model.train()
+
+
+def _window(region: HeldOut, shape) -> tuple[int, int, int, int]:
+    height, width = shape
+    y0, y1, x0, x1 = region.box
+    return max(y0 - _MARGIN, 0), min(y1 + _MARGIN, height), max(x0 - _MARGIN, 0), min(x1 + _MARGIN, width)
+
+
+def _box_in_window(region: HeldOut, targets) -> tuple[slice, slice]:
+    """The region's box inside its context window."""
+    wy0, _, wx0, _ = _window(region, targets.shape)
+    y0, y1, x0, x1 = region.box
+    return slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0)
+
+
+def _object_window(logits: torch.Tensor, region: HeldOut, targets) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities over a held-out object's context window and the painted object's mask there."""
+    probabilities = torch.softmax(logits, dim=0).cpu().numpy()
+    truth = np.zeros(probabilities.shape[1:], bool)
+    truth[_box_in_window(region, targets)] = region.object_mask
+    return probabilities, truth
+
+
+def _best_match_iou(probabilities: np.ndarray, truth: np.ndarray, min_size: int, options: dict) -> float:
     """IoU of a painted object with the predicted instance that overlaps it most (0 when none does)."""
     from workbench.predict import instances_from_probabilities
 
-    instances = instances_from_probabilities(probabilities, min_size=min_size)
+    instances = instances_from_probabilities(probabilities, min_size=min_size, **options)
     overlapping = instances[truth]
     overlapping = overlapping[overlapping > 0]
     if overlapping.size == 0:
