@@ -98,7 +98,7 @@ class BenchConfig:
 
     name: str = "full"
     train_budgets_s: tuple[float, ...] = (30.0, 60.0, 120.0, 300.0, 600.0)
-    steps_per_minute: int = 300
+    steps_per_minute: int = 540
     spread_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     spread_draws: tuple[int, ...] = (0, 1, 2)
     spread_budget_s: float = 120.0

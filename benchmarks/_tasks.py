@@ -322,6 +322,9 @@ def train_and_score_deep_curve(task: SegmentationTask, variant: str, budgets_s, 
                 "steps": logs["steps"], "train_s": logs["seconds"] - self.scoring_s,
                 "setup_s": max(0.0, self.started - setup_began), "predict_s": predict_s, "seed": seed,
                 "val_score": logs.get("val_score"), "thresholds": options,
+                **{f"{key}_default": value for key, value in
+                   score_instances(task.test_gt, probabilities, min_size=task.min_object_size).items()
+                   if key in ("ap50", "ap75", "map")},
                 **score_instances(task.test_gt, probabilities, min_size=task.min_object_size, options=options),
             })
             self.scoring_s += time.perf_counter() - began

@@ -285,7 +285,7 @@ def _one_curve(argv: Sequence[str]) -> None:
     task = nuclei_split(FULL.object_fraction, seed=draw)
     for row in train_and_score_deep_curve(task, "scratch", budgets, "cpu", FULL, seed=seed):
         print(json.dumps({key: value for key, value in dict(row, draw=draw).items()
-                          if isinstance(value, (int, float, str, type(None)))}), flush=True)
+                          if isinstance(value, (int, float, str, dict, type(None)))}), flush=True)
 
 
 if __name__ == "__main__":

@@ -60,3 +60,25 @@ def test_resume_rules_live_in_train_model(forest_project, tmp_path):
     with pytest.raises(WorkbenchError, match="the last model finds instance results"):
         pipeline.train_model(switched, method="forest", resume=True)
     assert pipeline.check_resume(forest_project, "forest").version == 1
+
+
+def test_predictions_use_the_thresholds_the_model_chose_under_the_projects_own(trained_sample_project, tmp_path):
+    """A U-Net's calibrated thresholds reach post-processing; a threshold the project sets wins."""
+    import shutil
+
+    from workbench.deep import load_model
+    from workbench.store import Project
+
+    project = Project.open(shutil.copytree(trained_sample_project.path, tmp_path / "copy"))
+    segmenter = pipeline.load_segmenter(project)
+    _, card = load_model(project.model_dir(segmenter.record.version))
+    assert segmenter.instance_options == card.instance_options
+    assert card.instance_options  # the sample project holds out painted objects, so the model chose
+    options = pipeline.instance_options(project, segmenter=segmenter)
+    assert {key: options[key] for key in card.instance_options} == card.instance_options
+    assert options["min_size"] == pipeline.auto_min_size(project)
+
+    project.update_settings(instances={"boundary_threshold": 0.42})
+    options = pipeline.instance_options(project, segmenter=segmenter)
+    assert options["boundary_threshold"] == 0.42
+    assert options["foreground_threshold"] == card.instance_options["foreground_threshold"]
