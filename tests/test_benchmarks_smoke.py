@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import json
+
 import pytest
 
 from benchmarks import (_common, _report, _tasks, bench_deep, bench_forest_vs_skimage, bench_synthetic,
@@ -78,15 +80,19 @@ def test_nuclei_split_keeps_train_and_test_apart():
     assert task.test_gt.max() > 0
 
 
-def test_deep_benchmark_rows_and_targets(tiny):
+def test_deep_benchmark_rows_and_targets(tiny, tmp_path):
     result = bench_deep.run(tiny, ["cpu"])
     assert [row["method"] for row in result.rows][:2] == ["scikit-image forest (reference)",
                                                           "workbench forest (classic path)"]
-    curve = [row for row in result.rows if not row.get("spread")]
+    curve = [row for row in result.rows if not row.get("spread") and not row.get("default_thresholds")]
     spread = [row for row in result.rows if row.get("spread")]
     assert len(curve) == 2 + len(tiny.deep_variants) * len(tiny.train_budgets_s)
+    # Each U-Net row is scored with the thresholds the model chose, and again with the defaults.
+    defaults = [row for row in result.rows if row.get("default_thresholds")]
+    assert [row["ap50"] for row in defaults] == [row["ap50_default"] for row in curve[2:]]
+    assert all(row["thresholds"] for row in curve[2:])
     assert len(spread) == len(tiny.spread_seeds) * len(tiny.spread_draws)
-    _check_table(result, len(curve))
+    _check_table(result, len(curve) + len(defaults))
     for row in result.rows:
         _check_scores(row)
         assert row["device"] == "cpu"
@@ -99,6 +105,16 @@ def test_deep_benchmark_rows_and_targets(tiny):
     assert result.rows[0]["map_vs_skimage"] == pytest.approx(1.0)
     assert (Path(tiny.work_dir) / bench_deep.PLOT_NAME).stat().st_size > 0
     _check_targets(result)
+
+    # The same section again from the JSON lines that `--curve` runs print, one run per line.
+    lines = tmp_path / "curves.jsonl"
+    runs = deep + [row for row in spread if row["seed"] != 0]  # seed 0's spread row is on its curve
+    lines.write_text("".join(json.dumps(dict(row, draw=0), default=float) + "\n" for row in runs))
+    again = bench_deep.report(lines, tiny)
+    assert [row["ap50"] for row in again.rows[:len(result.rows) - len(spread)]] == \
+        [row["ap50"] for row in result.rows if not row.get("spread")]
+    assert len(again.rows) == len(result.rows)
+    assert [t.goal for t in again.targets] == [t.goal for t in result.targets]
 
 
 def test_synthetic_benchmark_reports_the_lead_over_the_best_forest(tiny):
