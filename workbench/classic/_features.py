@@ -1,4 +1,4 @@
-"""Filter-bank machinery behind `workbench.classic._forest`: settings, registry, normalisation, tiles, cache.
+"""Filter-bank machinery behind `workbench.classic._forest`: settings, registry, tiles, cache.
 
 Every feature is computed in float32 with separable scipy.ndimage filters on a
 whole plane at once (no per-pixel Python). Gaussian smoothing is computed once
@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from workbench.errors import WorkbenchError
+from workbench.normalize import PercentileNormalizer
 from workbench.store import atomic_write
 
 
@@ -562,7 +563,7 @@ class FeatureBank:
         Parameters
         ----------
         normalised : np.ndarray
-            (C, Y, X) float32 image, already normalised (see `Normalisation`).
+            (C, Y, X) float32 image, already normalised (see `workbench.normalize`).
 
         Returns
         -------
@@ -691,57 +692,6 @@ def iter_tiles(
             )
 
 
-# --------------------------------------------------------------------------- normalisation
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """Per-channel percentile scaling fitted on the training images: ``(x - low) / (high - low)``.
-
-    Stored with the model so that every image it sees later is scaled by the
-    same numbers, which is what lets a forest transfer across images.
-    """
-
-    low: tuple[float, ...]
-    high: tuple[float, ...]
-    percentiles: tuple[float, float] = (1.0, 99.8)
-
-    @classmethod
-    def fit(cls, images: list[np.ndarray], *, percentiles: tuple[float, float] = (1.0, 99.8)) -> Normalisation:
-        """Fit on (C, Y, X) images with equal channel counts (at most ~1 M pixels sampled per image)."""
-        n_channels = images[0].shape[0]
-        low, high = [], []
-        for channel in range(n_channels):
-            values = np.concatenate([_subsample(np.asarray(image[channel])) for image in images])
-            lo, hi = np.percentile(values, percentiles)
-            if not hi > lo:
-                # A flat channel: keep it finite, scaled to ~0 rather than dividing by zero.
-                hi = lo + 1.0
-            low.append(float(lo))
-            high.append(float(hi))
-        return cls(tuple(low), tuple(high), tuple(float(p) for p in percentiles))
-
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """(C, Y, X) any dtype -> (C, Y, X) float32 scaled."""
-        low = np.asarray(self.low, dtype=np.float32)[:, None, None]
-        scale = (1.0 / (np.asarray(self.high, dtype=np.float64) - np.asarray(self.low, dtype=np.float64)))
-        out = np.asarray(image, dtype=np.float32) - low
-        out *= scale.astype(np.float32)[:, None, None]
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"low": list(self.low), "high": list(self.high), "percentiles": list(self.percentiles)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Normalisation:
-        return cls(tuple(data["low"]), tuple(data["high"]), tuple(data.get("percentiles", (1.0, 99.8))))
-
-
-def _subsample(plane: np.ndarray, max_pixels: int = 1 << 20) -> np.ndarray:
-    step = max(1, int(np.ceil(np.sqrt(plane.size / max_pixels))))
-    return np.asarray(plane[::step, ::step], dtype=np.float32).ravel()
-
-
 # --------------------------------------------------------------------------- cache
 
 
@@ -779,7 +729,7 @@ class FeatureCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(image: np.ndarray, settings: FeatureSettings, normalisation: Normalisation) -> str:
+    def key(image: np.ndarray, settings: FeatureSettings, normalisation: PercentileNormalizer) -> str:
         recipe = json.dumps({"features": settings.to_dict(), "normalisation": normalisation.to_dict()}, sort_keys=True)
         return hashlib.sha1((image_digest(image) + recipe).encode()).hexdigest()
 
@@ -879,7 +829,6 @@ __all__ = [
     "FeatureBank",
     "FeatureCache",
     "FeatureSettings",
-    "Normalisation",
     "as_image",
     "as_targets",
     "available_features",

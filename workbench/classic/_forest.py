@@ -9,8 +9,8 @@ pixels only turns them into class probabilities (K, Y, X). In instance mode K
 `workbench.predict._instances`.
 
 Intensities are normalised first with per-channel percentiles fitted on the
-training images and stored with the model, so a forest transfers to new
-images. Features are computed tile by tile with `FeatureBank.halo` pixels of
+training images and stored with the model (`workbench.normalize`, the same
+normaliser the deep path uses), so a forest transfers to new images. Features are computed tile by tile with `FeatureBank.halo` pixels of
 context, so large images have no seams; `ForestModel.as_predictor()` plugs
 into `workbench.predict.predict_tiled`, and `predict_image` is a simpler
 tile loop of its own.
@@ -47,6 +47,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from workbench.conventions import INSTANCE_CLASSES, MODES
 from workbench.errors import WorkbenchError
+from workbench.normalize import PercentileNormalizer
 from workbench.store import atomic_write
 from workbench.classic._forest_format import (
     FOREST_ARRAYS_NAME,
@@ -63,7 +64,6 @@ from workbench.classic._features import (
     FeatureBank,
     FeatureCache,
     FeatureSettings,
-    Normalisation,
     aligned_tile_size,
     as_image,
     as_targets,
@@ -86,7 +86,7 @@ __all__ = [
     "ForestModel",
     "ForestSettings",
     "LivePreview",
-    "Normalisation",
+    "PercentileNormalizer",
     "available_features",
     "make_feature_bank",
     "predict_image",
@@ -95,7 +95,9 @@ __all__ = [
 CARD_NAME = "card.json"
 FOREST_NAME = FOREST_ARRAYS_NAME
 CARD_FORMAT = "workbench-random-forest"
-CARD_VERSION = 3  # 3: trees as arrays in forest.npz (2 and before: a joblib pickle, never loaded)
+CARD_VERSION = 4
+"""4: normalisation as `PercentileNormalizer.to_dict` (3 and before: ``{"low", "high", "percentiles"}``,
+still read); 3: trees as arrays in forest.npz (2 and before: a joblib pickle, never loaded)."""
 PREDICT_BLOCK = 32768
 """Pixels walked through all trees at once: their rows (~4 bytes x features each) stay in cache."""
 
@@ -236,8 +238,8 @@ class ForestModel:
     ----------
     features : FeatureBank
         ``features.halo`` is the context a tile needs for seamless prediction.
-    normalisation : Normalisation or None
-        Fitted on the training images by `fit`.
+    normalisation : workbench.normalize.PercentileNormalizer or None
+        Fitted on the training images by `fit` (the same normaliser as the deep path's).
     n_channels : int or None
     metrics : dict
         Training pixel counts, seconds and accuracy on the training pixels.
@@ -275,7 +277,7 @@ class ForestModel:
             raise ClassicTypeError(f"`forest` must be ForestSettings, a dict or None, got {type(forest).__name__}.")
         self.forest_settings: ForestSettings = forest or ForestSettings()
         self.cache = cache if cache is not None else FeatureCache()
-        self.normalisation: Normalisation | None = None
+        self.normalisation: PercentileNormalizer | None = None
         self.n_channels: int | None = None
         self.metrics: dict[str, Any] = {}
         self._forest: RandomForestClassifier | None = None
@@ -385,7 +387,7 @@ class ForestModel:
             counts += np.bincount(target[target >= 0].ravel(), minlength=n_classes)[:n_classes]
         _check_classes_present(counts, class_names)
 
-        normalisation = Normalisation.fit(images)
+        normalisation = PercentileNormalizer().fit(images)
         previous = (self.normalisation, self.n_channels)
         self.normalisation, self.n_channels = normalisation, images[0].shape[0]
         try:
@@ -643,7 +645,7 @@ class ForestModel:
             features=features,
             forest=card["forest"],
         )
-        model.normalisation = Normalisation.from_dict(card["normalisation"])
+        model.normalisation = PercentileNormalizer.from_dict(card["normalisation"])
         model.n_channels = int(card["n_channels"])
         if model.n_channels < 1:
             raise ValueError(f"n_channels {model.n_channels}")
@@ -730,8 +732,8 @@ class LivePreview:
     features : FeatureSettings or dict, optional
     forest : ForestSettings, optional
         Default `PREVIEW_FOREST` (30 trees, depth 10, 3000 pixels per class).
-    normalisation : Normalisation, optional
-        Default: fitted on this image.
+    normalisation : workbench.normalize.PercentileNormalizer, optional
+        Default: fitted on this image (a constant image is refused: nothing to learn from).
     block_size : int
         Edge of the cached feature blocks.
     max_cached_blocks : int
@@ -757,14 +759,14 @@ class LivePreview:
         n_classes: int | None = None,
         features: FeatureSettings | dict | None = None,
         forest: ForestSettings | None = None,
-        normalisation: Normalisation | None = None,
+        normalisation: PercentileNormalizer | None = None,
         block_size: int = 512,
         max_cached_blocks: int = 16,
     ) -> None:
         self.image = as_image(image, "image")
         self.model = ForestModel(mode=mode, n_classes=n_classes, features=features, forest=forest or PREVIEW_FOREST)
         self.model.n_channels = self.image.shape[0]
-        self.model.normalisation = normalisation or Normalisation.fit([self.image])
+        self.model.normalisation = normalisation or PercentileNormalizer().fit([self.image])
         self.block_size = aligned_tile_size(block_size, self.model.features.alignment)
         self.max_cached_blocks = int(max_cached_blocks)
         self.timings: dict[str, float] = {}

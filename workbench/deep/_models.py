@@ -28,7 +28,7 @@ from workbench.deep._device import pick_device
 from workbench.errors import WorkbenchError
 from workbench.validate import whole_number
 from workbench.store import atomic_write, to_jsonable
-from workbench.deep._normalize import PercentileNormalizer
+from workbench.normalize import PercentileNormalizer
 
 __all__ = [
     "PRESETS",
