@@ -171,6 +171,20 @@ def test_tiled_prediction_equals_whole_image_prediction(trained, probabilities, 
     np.testing.assert_allclose(blended[inner], probabilities[inner], atol=1e-5)
 
 
+def test_forest_through_the_tile_loop_equals_whole_image_prediction_at_the_edges_too(
+    trained, probabilities, nuclei_image
+):
+    from workbench.predict import predict_tiled
+
+    # Overlapping, blended tiles whose halo is clipped at the image edge, as the whole image is filtered.
+    blended = predict_tiled(nuclei_image[None], trained.as_predictor(), 3, tile_size=256, overlap=32,
+                            halo=trained.halo, edge="clip")
+    np.testing.assert_allclose(blended, probabilities, atol=1e-5)  # every pixel, the edges included
+    # A crop the tiles do not divide: the last tile row and column end short of a full tile.
+    crop = nuclei_image[:300, :437]
+    np.testing.assert_array_equal(predict_image(trained, crop, tile_size=128), trained.predict_proba(crop))
+
+
 def test_save_load_round_trip_gives_identical_probabilities(trained, probabilities, nuclei_image, tmp_path):
     trained.save(tmp_path / "forest")
     assert sorted(p.name for p in (tmp_path / "forest").iterdir()) == ["card.json", "forest.npz"]

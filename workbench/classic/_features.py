@@ -1,4 +1,4 @@
-"""Filter-bank machinery behind `workbench.classic._forest`: settings, registry, tiles, cache.
+"""Filter-bank machinery behind `workbench.classic._forest`: settings, registry, cache.
 
 Every feature is computed in float32 with separable scipy.ndimage filters on a
 whole plane at once (no per-pixel Python). Gaussian smoothing is computed once
@@ -19,7 +19,7 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -30,6 +30,7 @@ from scipy import ndimage as ndi
 
 from workbench.errors import WorkbenchError
 from workbench.normalize import PercentileNormalizer
+from workbench.predict import predict_tiled
 from workbench.store import atomic_write
 
 
@@ -634,14 +635,18 @@ class FeatureBank:
         """Same result as `compute`, tile by tile with `halo` pixels of context (bounded memory per tile).
 
         `tile_size` is rounded up to a multiple of `alignment` so that tiles
-        join without seams.
+        join without seams; the tile loop is `workbench.predict.predict_tiled`
+        with the halo clipped at the image edge.
         """
         image = np.asarray(normalised, dtype=np.float32)
-        out = np.empty((self.n_features(image.shape[0]),) + image.shape[1:], dtype=np.float32)
-        tile_size = aligned_tile_size(tile_size, self.alignment)
-        for core, read, core_in_read in iter_tiles(image.shape[1:], tile_size, self.halo):
-            out[(slice(None),) + core] = self.compute(image[(slice(None),) + read])[(slice(None),) + core_in_read]
-        return out
+
+        def features(batch: np.ndarray) -> np.ndarray:
+            return np.stack([self.compute(tile) for tile in batch])
+
+        return predict_tiled(
+            image, features, self.n_features(image.shape[0]), tile_size=aligned_tile_size(tile_size, self.alignment),
+            overlap=0, halo=self.halo, batch_size=1, window="constant", edge="clip",
+        )
 
 
 def make_feature_bank(settings: FeatureSettings | dict | str | None = None) -> FeatureBank:
@@ -661,35 +666,6 @@ def make_feature_bank(settings: FeatureSettings | dict | str | None = None) -> F
             f"got {type(settings).__name__}."
         )
     return FeatureBank(settings)
-
-
-# --------------------------------------------------------------------------- tiles
-
-
-def iter_tiles(
-    shape: tuple[int, int], tile_size: int, halo: int
-) -> Iterator[tuple[tuple[slice, slice], tuple[slice, slice], tuple[slice, slice]]]:
-    """Yield (core, read, core_in_read) slice pairs covering a (Y, X) plane.
-
-    ``read`` is the core grown by `halo` and clipped to the image, so a tile
-    that touches the image edge is filtered with the same edge mode as the
-    whole image and the core matches whole-image results exactly.
-    """
-    tile_size = int(tile_size)
-    if tile_size < 1:
-        raise ClassicInputError(f"tile_size must be a positive number of pixels, got {tile_size}.")
-    height, width = (int(n) for n in shape)
-    for y0 in range(0, height, tile_size):
-        y1 = min(y0 + tile_size, height)
-        ry0, ry1 = max(0, y0 - halo), min(height, y1 + halo)
-        for x0 in range(0, width, tile_size):
-            x1 = min(x0 + tile_size, width)
-            rx0, rx1 = max(0, x0 - halo), min(width, x1 + halo)
-            yield (
-                (slice(y0, y1), slice(x0, x1)),
-                (slice(ry0, ry1), slice(rx0, rx1)),
-                (slice(y0 - ry0, y1 - ry0), slice(x0 - rx0, x1 - rx0)),
-            )
 
 
 # --------------------------------------------------------------------------- cache
@@ -836,6 +812,5 @@ __all__ = [
     "image_digest",
     "FEATURE_PRESETS",
     "aligned_tile_size",
-    "iter_tiles",
     "make_feature_bank",
 ]

@@ -12,8 +12,9 @@ Intensities are normalised first with per-channel percentiles fitted on the
 training images and stored with the model (`workbench.normalize`, the same
 normaliser the deep path uses), so a forest transfers to new images. Features are computed tile by tile with `FeatureBank.halo` pixels of
 context, so large images have no seams; `ForestModel.as_predictor()` plugs
-into `workbench.predict.predict_tiled`, and `predict_image` is a simpler
-tile loop of its own.
+into `workbench.predict.predict_tiled`, and `predict_image` runs that one tile
+loop with the halo clipped at the image edge, so it equals whole-image
+prediction everywhere.
 
 Example
 -------
@@ -70,9 +71,9 @@ from workbench.classic._features import (
     available_features,
     settings_from_dict,
     check_channels,
-    iter_tiles,
     make_feature_bank,
 )
+from workbench.predict import predict_tiled
 
 __all__ = [
     "FEATURE_PRESETS",
@@ -675,9 +676,11 @@ def predict_image(
 ) -> np.ndarray:
     """Seamless tile-by-tile prediction of a large image (numpy, zarr or any sliceable array).
 
-    Each tile is read with ``forest_model.halo`` pixels of context (clipped at
-    the image edge), so the result equals `ForestModel.predict_proba` on the
-    whole image while memory stays bounded by the tile size.
+    The engine's one tile loop, `workbench.predict.predict_tiled`, with
+    ``forest_model.halo`` pixels of context clipped at the image edge
+    (``edge="clip"``) and tiles on the downsampling grid, so the result equals
+    `ForestModel.predict_proba` on the whole image while memory stays bounded
+    by the tile size.
 
     Parameters
     ----------
@@ -698,21 +701,21 @@ def predict_image(
     if not isinstance(forest_model, ForestModel):
         raise ClassicTypeError(f"`forest_model` must be a ForestModel, got {type(forest_model).__name__}.")
     forest_model.require_fitted("predict_image")
-    shape = tuple(getattr(image, "shape", np.shape(image)))
+    if not hasattr(image, "shape"):
+        image = np.asarray(image)
+    shape = tuple(image.shape)
     if len(shape) == 2:
         image, shape = np.asarray(image)[None], (1,) + shape
     if len(shape) != 3:
         raise ClassicInputError(f"`image` must be (C, Y, X) or (Y, X), got shape {shape}.")
     check_channels(shape[0], forest_model.n_channels, "image")
-    out = np.empty((forest_model.n_classes,) + tuple(shape[1:]), dtype=np.float32)
-    tile_size = aligned_tile_size(tile_size, forest_model.features.alignment)
-    tiles = list(iter_tiles(shape[1:], tile_size, forest_model.halo))
-    for index, (core, read, core_in_read) in enumerate(tiles):
-        tile = as_image(np.asarray(image[(slice(None),) + read]), "image tile", n_channels=forest_model.n_channels)
-        out[(slice(None),) + core] = forest_model.predict_proba(tile)[(slice(None),) + core_in_read]
-        if progress is not None:
-            progress((index + 1) / len(tiles), f"tile {index + 1} of {len(tiles)}")
-    return out
+    # Non-overlapping tiles on the downsampling grid, the halo clipped at the image edge as the
+    # whole image is filtered there: each pixel's features, so its prediction, are the whole image's.
+    return predict_tiled(
+        image, forest_model.as_predictor(), forest_model.n_classes,
+        tile_size=aligned_tile_size(tile_size, forest_model.features.alignment), overlap=0,
+        halo=forest_model.halo, batch_size=1, window="constant", edge="clip", progress=progress,
+    )
 
 
 class LivePreview:
