@@ -120,7 +120,7 @@ def _make_slide(size: int, with_probabilities: bool) -> dict:
     if with_probabilities:
         project = _project()
         settings = BatchSettings(block_size=BLOCK, halo=HALO)
-        segmenter = _segmenter(str(project.path), project.model_record()["version"], None)
+        segmenter = _segmenter(str(project.path), project.model_record().version, None)
         (job, _, _), = _plan(project, [str(folder / "slide.zarr")], folder / "out", settings, segmenter,
                              instance_options(project), HALO)
         (folder / "out").mkdir()

@@ -470,7 +470,7 @@ def _plan(project, inputs: Sequence[str], out_dir: Path, settings: BatchSettings
         in_project = reference in project.image_names
         if in_project:
             source = project.image(reference)
-            pixel_size = project.image_info(reference).get("pixel_size")
+            pixel_size = project.image_info(reference).pixel_size
         else:
             if not Path(reference).exists():
                 raise WorkbenchError(f"input {reference!r} is neither an image of the project nor an existing file")
@@ -491,7 +491,7 @@ def _plan(project, inputs: Sequence[str], out_dir: Path, settings: BatchSettings
             settings.tile_size or segmenter.tile_size))))
         job = _Job(
             project=str(project.path), image=reference, in_project=in_project, axes=None, name=stem,
-            scratch=str(out_dir / f".{stem}{_PARTIAL_SUFFIX}"), model_version=int(segmenter.record["version"]),
+            scratch=str(out_dir / f".{stem}{_PARTIAL_SUFFIX}"), model_version=int(segmenter.record.version),
             mode=project.mode, n_outputs=int(segmenter.n_outputs), spatial_shape=tuple(source.spatial_shape),
             block=settings.block_size, halo=halo, margin=margin + int(segmenter.halo), tile_size=settings.tile_size,
             overlap=settings.overlap, tta=settings.tta, device=settings.device, options=dict(options),
@@ -739,7 +739,7 @@ def predict_batch(
     if out_dir.exists() and not out_dir.is_dir():
         raise WorkbenchError(f"--out {out_dir} is a file; the batch writes a folder of OME-Zarr images there")
     out_dir.mkdir(parents=True, exist_ok=True)
-    segmenter = _segmenter(str(project.path), project.model_record(settings.model_version)["version"],
+    segmenter = _segmenter(str(project.path), project.model_record(settings.model_version).version,
                            settings.device, settings.backend)
     options = instance_options(project) if project.mode == "instance" else {}
     halo = settings.halo if settings.halo is not None else object_halo(project)

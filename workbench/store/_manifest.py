@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.records import ModelRecord, _ReadsLikeADict
+from workbench.records import ModelRecord
 
 __all__ = ["SCHEMA_VERSION", "MODES", "METHODS", "ClassRecord", "ImageRecord", "Manifest", "ManifestError",
            "parse_manifest", "SAFE_NAME", "LABELS_ARRAY"]
@@ -36,15 +36,18 @@ class ManifestError(WorkbenchError):
 
 
 @dataclass
-class ClassRecord(_ReadsLikeADict):
+class ClassRecord:
     """A class of the project: its name and display colour (``#rrggbb``)."""
 
     name: str
     color: str
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 @dataclass
-class ImageRecord(_ReadsLikeADict):
+class ImageRecord:
     """An image of the project, as added.
 
     Attributes
