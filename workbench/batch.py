@@ -43,7 +43,9 @@ from typing import Any
 
 import numpy as np
 
+from workbench import config
 from workbench.errors import WorkbenchError
+from workbench.validate import whole_number
 
 __all__ = ["BatchSettings", "ImageResult", "predict_batch", "parse_scheduler", "object_halo"]
 
@@ -85,10 +87,9 @@ class BatchSettings:
     table_format: str = "csv"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.block_size, int) or self.block_size < 64:
-            raise WorkbenchError(f"block size must be a whole number of pixels >= 64, got {self.block_size!r}")
-        if self.halo is not None and (not isinstance(self.halo, int) or self.halo < 0):
-            raise WorkbenchError(f"halo must be a whole number of pixels >= 0, got {self.halo!r}")
+        whole_number(self.block_size, "block_size", minimum=64)
+        if self.halo is not None:
+            whole_number(self.halo, "halo", minimum=0)
         if self.table_format not in TABLE_FORMATS:
             raise WorkbenchError(f"table format must be one of {', '.join(TABLE_FORMATS)}, got {self.table_format!r}")
 
@@ -179,7 +180,7 @@ def _segmenter(project: str, version: int, device: str | None, backend: str = "t
         from workbench.pipeline import load_segmenter
         from workbench.store import Project
 
-        if os.environ.get("WORKBENCH_THREADS"):
+        if config.threads() is not None:
             from workbench.deep import configure_cpu_threads
 
             configure_cpu_threads()

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from workbench.conventions import METHODS, MODES
 from workbench.errors import WorkbenchError
 from workbench.records import ModelRecord
 
@@ -22,8 +23,6 @@ __all__ = ["SCHEMA_VERSION", "MODES", "METHODS", "ClassRecord", "ImageRecord", "
            "parse_manifest", "SAFE_NAME", "LABELS_ARRAY"]
 
 SCHEMA_VERSION = 1
-MODES = ("semantic", "instance")
-METHODS = ("unet", "forest")
 CANONICAL_AXES = ("YX", "CYX", "ZYX", "ZCYX")
 # Image names become folder names in data.zarr: letters, digits, ".", "_", "-", not starting with ".".
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
