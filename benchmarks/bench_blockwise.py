@@ -19,8 +19,8 @@ Two measurements, each in fresh child processes so that peak memory belongs to o
 
 Usage::
 
-    python benchmarks/bench_blockwise.py throughput --size 2048
-    python benchmarks/bench_blockwise.py scaling --sizes 2048,4096,8192,16384,32768
+    python -m benchmarks.bench_blockwise throughput --size 2048
+    python -m benchmarks.bench_blockwise scaling --sizes 2048,4096,8192,16384,32768
 
 Results are appended, one JSON line per run, to ``benchmarks/_work/blockwise/results.jsonl``.
 """
@@ -40,8 +40,6 @@ import numpy as np
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 WORK = BENCH_DIR / "_work" / "blockwise"
 TILE = 1024
@@ -120,7 +118,7 @@ def _make_slide(size: int, with_probabilities: bool) -> dict:
     if with_probabilities:
         project = _project()
         settings = BatchSettings(block_size=BLOCK, halo=HALO)
-        segmenter = _segmenter(str(project.path), project.model_record()["version"], None)
+        segmenter = _segmenter(str(project.path), project.model_record().version, None)
         (job, _, _), = _plan(project, [str(folder / "slide.zarr")], folder / "out", settings, segmenter,
                              instance_options(project), HALO)
         (folder / "out").mkdir()
@@ -156,7 +154,9 @@ def _run_batch(size: int, scheduler: str) -> dict:
 
 
 def _child(argv: list[str]) -> dict:
-    output = subprocess.run([sys.executable, __file__, *argv], check=True, capture_output=True, text=True).stdout
+    # A module of the benchmarks package, as run_all runs it: no sys.path edits.
+    output = subprocess.run([sys.executable, "-m", "benchmarks.bench_blockwise", *argv], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 

@@ -37,7 +37,7 @@ def main(argv=None) -> None:
     import torch
 
     from workbench.deep import ModelCard, build_unet, configure_cpu_threads, make_predictor
-    from workbench.deep._normalize import fit_normalizer
+    from workbench.normalize import fit_normalizer
     from workbench.exchange import OnnxPredictor, export_onnx
     from workbench.predict import predict_tiled
 

@@ -121,7 +121,7 @@ def accuracy_rows(epochs: int, object_fraction: float, boundary_width: int, seed
         for boundaries in trainings:
             project, pred, record, train_s, predict_s = train_project(Path(tmp) / boundaries, image, labels,
                                                                       boundaries, epochs, boundary_width, seed)
-            common = {"train_s": round(train_s, 1), "epochs": record["metrics"].get("epochs")}
+            common = {"train_s": round(train_s, 1), "epochs": record.metrics.epochs}
             if boundaries == "3d":
                 rows.append({"path": "3-D: targets with 3-D boundaries, 3-D watershed", **score(gt, pred),
                              "predict_s": round(predict_s, 1), **common})

@@ -20,7 +20,7 @@ def make_unet_project(path: Path, *, size: int = 192, seed: int = 0):
     import torch
 
     from workbench.deep import ModelCard, build_unet, save_model
-    from workbench.deep._normalize import fit_normalizer
+    from workbench.normalize import fit_normalizer
     from workbench.store import INSTANCE_CLASSES, Project
 
     image = tifffile.imread(NUCLEI_DIR / "image.tif")[:size, :size]

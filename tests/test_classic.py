@@ -20,7 +20,7 @@ from workbench.classic import (
     ForestModel,
     ForestSettings,
     LivePreview,
-    Normalisation,
+    PercentileNormalizer,
     make_feature_bank,
     predict_image,
 )
@@ -90,7 +90,7 @@ def test_rich_preset_is_the_former_full_resolution_bank():
 
 
 def test_downsampled_scales_follow_the_full_resolution_ones(nuclei_image):
-    image = Normalisation.fit([nuclei_image[None]]).apply(nuclei_image[None])
+    image = PercentileNormalizer().fit([nuclei_image[None]]).apply(nuclei_image[None])
     settings = FeatureSettings(features=("gaussian", "hessian_eigenvalues"), sigmas=(4.0, 8.0))
     coarse = make_feature_bank(settings).compute(image)
     exact = make_feature_bank(FeatureSettings(**{**settings.to_dict(), "downsample_from_sigma": 0})).compute(image)
@@ -111,14 +111,14 @@ def test_feature_settings_round_trip_and_unknown_names_list_the_choices():
 def test_features_are_float32_and_finite(nuclei_image):
     image = nuclei_image[None, :128, :128]
     for preset, n_features in (("fast", 27), ("rich", 34)):
-        stack = make_feature_bank(preset).compute(Normalisation.fit([image]).apply(image))
+        stack = make_feature_bank(preset).compute(PercentileNormalizer().fit([image]).apply(image))
         assert stack.dtype == np.float32 and stack.shape == (n_features, 128, 128)
         assert np.isfinite(stack).all()
         assert (stack.reshape(n_features, -1).std(axis=1) > 0).all(), "no feature should be constant on a real image"
 
 
 def test_tiled_features_equal_whole_image_features(nuclei_image):
-    image = Normalisation.fit([nuclei_image[None]]).apply(nuclei_image[None, :300, :260])
+    image = PercentileNormalizer().fit([nuclei_image[None]]).apply(nuclei_image[None, :300, :260])
     for preset in ("fast", "rich"):
         bank = make_feature_bank(preset)
         whole = bank.compute(image)
@@ -127,7 +127,7 @@ def test_tiled_features_equal_whole_image_features(nuclei_image):
 
 
 def test_entropy_matches_scikit_image_rank_entropy(nuclei_image):
-    image = Normalisation.fit([nuclei_image[None]]).apply(nuclei_image[None, :160, :160])
+    image = PercentileNormalizer().fit([nuclei_image[None]]).apply(nuclei_image[None, :160, :160])
     bank = make_feature_bank(FeatureSettings(features=("entropy",), entropy_radii=(4,), entropy_bins=16))
     ours = bank.compute(image)[0]
     levels = np.clip(image[0] * 16, 0, 15).astype(np.uint8)
@@ -171,6 +171,20 @@ def test_tiled_prediction_equals_whole_image_prediction(trained, probabilities, 
     np.testing.assert_allclose(blended[inner], probabilities[inner], atol=1e-5)
 
 
+def test_forest_through_the_tile_loop_equals_whole_image_prediction_at_the_edges_too(
+    trained, probabilities, nuclei_image
+):
+    from workbench.predict import predict_tiled
+
+    # Overlapping, blended tiles whose halo is clipped at the image edge, as the whole image is filtered.
+    blended = predict_tiled(nuclei_image[None], trained.as_predictor(), 3, tile_size=256, overlap=32,
+                            halo=trained.halo, edge="clip")
+    np.testing.assert_allclose(blended, probabilities, atol=1e-5)  # every pixel, the edges included
+    # A crop the tiles do not divide: the last tile row and column end short of a full tile.
+    crop = nuclei_image[:300, :437]
+    np.testing.assert_array_equal(predict_image(trained, crop, tile_size=128), trained.predict_proba(crop))
+
+
 def test_save_load_round_trip_gives_identical_probabilities(trained, probabilities, nuclei_image, tmp_path):
     trained.save(tmp_path / "forest")
     assert sorted(p.name for p in (tmp_path / "forest").iterdir()) == ["card.json", "forest.npz"]
@@ -183,6 +197,48 @@ def test_save_load_round_trip_gives_identical_probabilities(trained, probabiliti
         ForestModel.load(tmp_path / "forest", n_channels=3)
     with pytest.raises(WorkbenchError, match="no Random Forest model"):
         ForestModel.load(tmp_path)
+
+
+# The normalisation record as forests saved before the two paths shared one normaliser wrote it
+# (card version 3, workbench.classic Normalisation.to_dict() fitted on nuclei_image).
+OLD_FOREST_NORMALISATION = {"low": [8.0], "high": [206.0], "percentiles": [1.0, 99.8]}
+
+
+def test_forest_saved_with_the_older_normalisation_record_loads_and_predicts_as_before(
+    trained, nuclei_image, tmp_path
+):
+    import json
+
+    trained.save(tmp_path / "forest")
+    card_path = tmp_path / "forest" / "card.json"
+    card = json.loads(card_path.read_text())
+    assert card["normalisation"]["kind"] == "percentile"  # what this version writes
+    card.update(version=3, normalisation=OLD_FOREST_NORMALISATION)
+    card_path.write_text(json.dumps(card, indent=2))
+
+    loaded = ForestModel.load(tmp_path / "forest")
+    assert loaded.normalisation.offsets.tolist() == [8.0] and loaded.normalisation.scales.tolist() == [198.0]
+    assert (loaded.normalisation.low, loaded.normalisation.high) == (1.0, 99.8)
+    # The older code's arithmetic, written out: (x - low) * (1 / (high - low)) in float32.
+    low = np.asarray(OLD_FOREST_NORMALISATION["low"], np.float32)[:, None, None]
+    gain = (1.0 / (np.asarray(OLD_FOREST_NORMALISATION["high"]) - np.asarray(OLD_FOREST_NORMALISATION["low"])))
+    old_normalised = (nuclei_image[None].astype(np.float32) - low) * gain.astype(np.float32)[:, None, None]
+    np.testing.assert_array_equal(loaded.normalisation(nuclei_image[None]), old_normalised)
+    expected = trained.predict_features(trained.features.compute(old_normalised))
+    np.testing.assert_array_equal(loaded.predict_proba(nuclei_image), expected)
+    # Saved again, it writes the shared record and reads back the same.
+    loaded.save(tmp_path / "again")
+    again = ForestModel.load(tmp_path / "again")
+    assert again.normalisation == loaded.normalisation
+    assert json.loads((tmp_path / "again" / "card.json").read_text())["normalisation"]["kind"] == "percentile"
+
+
+def test_a_channel_constant_in_the_training_images_is_refused_as_on_the_deep_path(nuclei_image, targets):
+    two_channels = np.stack([nuclei_image, np.full_like(nuclei_image, 7)])
+    with pytest.raises(WorkbenchError, match="channel 1 is constant"):
+        ForestModel(mode="instance", forest=SMALL_FOREST).fit([(two_channels, targets)])
+    with pytest.raises(WorkbenchError, match="channel 0 is constant"):
+        LivePreview(np.zeros((64, 64), np.float32))
 
 
 def test_retraining_reuses_cached_features(nuclei_image, targets, tmp_path, monkeypatch):

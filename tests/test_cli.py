@@ -42,7 +42,7 @@ def test_full_command_line_workflow(files, capsys):
     assert ("still improving — training longer should help" in out
             or "no longer improving — paint where the model is wrong" in out)
     first = Project.open(proj).model_record()
-    assert first["metrics"]["steps"] >= 1 and first["metrics"]["summary"] in out
+    assert first.metrics["steps"] >= 1 and first.metrics["summary"] in out
     assert run("train", proj, "--method", "forest") == 0
     assert "model version 2 (forest)" in capsys.readouterr().out
     # Predict into the project with the latest (forest) model, then a file with the U-Net.
@@ -66,9 +66,9 @@ def test_full_command_line_workflow(files, capsys):
     assert run("labels", proj, "nuclei", "--instances", files / "mask.tif") == 0
     assert run("train", proj, "--minutes", "0.1", "--resume") == 0
     record = Project.open(proj).model_record()
-    assert record["version"] == 3 and record["parent"] == 1
-    assert record["metrics"]["total_steps"] == first["metrics"]["steps"] + record["metrics"]["steps"]
-    assert record["labels"]["annotated_fraction"] == 1.0
+    assert record.version == 3 and record.parent == 1
+    assert record.metrics["total_steps"] == first.metrics["steps"] + record.metrics["steps"]
+    assert record.labels["annotated_fraction"] == 1.0
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -68,7 +68,7 @@ def test_package_describes_weights_normalisation_axes_and_training(package):
     assert test_input.shape == (1, 1, 96, 96) and test_output.shape == (1, 3, 96, 96)
     np.testing.assert_allclose(test_output.sum(axis=1), 1.0, atol=1e-5)
     assert "## Training data" in readme and "nuclei" in readme and "## Validation" in readme
-    assert rdf["config"]["workbench"]["model_version"] == record["version"]
+    assert rdf["config"]["workbench"]["model_version"] == record.version
 
 
 def test_forest_models_are_refused(tmp_path, nuclei_image):
@@ -115,7 +115,7 @@ def test_package_imports_back_into_a_project_and_predicts_the_same(package, tmp_
     project = Project.create(tmp_path / "elsewhere", mode="instance", classes=["background", "nucleus"])
     project.add_image(source_project.image("nuclei")[...], name="nuclei")
     record = import_bioimageio(project, result.path)
-    assert record["method"] == "unet" and record["settings"]["imported_from"] == str(result.path)
+    assert record.method == "unet" and record.settings["imported_from"] == str(result.path)
     original, _ = load_model(source_project.model_dir(), device="cpu")
     imported, _ = load_model(project.model_dir(), device="cpu")
     for key, value in original.state_dict().items():

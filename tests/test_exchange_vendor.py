@@ -57,8 +57,8 @@ def test_czi_goes_into_a_project(czi_file, tmp_path):
     project = Project.create(tmp_path / "p", classes=["background", "nucleus"])
     name = project.add_image(path)
     info = project.image_info(name)
-    assert info["axes"] == "ZCYX" and tuple(info["shape"]) == volume.shape
-    assert info["pixel_size"] == pytest.approx([0.325, 0.325])
+    assert info.axes == "ZCYX" and tuple(info.shape) == volume.shape
+    assert info.pixel_size == pytest.approx([0.325, 0.325])
     np.testing.assert_array_equal(project.image(name)[...], volume)
 
 

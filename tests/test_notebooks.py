@@ -69,7 +69,7 @@ def test_every_notebook_runs_under_nbval(notebook_env):
     assert " passed" in result.stdout and "failed" not in result.stdout
     # Notebook 03 trained on the project the notebooks share; 05 segmented and measured with it.
     project = Project.open(notebook_env["WORKBENCH_PROJECT"])
-    assert [m["method"] for m in project.models] == ["unet"]
+    assert [m.method for m in project.models] == ["unet"]
     assert (project.path / "results" / "model-v001" / "measurements.csv").exists()
 
 

@@ -34,7 +34,7 @@ def test_create_and_reopen_keeps_manifest(project):
     assert again.mode == "instance"
     assert again.class_names == ["background", "nucleus"]
     assert again.image_names == ["nuclei"]
-    assert again.image_info("nuclei")["dtype"] == "uint16"
+    assert again.image_info("nuclei").dtype == "uint16"
     assert json.loads((project.path / "project.json").read_text())["schema_version"] == SCHEMA_VERSION
 
 

@@ -25,13 +25,16 @@ def test_a_manifest_entry_round_trips_unchanged():
     assert ModelRecord(**ENTRY) == record, "built from the manifest's plain dicts, metrics become typed"
 
 
-def test_callers_still_reading_dicts_keep_working_while_they_move_to_attributes():
+def test_records_are_read_by_attribute_not_as_dicts():
     record = ModelRecord.from_dict(ENTRY)
-    assert record["version"] == 3 and record.get("parent") == 1 and record.get("nothing", "-") == "-"
-    assert record["metrics"]["n_nodes"] == 812 and record.metrics.get("seconds") == 1.5
+    assert record.version == 3 and record.parent == 1 and not hasattr(record, "nothing")
+    assert record.metrics["n_nodes"] == 812 and record.metrics.get("seconds") == 1.5
     assert dict(record.metrics) == ENTRY["metrics"] and record.metrics == ENTRY["metrics"]
-    with pytest.raises(KeyError):
-        record["best_val_loss"]
+    with pytest.raises(TypeError):
+        record["version"]  # the dict-style bridge is gone: a typo'd field cannot read as None
+    assert not hasattr(record, "get")
+    with pytest.raises(AttributeError):
+        record.best_val_loss
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -145,7 +145,7 @@ def test_remove_deletes_only_the_image(project, capsys):
 
 def test_unet_weights_that_would_run_code_are_refused(tmp_path, nuclei_image):
     from workbench.deep import ModelCard, build_unet, load_model, save_model
-    from workbench.deep._normalize import PercentileNormalizer
+    from workbench.normalize import PercentileNormalizer
 
     marker = tmp_path / "pwned"
     normalizer = PercentileNormalizer().fit([nuclei_image[None]])

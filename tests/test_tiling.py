@@ -146,6 +146,27 @@ def test_sizes_not_divisible_by_the_tile_and_smaller_than_a_tile(
     np.testing.assert_allclose(tiled, whole_image(image), atol=1e-5)
 
 
+@pytest.mark.parametrize("height, width", [(512, 512), (300, 517), (130, 129), (50, 70)])
+def test_clipped_halo_tiles_see_the_image_edge_as_the_whole_image_does(nuclei_image, height, width):
+    crop = np.pad(nuclei_image, ((0, 0), (0, 100)), mode="symmetric")[:height, :width][None]
+    seen = []
+
+    def recording(batch):
+        seen.extend([batch.shape[2:]] * batch.shape[0])
+        return smooth_predictor(batch)
+
+    tiled = predict_tiled(crop, recording, 2, tile_size=128, overlap=32, halo=RECEPTIVE_RADIUS, edge="clip")
+    np.testing.assert_allclose(tiled, whole_image(crop), atol=1e-5)
+    rows, cols = _tile_starts(height, 128, 32, regular=True), _tile_starts(width, 128, 32, regular=True)
+    assert all(start % 96 == 0 for start in rows + cols)  # tiles start on multiples of the step
+    expected = [
+        (min(height, y + 128 + RECEPTIVE_RADIUS) - max(0, y - RECEPTIVE_RADIUS),
+         min(width, x + 128 + RECEPTIVE_RADIUS) - max(0, x - RECEPTIVE_RADIUS))
+        for y in rows for x in cols
+    ]
+    assert seen == expected  # the halo is read only where there is image: nothing reflected
+
+
 def test_two_dimensional_image_is_one_channel(nuclei_image):
     tiled = predict_tiled(nuclei_image, smooth_predictor, 2, tile_size=128, halo=RECEPTIVE_RADIUS)
     np.testing.assert_allclose(tiled, whole_image(nuclei_image[None]), atol=1e-5)
@@ -254,6 +275,7 @@ def test_predictor_errors_are_clear(nuclei_cyx):
         ({"tile_size": 0}, "tile_size"),
         ({"halo": -1}, "halo"),
         ({"window": "bartlett"}, "spline"),
+        ({"edge": "wrap"}, "reflect.*clip"),
         ({"out": np.zeros((2, 512, 511), np.float32)}, "shape"),
         ({"out": np.zeros((2, 512, 512), np.uint8)}, "floating"),
     ],

@@ -30,7 +30,7 @@ def test_start_trains_in_background_plots_losses_and_records_the_model(sample_pr
 
     assert panel.error is None, panel.error
     assert record is not None and record.version == 1 and record.method == "unet"
-    assert [m["version"] for m in Project.open(sample_project.path).models] == [1]
+    assert [m.version for m in Project.open(sample_project.path).models] == [1]
     assert len(panel.history) >= 1
     assert all(np.isfinite(entry["loss"]) for entry in panel.history)
     assert panel.plot_updates >= 2 and panel.plot.value != first_plot
@@ -38,7 +38,7 @@ def test_start_trains_in_background_plots_losses_and_records_the_model(sample_pr
     assert panel.progress.value == 1.0 and panel.progress.bar_style == "success"
     assert "Model version 1 is ready" in panel.status.value
     # The message reads the typed record: the kept weights' validation loss, as the manifest stores it.
-    stored = Project.open(sample_project.path).model_record()["metrics"]["val_loss"]
+    stored = Project.open(sample_project.path).model_record().metrics["val_loss"]
     assert record.metrics.val_loss == stored
     assert f"best validation loss {stored:.3f}" in panel.status.value
     assert not panel.running and not panel.start_button.disabled and panel.stop_button.disabled
@@ -59,7 +59,7 @@ def test_stop_ends_training_early_and_keeps_the_best_model(sample_project):
     assert record is not None, "stopping keeps the best model so far"
     assert "Stopped early" in panel.status.value
     assert len(panel.history) == 1, "the epoch under way when Stop was pressed is finished and validated"
-    assert sample_project.model_record()["version"] == record.version
+    assert sample_project.model_record().version == record.version
 
 
 def test_continuing_without_a_model_is_a_readable_message_not_a_traceback(sample_project):

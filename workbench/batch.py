@@ -43,7 +43,9 @@ from typing import Any
 
 import numpy as np
 
+from workbench import config
 from workbench.errors import WorkbenchError
+from workbench.validate import whole_number
 
 __all__ = ["BatchSettings", "ImageResult", "predict_batch", "parse_scheduler", "object_halo"]
 
@@ -85,10 +87,9 @@ class BatchSettings:
     table_format: str = "csv"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.block_size, int) or self.block_size < 64:
-            raise WorkbenchError(f"block size must be a whole number of pixels >= 64, got {self.block_size!r}")
-        if self.halo is not None and (not isinstance(self.halo, int) or self.halo < 0):
-            raise WorkbenchError(f"halo must be a whole number of pixels >= 0, got {self.halo!r}")
+        whole_number(self.block_size, "block_size", minimum=64)
+        if self.halo is not None:
+            whole_number(self.halo, "halo", minimum=0)
         if self.table_format not in TABLE_FORMATS:
             raise WorkbenchError(f"table format must be one of {', '.join(TABLE_FORMATS)}, got {self.table_format!r}")
 
@@ -179,7 +180,7 @@ def _segmenter(project: str, version: int, device: str | None, backend: str = "t
         from workbench.pipeline import load_segmenter
         from workbench.store import Project
 
-        if os.environ.get("WORKBENCH_THREADS"):
+        if config.threads() is not None:
             from workbench.deep import configure_cpu_threads
 
             configure_cpu_threads()
@@ -470,7 +471,7 @@ def _plan(project, inputs: Sequence[str], out_dir: Path, settings: BatchSettings
         in_project = reference in project.image_names
         if in_project:
             source = project.image(reference)
-            pixel_size = project.image_info(reference).get("pixel_size")
+            pixel_size = project.image_info(reference).pixel_size
         else:
             if not Path(reference).exists():
                 raise WorkbenchError(f"input {reference!r} is neither an image of the project nor an existing file")
@@ -491,7 +492,7 @@ def _plan(project, inputs: Sequence[str], out_dir: Path, settings: BatchSettings
             settings.tile_size or segmenter.tile_size))))
         job = _Job(
             project=str(project.path), image=reference, in_project=in_project, axes=None, name=stem,
-            scratch=str(out_dir / f".{stem}{_PARTIAL_SUFFIX}"), model_version=int(segmenter.record["version"]),
+            scratch=str(out_dir / f".{stem}{_PARTIAL_SUFFIX}"), model_version=int(segmenter.record.version),
             mode=project.mode, n_outputs=int(segmenter.n_outputs), spatial_shape=tuple(source.spatial_shape),
             block=settings.block_size, halo=halo, margin=margin + int(segmenter.halo), tile_size=settings.tile_size,
             overlap=settings.overlap, tta=settings.tta, device=settings.device, options=dict(options),
@@ -739,7 +740,7 @@ def predict_batch(
     if out_dir.exists() and not out_dir.is_dir():
         raise WorkbenchError(f"--out {out_dir} is a file; the batch writes a folder of OME-Zarr images there")
     out_dir.mkdir(parents=True, exist_ok=True)
-    segmenter = _segmenter(str(project.path), project.model_record(settings.model_version)["version"],
+    segmenter = _segmenter(str(project.path), project.model_record(settings.model_version).version,
                            settings.device, settings.backend)
     options = instance_options(project, segmenter=segmenter) if project.mode == "instance" else {}
     halo = settings.halo if settings.halo is not None else object_halo(project)

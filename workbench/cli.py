@@ -206,7 +206,7 @@ def _cmd_add(args) -> None:
         finally:
             bar.close()
         info = project.image_info(name)
-        print(f"added {name}: axes {info['axes']}, shape {tuple(info['shape'])}, {info['dtype']}")
+        print(f"added {name}: axes {info.axes}, shape {tuple(info.shape)}, {info.dtype}")
 
 
 def _cmd_labels(args) -> None:
@@ -253,11 +253,11 @@ def _cmd_train(args) -> None:
                 settings["preset"] = settings.pop("encoder")
     record = pipeline.train_model(project, method=args.method, resume=args.resume, settings=settings,
                                   progress=True)
-    summary = record["metrics"].get("summary")
+    summary = record.metrics.get("summary")
     metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in record["metrics"].items()
+                        for k, v in record.metrics.items()
                         if not isinstance(v, (list, dict)) and k not in ("summary", "hint"))
-    print(f"model version {record['version']} ({record['method']}) saved in {project.path / record['path']}: {metrics}")
+    print(f"model version {record.version} ({record.method}) saved in {project.path / record.path}: {metrics}")
     if summary:
         print(summary)
 
@@ -380,11 +380,11 @@ def _cmd_info(args) -> None:
         stats = project.label_stats(name, objects=False)  # from the chunks on disk: no whole image in memory
         predicted = "predicted" if project.prediction(name, "probabilities") is not None else "not predicted"
         voxel = ""
-        if "Z" in info["axes"]:
+        if "Z" in info.axes:
             size = project.voxel_size(name)
             voxel = (f", voxel {' × '.join(f'{v:g}' for v in size)} µm (z × y × x)" if size
                      else ", voxel size unknown (taken as isotropic)")
-        print(f"  image {name}: {info['axes']} {tuple(info['shape'])} {info['dtype']}{voxel}, "
+        print(f"  image {name}: {info.axes} {tuple(info.shape)} {info.dtype}{voxel}, "
               f"{100 * stats['annotated_fraction']:.1f}% annotated, {predicted}")
     from workbench import pipeline
 

@@ -87,7 +87,7 @@ def check_resume(project: Project, method: str) -> ModelRecord:
         When the project has no model of `method`, or the last one was trained for the other mode.
     """
     check_method(method)
-    if not any(m["method"] == method for m in project.models):
+    if not any(m.method == method for m in project.models):
         raise WorkbenchError(
             f"there is no {METHOD_NAMES[method]} model in this project yet to continue from; "
             "train the first one from scratch (in the app: 'Start from: Scratch'; on the command line: "
@@ -389,7 +389,7 @@ def segments_volumes(project: Project, name: str | None = None) -> bool:
     setting is ``"3d"``) rather than one set per plane; for `name`, whether that image is a stack too."""
     if project.mode != "instance" or project.boundaries != "3d":
         return False
-    return name is None or "Z" in project.image_info(name)["axes"]
+    return name is None or "Z" in project.image_info(name).axes
 
 
 def uncertainty(probabilities: np.ndarray) -> np.ndarray:
@@ -742,7 +742,7 @@ def measure_project(project: Project, out=None, *, names: Iterable[str] | None =
         if stored is None:
             raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path}` first")
         source = project.image(name)
-        pixel_size = project.image_info(name).get("pixel_size")
+        pixel_size = project.image_info(name).pixel_size
         if stored.ndim == 3 and segments_volumes(project, name):
             # One row per object of the volume; the voxel size makes µm columns when known.
             tables.append(measure_labels(project, stored[...], source[...], image=name, z=None,
@@ -827,7 +827,7 @@ def run_demo(out_dir, *, minutes: float = 2.0, seed: int = 0, progress: bool = T
     return {
         "project": str(project.path),
         "labelled": f"{stats['objects']} objects, {100 * stats['annotated_fraction']:.1f}% of pixels",
-        "model": f"version {record['version']} ({record['method']}), {record['metrics'].get('summary', '')}",
+        "model": f"version {record.version} ({record.method}), {record.metrics.get('summary', '')}",
         "objects found": int(len(table)),
         "AP@0.5 vs ground truth": round(float(scores["ap50"]), 3),
         "overlay": str(overlay_path),

@@ -5,8 +5,9 @@ into the record or raises a `WorkbenchError` naming the field, what arrived and 
 expected; ``to_dict`` gives the JSON form back unchanged. Readers use attributes
 (``record.metrics.val_loss``), so reading a field that nothing writes fails at once with an
 AttributeError instead of quietly giving None — the way the training panel once read a
-``best_val_loss`` nobody wrote. (Dict-style reads, ``record["version"]``, still work for callers
-not yet moved; they are the bridge the store's manifest records use too.)
+``best_val_loss`` nobody wrote. Records are not dicts: ``record["version"]`` is a TypeError (the
+JSON on disk stays plain dicts; ``to_dict`` / ``from_dict`` cross between the two). Only
+`ModelMetrics` is also a read-only mapping of what training stored, for the per-method extras.
 
 - `ModelRecord`: one entry of the manifest's ``models`` list (a trained model version).
 - `ModelMetrics`: what training measured, inside a `ModelRecord`.
@@ -37,7 +38,7 @@ import json
 import math
 import numbers
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -67,24 +68,6 @@ def _number_or_none(value: Any) -> float | None:
     if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
     return float(value)
-
-
-class _ReadsLikeADict:
-    """``record["name"]`` / ``record.get("name")`` for callers written against the old dicts.
-
-    A bridge while callers move to attributes (the store's manifest records use it too).
-    """
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in {f.name for f in fields(self)}:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key) if key in {f.name for f in fields(self)} else default
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True, eq=False)  # Mapping's equality: a ModelMetrics equals the dict it stores
@@ -162,7 +145,7 @@ class ModelMetrics(Mapping):
 
 
 @dataclass
-class ModelRecord(_ReadsLikeADict):
+class ModelRecord:
     """A trained model version, as the project's manifest records it.
 
     Attributes

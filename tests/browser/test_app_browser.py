@@ -136,7 +136,7 @@ def test_first_visitor_paints_trains_reviews_and_downloads(app_server, tmp_path)
             page.get_by_text("Model version 1 is ready").wait_for(timeout=300_000)
             assert plot.get_attribute("src") != plot_before, "the loss plot did not update"
             page.screenshot(path=str(SCREENSHOTS / "app_3_train.png"), full_page=True)
-            assert [m["version"] for m in Project.open(project_path).models] == [1]
+            assert [m.version for m in Project.open(project_path).models] == [1]
 
             # --- 4 · Review: every image predicted after training; overlay and uncertain regions shown.
             page.get_by_role("tab", name="4 · Review").click()

@@ -278,16 +278,16 @@ class ProjectSetupPanel:
             return
         chips = "".join(
             f'<span style="display:inline-block;margin:0 6px 2px 0;padding:1px 8px;border-radius:9px;'
-            f'background:{c["color"]};color:white;font-size:12px">{html.escape(c["name"])}</span>'
+            f'background:{c.color};color:white;font-size:12px">{html.escape(c.name)}</span>'
             for c in project.classes)
         what = "separate objects (instance)" if project.mode == "instance" else "regions (semantic)"
         rows = []
         for name in project.image_names:
             info = project.image_info(name)
             stats = project.label_stats(name)
-            shape = " × ".join(str(s) for s in info["shape"])
-            rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(shape)} ({html.escape(info['axes'])})</td>"
-                        f"<td>{html.escape(info['dtype'])}</td><td>{100 * stats['annotated_fraction']:.1f} %</td></tr>")
+            shape = " × ".join(str(s) for s in info.shape)
+            rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(shape)} ({html.escape(info.axes)})</td>"
+                        f"<td>{html.escape(info.dtype)}</td><td>{100 * stats['annotated_fraction']:.1f} %</td></tr>")
         table = ('<table style="border-collapse:collapse;margin-top:4px" cellpadding="3">'
                  '<tr style="text-align:left;border-bottom:1px solid #ccc"><th>image</th><th>size</th>'
                  '<th>type</th><th>labelled</th></tr>' + "".join(rows) + "</table>") if rows else \

@@ -28,6 +28,7 @@ from workbench import pipeline, results
 from workbench.errors import WorkbenchError
 from workbench.results import ResultFiles, UncertainRegion
 from workbench.store import Project
+from workbench.validate import whole_number
 
 from workbench_widgets.training import METHOD_NAMES, _data_url, _plural, _png_bytes, _status_html, _user_message, _when
 
@@ -82,8 +83,7 @@ class ReviewPanel:
                  regions: int = 6):
         if not isinstance(project, Project):
             raise TypeError(f"`project` must be a workbench Project, got {type(project).__name__}")
-        if isinstance(regions, bool) or not isinstance(regions, int) or regions < 1:
-            raise WorkbenchError(f"`regions` must be a positive whole number, got {regions!r}")
+        whole_number(regions, "regions")
         self.project = project
         self.open_annotator = open_annotator
         self.on_add_images = on_add_images

@@ -1,4 +1,4 @@
-"""Filter-bank machinery behind `workbench.classic._forest`: settings, registry, normalisation, tiles, cache.
+"""Filter-bank machinery behind `workbench.classic._forest`: settings, registry, cache.
 
 Every feature is computed in float32 with separable scipy.ndimage filters on a
 whole plane at once (no per-pixel Python). Gaussian smoothing is computed once
@@ -19,7 +19,7 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -29,6 +29,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from workbench.errors import WorkbenchError
+from workbench.normalize import PercentileNormalizer
+from workbench.predict import predict_tiled
 from workbench.store import atomic_write
 
 
@@ -562,7 +564,7 @@ class FeatureBank:
         Parameters
         ----------
         normalised : np.ndarray
-            (C, Y, X) float32 image, already normalised (see `Normalisation`).
+            (C, Y, X) float32 image, already normalised (see `workbench.normalize`).
 
         Returns
         -------
@@ -633,14 +635,18 @@ class FeatureBank:
         """Same result as `compute`, tile by tile with `halo` pixels of context (bounded memory per tile).
 
         `tile_size` is rounded up to a multiple of `alignment` so that tiles
-        join without seams.
+        join without seams; the tile loop is `workbench.predict.predict_tiled`
+        with the halo clipped at the image edge.
         """
         image = np.asarray(normalised, dtype=np.float32)
-        out = np.empty((self.n_features(image.shape[0]),) + image.shape[1:], dtype=np.float32)
-        tile_size = aligned_tile_size(tile_size, self.alignment)
-        for core, read, core_in_read in iter_tiles(image.shape[1:], tile_size, self.halo):
-            out[(slice(None),) + core] = self.compute(image[(slice(None),) + read])[(slice(None),) + core_in_read]
-        return out
+
+        def features(batch: np.ndarray) -> np.ndarray:
+            return np.stack([self.compute(tile) for tile in batch])
+
+        return predict_tiled(
+            image, features, self.n_features(image.shape[0]), tile_size=aligned_tile_size(tile_size, self.alignment),
+            overlap=0, halo=self.halo, batch_size=1, window="constant", edge="clip",
+        )
 
 
 def make_feature_bank(settings: FeatureSettings | dict | str | None = None) -> FeatureBank:
@@ -660,86 +666,6 @@ def make_feature_bank(settings: FeatureSettings | dict | str | None = None) -> F
             f"got {type(settings).__name__}."
         )
     return FeatureBank(settings)
-
-
-# --------------------------------------------------------------------------- tiles
-
-
-def iter_tiles(
-    shape: tuple[int, int], tile_size: int, halo: int
-) -> Iterator[tuple[tuple[slice, slice], tuple[slice, slice], tuple[slice, slice]]]:
-    """Yield (core, read, core_in_read) slice pairs covering a (Y, X) plane.
-
-    ``read`` is the core grown by `halo` and clipped to the image, so a tile
-    that touches the image edge is filtered with the same edge mode as the
-    whole image and the core matches whole-image results exactly.
-    """
-    tile_size = int(tile_size)
-    if tile_size < 1:
-        raise ClassicInputError(f"tile_size must be a positive number of pixels, got {tile_size}.")
-    height, width = (int(n) for n in shape)
-    for y0 in range(0, height, tile_size):
-        y1 = min(y0 + tile_size, height)
-        ry0, ry1 = max(0, y0 - halo), min(height, y1 + halo)
-        for x0 in range(0, width, tile_size):
-            x1 = min(x0 + tile_size, width)
-            rx0, rx1 = max(0, x0 - halo), min(width, x1 + halo)
-            yield (
-                (slice(y0, y1), slice(x0, x1)),
-                (slice(ry0, ry1), slice(rx0, rx1)),
-                (slice(y0 - ry0, y1 - ry0), slice(x0 - rx0, x1 - rx0)),
-            )
-
-
-# --------------------------------------------------------------------------- normalisation
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """Per-channel percentile scaling fitted on the training images: ``(x - low) / (high - low)``.
-
-    Stored with the model so that every image it sees later is scaled by the
-    same numbers, which is what lets a forest transfer across images.
-    """
-
-    low: tuple[float, ...]
-    high: tuple[float, ...]
-    percentiles: tuple[float, float] = (1.0, 99.8)
-
-    @classmethod
-    def fit(cls, images: list[np.ndarray], *, percentiles: tuple[float, float] = (1.0, 99.8)) -> Normalisation:
-        """Fit on (C, Y, X) images with equal channel counts (at most ~1 M pixels sampled per image)."""
-        n_channels = images[0].shape[0]
-        low, high = [], []
-        for channel in range(n_channels):
-            values = np.concatenate([_subsample(np.asarray(image[channel])) for image in images])
-            lo, hi = np.percentile(values, percentiles)
-            if not hi > lo:
-                # A flat channel: keep it finite, scaled to ~0 rather than dividing by zero.
-                hi = lo + 1.0
-            low.append(float(lo))
-            high.append(float(hi))
-        return cls(tuple(low), tuple(high), tuple(float(p) for p in percentiles))
-
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """(C, Y, X) any dtype -> (C, Y, X) float32 scaled."""
-        low = np.asarray(self.low, dtype=np.float32)[:, None, None]
-        scale = (1.0 / (np.asarray(self.high, dtype=np.float64) - np.asarray(self.low, dtype=np.float64)))
-        out = np.asarray(image, dtype=np.float32) - low
-        out *= scale.astype(np.float32)[:, None, None]
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"low": list(self.low), "high": list(self.high), "percentiles": list(self.percentiles)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Normalisation:
-        return cls(tuple(data["low"]), tuple(data["high"]), tuple(data.get("percentiles", (1.0, 99.8))))
-
-
-def _subsample(plane: np.ndarray, max_pixels: int = 1 << 20) -> np.ndarray:
-    step = max(1, int(np.ceil(np.sqrt(plane.size / max_pixels))))
-    return np.asarray(plane[::step, ::step], dtype=np.float32).ravel()
 
 
 # --------------------------------------------------------------------------- cache
@@ -779,7 +705,7 @@ class FeatureCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(image: np.ndarray, settings: FeatureSettings, normalisation: Normalisation) -> str:
+    def key(image: np.ndarray, settings: FeatureSettings, normalisation: PercentileNormalizer) -> str:
         recipe = json.dumps({"features": settings.to_dict(), "normalisation": normalisation.to_dict()}, sort_keys=True)
         return hashlib.sha1((image_digest(image) + recipe).encode()).hexdigest()
 
@@ -879,7 +805,6 @@ __all__ = [
     "FeatureBank",
     "FeatureCache",
     "FeatureSettings",
-    "Normalisation",
     "as_image",
     "as_targets",
     "available_features",
@@ -887,6 +812,5 @@ __all__ = [
     "image_digest",
     "FEATURE_PRESETS",
     "aligned_tile_size",
-    "iter_tiles",
     "make_feature_bank",
 ]

@@ -9,11 +9,12 @@ pixels only turns them into class probabilities (K, Y, X). In instance mode K
 `workbench.predict._instances`.
 
 Intensities are normalised first with per-channel percentiles fitted on the
-training images and stored with the model, so a forest transfers to new
-images. Features are computed tile by tile with `FeatureBank.halo` pixels of
+training images and stored with the model (`workbench.normalize`, the same
+normaliser the deep path uses), so a forest transfers to new images. Features are computed tile by tile with `FeatureBank.halo` pixels of
 context, so large images have no seams; `ForestModel.as_predictor()` plugs
-into `workbench.predict.predict_tiled`, and `predict_image` is a simpler
-tile loop of its own.
+into `workbench.predict.predict_tiled`, and `predict_image` runs that one tile
+loop with the halo clipped at the image edge, so it equals whole-image
+prediction everywhere.
 
 Example
 -------
@@ -47,6 +48,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from workbench.conventions import INSTANCE_CLASSES, MODES
 from workbench.errors import WorkbenchError
+from workbench.normalize import PercentileNormalizer
 from workbench.store import atomic_write
 from workbench.classic._forest_format import (
     FOREST_ARRAYS_NAME,
@@ -63,16 +65,15 @@ from workbench.classic._features import (
     FeatureBank,
     FeatureCache,
     FeatureSettings,
-    Normalisation,
     aligned_tile_size,
     as_image,
     as_targets,
     available_features,
     settings_from_dict,
     check_channels,
-    iter_tiles,
     make_feature_bank,
 )
+from workbench.predict import predict_tiled
 
 __all__ = [
     "FEATURE_PRESETS",
@@ -86,7 +87,7 @@ __all__ = [
     "ForestModel",
     "ForestSettings",
     "LivePreview",
-    "Normalisation",
+    "PercentileNormalizer",
     "available_features",
     "make_feature_bank",
     "predict_image",
@@ -95,7 +96,9 @@ __all__ = [
 CARD_NAME = "card.json"
 FOREST_NAME = FOREST_ARRAYS_NAME
 CARD_FORMAT = "workbench-random-forest"
-CARD_VERSION = 3  # 3: trees as arrays in forest.npz (2 and before: a joblib pickle, never loaded)
+CARD_VERSION = 4
+"""4: normalisation as `PercentileNormalizer.to_dict` (3 and before: ``{"low", "high", "percentiles"}``,
+still read); 3: trees as arrays in forest.npz (2 and before: a joblib pickle, never loaded)."""
 PREDICT_BLOCK = 32768
 """Pixels walked through all trees at once: their rows (~4 bytes x features each) stay in cache."""
 
@@ -236,8 +239,8 @@ class ForestModel:
     ----------
     features : FeatureBank
         ``features.halo`` is the context a tile needs for seamless prediction.
-    normalisation : Normalisation or None
-        Fitted on the training images by `fit`.
+    normalisation : workbench.normalize.PercentileNormalizer or None
+        Fitted on the training images by `fit` (the same normaliser as the deep path's).
     n_channels : int or None
     metrics : dict
         Training pixel counts, seconds and accuracy on the training pixels.
@@ -275,7 +278,7 @@ class ForestModel:
             raise ClassicTypeError(f"`forest` must be ForestSettings, a dict or None, got {type(forest).__name__}.")
         self.forest_settings: ForestSettings = forest or ForestSettings()
         self.cache = cache if cache is not None else FeatureCache()
-        self.normalisation: Normalisation | None = None
+        self.normalisation: PercentileNormalizer | None = None
         self.n_channels: int | None = None
         self.metrics: dict[str, Any] = {}
         self._forest: RandomForestClassifier | None = None
@@ -385,7 +388,7 @@ class ForestModel:
             counts += np.bincount(target[target >= 0].ravel(), minlength=n_classes)[:n_classes]
         _check_classes_present(counts, class_names)
 
-        normalisation = Normalisation.fit(images)
+        normalisation = PercentileNormalizer().fit(images)
         previous = (self.normalisation, self.n_channels)
         self.normalisation, self.n_channels = normalisation, images[0].shape[0]
         try:
@@ -643,7 +646,7 @@ class ForestModel:
             features=features,
             forest=card["forest"],
         )
-        model.normalisation = Normalisation.from_dict(card["normalisation"])
+        model.normalisation = PercentileNormalizer.from_dict(card["normalisation"])
         model.n_channels = int(card["n_channels"])
         if model.n_channels < 1:
             raise ValueError(f"n_channels {model.n_channels}")
@@ -673,9 +676,11 @@ def predict_image(
 ) -> np.ndarray:
     """Seamless tile-by-tile prediction of a large image (numpy, zarr or any sliceable array).
 
-    Each tile is read with ``forest_model.halo`` pixels of context (clipped at
-    the image edge), so the result equals `ForestModel.predict_proba` on the
-    whole image while memory stays bounded by the tile size.
+    The engine's one tile loop, `workbench.predict.predict_tiled`, with
+    ``forest_model.halo`` pixels of context clipped at the image edge
+    (``edge="clip"``) and tiles on the downsampling grid, so the result equals
+    `ForestModel.predict_proba` on the whole image while memory stays bounded
+    by the tile size.
 
     Parameters
     ----------
@@ -696,21 +701,21 @@ def predict_image(
     if not isinstance(forest_model, ForestModel):
         raise ClassicTypeError(f"`forest_model` must be a ForestModel, got {type(forest_model).__name__}.")
     forest_model.require_fitted("predict_image")
-    shape = tuple(getattr(image, "shape", np.shape(image)))
+    if not hasattr(image, "shape"):
+        image = np.asarray(image)
+    shape = tuple(image.shape)
     if len(shape) == 2:
         image, shape = np.asarray(image)[None], (1,) + shape
     if len(shape) != 3:
         raise ClassicInputError(f"`image` must be (C, Y, X) or (Y, X), got shape {shape}.")
     check_channels(shape[0], forest_model.n_channels, "image")
-    out = np.empty((forest_model.n_classes,) + tuple(shape[1:]), dtype=np.float32)
-    tile_size = aligned_tile_size(tile_size, forest_model.features.alignment)
-    tiles = list(iter_tiles(shape[1:], tile_size, forest_model.halo))
-    for index, (core, read, core_in_read) in enumerate(tiles):
-        tile = as_image(np.asarray(image[(slice(None),) + read]), "image tile", n_channels=forest_model.n_channels)
-        out[(slice(None),) + core] = forest_model.predict_proba(tile)[(slice(None),) + core_in_read]
-        if progress is not None:
-            progress((index + 1) / len(tiles), f"tile {index + 1} of {len(tiles)}")
-    return out
+    # Non-overlapping tiles on the downsampling grid, the halo clipped at the image edge as the
+    # whole image is filtered there: each pixel's features, so its prediction, are the whole image's.
+    return predict_tiled(
+        image, forest_model.as_predictor(), forest_model.n_classes,
+        tile_size=aligned_tile_size(tile_size, forest_model.features.alignment), overlap=0,
+        halo=forest_model.halo, batch_size=1, window="constant", edge="clip", progress=progress,
+    )
 
 
 class LivePreview:
@@ -730,8 +735,8 @@ class LivePreview:
     features : FeatureSettings or dict, optional
     forest : ForestSettings, optional
         Default `PREVIEW_FOREST` (30 trees, depth 10, 3000 pixels per class).
-    normalisation : Normalisation, optional
-        Default: fitted on this image.
+    normalisation : workbench.normalize.PercentileNormalizer, optional
+        Default: fitted on this image (a constant image is refused: nothing to learn from).
     block_size : int
         Edge of the cached feature blocks.
     max_cached_blocks : int
@@ -757,14 +762,14 @@ class LivePreview:
         n_classes: int | None = None,
         features: FeatureSettings | dict | None = None,
         forest: ForestSettings | None = None,
-        normalisation: Normalisation | None = None,
+        normalisation: PercentileNormalizer | None = None,
         block_size: int = 512,
         max_cached_blocks: int = 16,
     ) -> None:
         self.image = as_image(image, "image")
         self.model = ForestModel(mode=mode, n_classes=n_classes, features=features, forest=forest or PREVIEW_FOREST)
         self.model.n_channels = self.image.shape[0]
-        self.model.normalisation = normalisation or Normalisation.fit([self.image])
+        self.model.normalisation = normalisation or PercentileNormalizer().fit([self.image])
         self.block_size = aligned_tile_size(block_size, self.model.features.alignment)
         self.max_cached_blocks = int(max_cached_blocks)
         self.timings: dict[str, float] = {}

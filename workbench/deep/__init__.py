@@ -1,4 +1,8 @@
-"""The deep path: scaled-down U-Nets, normalisation, augmentation, the trainer and its callbacks, device choice."""
+"""The deep path: scaled-down U-Nets, augmentation, the trainer and its callbacks, device choice.
+
+`PercentileNormalizer` and `fit_normalizer` are re-exported from `workbench.normalize`, the one
+normaliser both paths share.
+"""
 
 from workbench.deep._models import (
     PRESETS,
@@ -41,11 +45,15 @@ from workbench.deep._device import (
     configure_cpu_threads,
     available_devices,
 )
+<<<<<<< HEAD
 from workbench.deep._validation import (
     InstanceCalibration,
     calibrate_instances,
 )
 from workbench.deep._normalize import (
+=======
+from workbench.normalize import (
+>>>>>>> main
     PercentileNormalizer,
     fit_normalizer,
 )

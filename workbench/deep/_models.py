@@ -28,7 +28,7 @@ from workbench.deep._device import pick_device
 from workbench.errors import WorkbenchError
 from workbench.validate import whole_number
 from workbench.store import atomic_write, to_jsonable
-from workbench.deep._normalize import PercentileNormalizer
+from workbench.normalize import PercentileNormalizer
 
 __all__ = [
     "PRESETS",
@@ -220,8 +220,8 @@ def build_unet(
     >>> model(torch.zeros(1, 1, 64, 64)).shape
     torch.Size([1, 3, 64, 64])
     """
-    in_channels = _positive_int("in_channels", in_channels)
-    n_classes = _positive_int("n_classes", n_classes)
+    in_channels = whole_number(in_channels, "in_channels")
+    n_classes = whole_number(n_classes, "n_classes")
     if n_classes < 2:
         raise WorkbenchError(f"`n_classes` must be at least 2 (background and one class); got {n_classes}.")
     if preset not in PRESETS:
@@ -447,7 +447,7 @@ class TorchPredictor:
     def __init__(self, model: torch.nn.Module, card: ModelCard, device=None, batch_size: int = 8):
         if not isinstance(card, ModelCard):
             raise WorkbenchError(f"`card` must be a ModelCard; got {type(card).__name__}.")
-        self.batch_size = _positive_int("batch_size", batch_size)
+        self.batch_size = whole_number(batch_size, "batch_size")
         self.device = pick_device(device)
         self.in_channels = card.in_channels
         self.n_classes = card.n_classes
@@ -558,10 +558,6 @@ def _check_encoder_name(name: Any) -> str:
             f"smp's encoders: {names}."
         )
     return name
-
-
-def _positive_int(argument: str, value: Any) -> int:
-    return whole_number(value, argument)
 
 
 def _load_encoder_file(encoder: torch.nn.Module, path: Path, encoder_name: str) -> None:

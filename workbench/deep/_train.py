@@ -35,7 +35,7 @@ from workbench.conventions import INSTANCE_CLASSES, MODES as _MODES
 from workbench.errors import WorkbenchError
 from workbench.validate import whole_number
 from workbench.deep._models import ModelCard, build_unet, check_model_fits, load_model, save_model
-from workbench.deep._normalize import PercentileNormalizer
+from workbench.normalize import PercentileNormalizer
 from workbench.deep._validation import (InstanceCalibration, calibrate_instances, held_out_pixels, hold_out,
                                         min_object_size, training_hint, validate)
 

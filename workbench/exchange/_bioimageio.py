@@ -108,7 +108,7 @@ def export_bioimageio(project, out, *, version: int | None = None, name: str | N
     if not authors or not all(isinstance(a, str) and a.strip() for a in authors):
         raise WorkbenchError(f"`authors` must be one or more names; got {authors!r}")
     record = _unet_record(project, version)
-    model, card = load_model(project.path / record["path"], device="cpu")
+    model, card = load_model(project.path / record.path, device="cpu")
     stride = int(getattr(model.encoder, "output_stride", 32))
     image_name, raw = _test_input(project, card.in_channels, stride, test_size)
     gains, offsets = _scale_linear(card, raw.shape[1])
@@ -132,16 +132,16 @@ def export_bioimageio(project, out, *, version: int | None = None, name: str | N
 
         with atomic_write(out) as tmp:
             save_bioimageio_package(descr, output_path=tmp)
-    return BioimageioExport(out, int(record["version"]), ("pytorch_state_dict", "torchscript", "onnx"),
+    return BioimageioExport(out, int(record.version), ("pytorch_state_dict", "torchscript", "onnx"),
                             tuple(raw.shape))
 
 
 # ------------------------------------------------------------------------------------------ pieces
 def _unet_record(project, version):
     record = project.model_record(version)
-    if record["method"] != "unet":
+    if record.method != "unet":
         raise WorkbenchError(
-            f"model version {record['version']} of {project.path} is a {record['method']} model; bioimage.io and "
+            f"model version {record.version} of {project.path} is a {record.method} model; bioimage.io and "
             "ONNX packages hold deep-learning models: export a U-Net version (`workbench info` lists them)"
         )
     return record
@@ -255,9 +255,9 @@ def _write_cover(path: Path, raw: np.ndarray, probabilities: np.ndarray, mode: s
 
 
 def _readme(project, record, card, image_name, test_shape) -> str:
-    stats = record.get("labels") or project.label_stats()
+    stats = record.labels or project.label_stats()
     lines = [
-        f"# {project.path.name}: workbench U-Net, model version {record['version']}",
+        f"# {project.path.name}: workbench U-Net, model version {record.version}",
         "",
         f"A {project.mode} segmentation U-Net (segmentation-models-pytorch, encoder "
         f"`{card.init_kwargs.get('encoder_name')}`, depth {card.init_kwargs.get('encoder_depth')}) trained "
@@ -277,8 +277,8 @@ def _readme(project, record, card, image_name, test_shape) -> str:
     ]
     for name in project.image_names:
         info = project.image_info(name)
-        lines.append(f"- `{name}`: axes {info['axes']}, shape {tuple(info['shape'])}, {info['dtype']}"
-                     + (f", pixel size {info['pixel_size']} µm" if info.get("pixel_size") else ""))
+        lines.append(f"- `{name}`: axes {info.axes}, shape {tuple(info.shape)}, {info.dtype}"
+                     + (f", pixel size {info.pixel_size} µm" if info.pixel_size else ""))
     pixels = ", ".join(f"{k} {v}" for k, v in stats.get("pixels", {}).items())
     lines += [
         "",
@@ -288,7 +288,7 @@ def _readme(project, record, card, image_name, test_shape) -> str:
         "## Training",
         "",
         "```json",
-        json.dumps({"settings": record.get("settings", {}), "metrics": record.get("metrics", {})}, indent=2,
+        json.dumps({"settings": record.settings, "metrics": record.metrics.to_dict()}, indent=2,
                    default=str),
         "```",
         "",
@@ -340,7 +340,7 @@ def _description(project, record, card, files, stride, gains, offsets, *, name, 
     mode_text = "instance (background, interior, boundary)" if project.mode == "instance" else "semantic"
     try:
         return spec.ModelDescr(
-            name=name or f"{project.path.name} workbench U-Net v{record['version']}",
+            name=name or f"{project.path.name} workbench U-Net v{record.version}",
             description=description or (f"{mode_text} segmentation U-Net for {', '.join(project.class_names[1:])} "
                                         "trained on partial labels with the microscopy segmentation workbench"),
             authors=[spec.Author(name=a.strip()) for a in authors],
@@ -349,7 +349,7 @@ def _description(project, record, card, files, stride, gains, offsets, *, name, 
             covers=[spec.FileDescr(source=files["cover"])],
             tags=["unet", "segmentation", f"{project.mode}-segmentation", "2d", "pytorch", "onnx", "microscopy",
                   "microscopy-segmentation-workbench"],
-            version=spec.Version(f"0.{int(record['version'])}.0"),
+            version=spec.Version(f"0.{int(record.version)}.0"),
             inputs=[spec.InputTensorDescr(
                 id=spec.TensorId(INPUT_ID), axes=input_axes, test_tensor=spec.FileDescr(source=files["test_input"]),
                 data=spec.IntervalOrRatioDataDescr(type="float32"),
@@ -370,9 +370,9 @@ def _description(project, record, card, files, stride, gains, offsets, *, name, 
                                                          parent="pytorch_state_dict"),
                 onnx=spec.OnnxWeightsDescr(source=files["onnx"], opset_version=ONNX_OPSET, parent="pytorch_state_dict"),
             ),
-            config={"workbench": {"model_version": int(record["version"]), "mode": project.mode,
+            config={"workbench": {"model_version": int(record.version), "mode": project.mode,
                                   "classes": list(classes), "card": card.to_dict(),
-                                  "labels": record.get("labels", {})}},
+                                  "labels": record.labels}},
         )
     except Exception as exc:  # pydantic's ValidationError lists every rejected field
         raise WorkbenchError(f"the bioimage.io description does not validate: {' '.join(str(exc).split())}") from exc

@@ -75,7 +75,7 @@ def export_model(project, out: str | os.PathLike, *, version: int | None = None,
     from workbench.exchange._bioimageio import _unet_record
 
     record = _unet_record(project, version)
-    model, card = load_model(project.path / record["path"], device="cpu")
+    model, card = load_model(project.path / record.path, device="cpu")
     if format == "onnx":
         from workbench.exchange._onnx import export_onnx
 
@@ -92,4 +92,4 @@ def export_model(project, out: str | os.PathLike, *, version: int | None = None,
             # TorchScript is deprecated in torch but is what bioimage.io, DeepImageJ and Icy run.
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.trace(wrapped, example, check_trace=False).save(str(tmp))
-    return ModelExport(out, format, int(record["version"]))
+    return ModelExport(out, format, int(record.version))

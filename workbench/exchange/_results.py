@@ -46,7 +46,7 @@ def export_instances(project, name: str, out: str | os.PathLike, *, z: int | Non
     stored = project.prediction(name, "instances")
     if stored is None:
         raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path} {name}`")
-    pixel_size = project.image_info(name).get("pixel_size")
+    pixel_size = project.image_info(name).pixel_size
     suffix = out.suffix.lower()
     if suffix in (".tif", ".tiff"):
         return write_imagej_labels(out, stored[...], pixel_size=tuple(pixel_size) if pixel_size else None)

@@ -2,6 +2,7 @@
 
 from workbench.predict._tiling import (
     DEFAULT_WINDOW,
+    EDGES,
     WINDOWS,
     TilingError,
     predict_tiled,
@@ -50,6 +51,7 @@ from workbench.predict._overlay import (
 
 __all__ = [
     "DEFAULT_WINDOW",
+    "EDGES",
     "WINDOWS",
     "TilingError",
     "predict_tiled",

@@ -40,6 +40,7 @@ from skimage.feature import peak_local_max
 from skimage.segmentation import relabel_sequential, watershed
 
 from workbench.errors import WorkbenchError
+from workbench.validate import whole_number
 
 __all__ = ["InstancesError", "instances_from_probabilities", "semantic_from_probabilities"]
 
@@ -84,9 +85,7 @@ def _fraction(value: Any, name: str) -> float:
 
 
 def _count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise InstancesError(f"`{name}` must be a whole number >= 0, got {value!r}.")
-    return int(value)
+    return whole_number(value, name, minimum=0, error=InstancesError)
 
 
 def _spacing(spacing: Any, ndim: int) -> tuple[float, ...]:

@@ -29,6 +29,7 @@ from skimage.measure import regionprops_table
 
 from workbench.errors import WorkbenchError
 from workbench.store import atomic_write
+from workbench.validate import whole_number
 
 __all__ = ["MeasureError", "measure_objects", "write_table"]
 
@@ -176,8 +177,7 @@ def measure_objects(
     labels = _as_labels(labels)
     intensity, has_channels = _as_intensity(intensity, labels.shape)
     pixel_size = _as_pixel_size(pixel_size, labels.ndim)
-    if isinstance(n_neighbours, bool) or not isinstance(n_neighbours, numbers.Integral) or n_neighbours < 0:
-        raise MeasureError(f"`n_neighbours` must be a whole number >= 0, got {n_neighbours!r}.")
+    whole_number(n_neighbours, "n_neighbours", minimum=0, error=MeasureError)
     if labels.ndim == 3:
         from workbench.predict._measure3d import measure_volume
 

@@ -10,7 +10,11 @@ Tiling knows nothing about torch or forests: a predictor is any callable
 ``predictor(batch (B, C, h, w) float32) -> (B, K, h, w) float32``. Predictors
 that need context around a tile (a Random Forest's filter bank, a U-Net's
 receptive field) ask for a ``halo``: extra pixels read around every tile and
-cropped off after prediction, separate from the blending ``overlap``.
+cropped off after prediction, separate from the blending ``overlap``. At the
+image edge the halo is reflected image (``edge="reflect"``, for networks that
+want equal tile sizes) or left out (``edge="clip"``, for predictors that treat
+the image edge themselves, like the Random Forest's filter bank, so that a
+tiled prediction equals the whole-image one there too).
 
 Example
 -------
@@ -38,7 +42,7 @@ import numpy as np
 from workbench.errors import WorkbenchError
 from workbench.validate import whole_number
 
-__all__ = ["DEFAULT_WINDOW", "WINDOWS", "TilingError", "predict_tiled", "predict_tiled_zarr"]
+__all__ = ["DEFAULT_WINDOW", "EDGES", "WINDOWS", "TilingError", "predict_tiled", "predict_tiled_zarr"]
 
 Predictor = Callable[[np.ndarray], Any]
 Progress = Callable[[float, str], None]
@@ -93,6 +97,10 @@ WINDOWS: dict[str, Callable[[int, int], np.ndarray]] = {
 
 DEFAULT_WINDOW = "gaussian"
 
+#: How a tile's halo is filled where it leaves the image: "reflect" (mirrored image, every tile
+#: the same size) or "clip" (not at all: border tiles are smaller, the predictor sees the edge).
+EDGES = ("reflect", "clip")
+
 # No tile weight falls below this share of its peak (as in MONAI), so every
 # pixel's total weight stays far from zero and the average is exact.
 _MIN_WEIGHT = 1e-3
@@ -108,8 +116,20 @@ class _Axis:
     profiles: tuple[np.ndarray, ...]  # per tile, length extent(index), peak 1
 
     def extent(self, index: int) -> int:
-        """Output pixels of tile ``index`` inside the image (only a lone tile may run past it)."""
+        """Output pixels of tile ``index`` inside the image (only the last tile may run past it)."""
         return min(self.tile_size, self.size - self.starts[index])
+
+    def read_span(self, index: int, halo: int, clip: bool) -> tuple[int, int, int]:
+        """(first, stop, core offset) of the pixels tile ``index`` reads with its halo.
+
+        Reflected (``clip`` False): always ``tile_size + 2 * halo`` pixels, running
+        past the image where `_read_region` mirrors it. Clipped: only pixels inside.
+        """
+        start = self.starts[index]
+        if not clip:
+            return start - halo, start + self.tile_size + halo, halo
+        first = max(0, start - halo)
+        return first, min(self.size, start + self.extent(index) + halo), start - first
 
     def finished_end(self, index: int) -> int:
         """First coordinate still needed by a later tile after tile ``index``."""
@@ -120,21 +140,25 @@ class _Axis:
         return self.starts[index] + self.tile_size - self.starts[index + 1]
 
 
-def _tile_starts(size: int, tile_size: int, overlap: int) -> tuple[int, ...]:
+def _tile_starts(size: int, tile_size: int, overlap: int, *, regular: bool = False) -> tuple[int, ...]:
     # As few tiles as a step of `tile_size - overlap` needs (MONAI's count), then
     # spread evenly with the last tile ending at the border: the spare pixels
     # widen the overlaps instead of feeding the network reflected image. All
     # steps are equal but the last, which may be shorter, so finished blocks
-    # still align with output chunks of one step.
+    # still align with output chunks of one step. `regular` keeps the step
+    # `tile_size - overlap` and lets the last tile end short of a full tile
+    # (clipped tiles: every tile starts on a multiple of the step).
     if size <= tile_size:
         return (0,)
     n_steps = -(-(size - tile_size) // (tile_size - overlap))
+    if regular:
+        return tuple(index * (tile_size - overlap) for index in range(n_steps + 1))
     step = -(-(size - tile_size) // n_steps)
     return tuple(sorted({min(index * step, size - tile_size) for index in range(n_steps + 1)}))
 
 
-def _plan_axis(size: int, tile_size: int, overlap: int, window: Callable) -> _Axis:
-    starts = _tile_starts(size, tile_size, overlap)
+def _plan_axis(size: int, tile_size: int, overlap: int, window: Callable, *, regular: bool = False) -> _Axis:
+    starts = _tile_starts(size, tile_size, overlap, regular=regular)
     base = np.asarray(window(tile_size, overlap), dtype=np.float64)
     base = base / base.max()
     profiles = []
@@ -337,6 +361,7 @@ def predict_tiled(
     window: str = DEFAULT_WINDOW,
     out: Any = None,
     tta: bool = False,
+    edge: str = "reflect",
     progress: Progress | None = None,
 ) -> Any:
     """Predict an image tile by tile and blend the tiles without seams.
@@ -359,9 +384,10 @@ def predict_tiled(
         Overlap between neighbouring tiles used for blending: a fraction of the
         tile in [0, 1) or a whole number of pixels.
     halo : int, optional
-        Extra context in pixels read around each tile (reflected at the image
-        border) and cropped off the prediction; the predictor sees tiles of
-        ``tile_size + 2 * halo``. Use it for predictors with a receptive field.
+        Extra context in pixels read around each tile and cropped off the
+        prediction; the predictor sees tiles of ``tile_size + 2 * halo`` (fewer
+        at the image edge with ``edge="clip"``). Use it for predictors with a
+        receptive field.
     batch_size : int, optional
         Tiles per predictor call.
     window : str, optional
@@ -380,6 +406,18 @@ def predict_tiled(
     tta : bool, optional
         Test-time augmentation: predict all eight flips/quarter-turns of every
         tile, undo each transform and average (eight times the work).
+    edge : {"reflect", "clip"}, optional
+        Where a tile's halo leaves the image: "reflect" (default) reads
+        mirrored image, so every tile has the same size and tiles are spread
+        to end at the border. "clip" reads only the image: tiles touching the
+        border are smaller and the predictor handles the edge as it would on
+        the whole image; tiles then start on multiples of ``tile_size -
+        overlap`` and the last may end short of a full tile. A predictor whose
+        result is the same on any tile that holds its receptive field (the
+        Random Forest: halo ``model.halo``, step a multiple of its
+        ``features.alignment``) then gives the whole-image prediction
+        everywhere, edges included. Tiles of one size go to the predictor
+        together.
     progress : callable, optional
         ``progress(fraction, message)`` after every batch.
 
@@ -401,7 +439,8 @@ def predict_tiled(
     one equal step (at most ``tile_size - overlap``) and the last tile ending
     at the border, so neighbours overlap by at least ``overlap`` and the spare
     pixels widen the overlaps. Only an image axis smaller than a tile is
-    padded (reflected input, cropped output).
+    padded (reflected input, cropped output; with ``edge="clip"`` it is read
+    as it is).
 
     Blending: predictions near a tile edge are the least reliable (the
     network sees padding there), so each pixel is the weighted mean of the
@@ -422,6 +461,9 @@ def predict_tiled(
     overlap_px = _overlap_pixels(overlap, tile_size)
     if window not in WINDOWS:
         raise TilingError(f"`window` {window!r} is unknown; choose one of {sorted(WINDOWS)}.")
+    if edge not in EDGES:
+        raise TilingError(f"`edge` {edge!r} is unknown; choose one of {list(EDGES)}.")
+    clip = edge == "clip"
     if not callable(predictor):
         raise TilingError(f"`predictor` must be callable, got {type(predictor).__name__}.")
     if out is None:
@@ -429,30 +471,36 @@ def predict_tiled(
     else:
         _check_out(out, (n_outputs, height, width))
 
-    rows = _plan_axis(height, tile_size, overlap_px, WINDOWS[window])
-    cols = _plan_axis(width, tile_size, overlap_px, WINDOWS[window])
+    rows = _plan_axis(height, tile_size, overlap_px, WINDOWS[window], regular=clip)
+    cols = _plan_axis(width, tile_size, overlap_px, WINDOWS[window], regular=clip)
     writer = _BlendingWriter(out, n_outputs, rows, cols)
     n_tiles = len(rows.starts) * len(cols.starts)
     # Row-major order is what the writer needs; a generator keeps no list of all tiles.
     tiles = itertools.product(range(len(rows.starts)), range(len(cols.starts)))
-    read_size = tile_size + 2 * halo
     two_dimensional = len(image.shape) == 2
+
+    def span(r: int, c: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        return rows.read_span(r, halo, clip), cols.read_span(c, halo, clip)
+
+    def read_size(r: int, c: int) -> tuple[int, int]:
+        (y0, y1, _), (x0, x1, _) = span(r, c)
+        return y1 - y0, x1 - x0
 
     done = 0
     while chunk := list(itertools.islice(tiles, batch_size)):
-        batch = np.empty((len(chunk), n_channels, read_size, read_size), dtype=np.float32)
-        for slot, (r, c) in enumerate(chunk):
-            y0, x0 = rows.starts[r] - halo, cols.starts[c] - halo
-            batch[slot] = _read_region(
-                image, two_dimensional, (y0, y0 + read_size), (x0, x0 + read_size), height, width
-            )
-        predictions = _predict_batch(predictor, batch, n_outputs, bool(tta))
-        del batch
-        for slot, (r, c) in enumerate(chunk):
-            writer.add(
-                r, c, predictions[slot, :, halo : halo + rows.extent(r), halo : halo + cols.extent(c)]
-            )
-        del predictions
+        # Tiles of one read size share a predictor call (all of them unless clipped at the edge).
+        for size, group in itertools.groupby(chunk, key=lambda tile: read_size(*tile)):
+            group = list(group)
+            batch = np.empty((len(group), n_channels) + size, dtype=np.float32)
+            for slot, (r, c) in enumerate(group):
+                (y0, y1, _), (x0, x1, _) = span(r, c)
+                batch[slot] = _read_region(image, two_dimensional, (y0, y1), (x0, x1), height, width)
+            predictions = _predict_batch(predictor, batch, n_outputs, bool(tta))
+            del batch
+            for slot, (r, c) in enumerate(group):
+                (_, _, dy), (_, _, dx) = span(r, c)
+                writer.add(r, c, predictions[slot, :, dy : dy + rows.extent(r), dx : dx + cols.extent(c)])
+            del predictions
         done += len(chunk)
         if progress is not None:
             progress(done / n_tiles, f"predicted {done}/{n_tiles} tiles")
@@ -486,7 +534,7 @@ def predict_tiled_zarr(
         Replace an existing array at ``out_path``; otherwise it is an error.
     **options
         Further keyword arguments of `predict_tiled` (halo, batch_size,
-        window, tta, progress).
+        window, tta, edge, progress).
 
     Returns
     -------
@@ -515,8 +563,9 @@ def predict_tiled_zarr(
     n_outputs = _positive_int(n_outputs, "n_outputs")
     tile_size = _positive_int(tile_size, "tile_size")
     overlap_px = _overlap_pixels(overlap, tile_size)
-    row_starts = _tile_starts(height, tile_size, overlap_px)
-    col_starts = _tile_starts(width, tile_size, overlap_px)
+    regular = options.get("edge") == "clip"
+    row_starts = _tile_starts(height, tile_size, overlap_px, regular=regular)
+    col_starts = _tile_starts(width, tile_size, overlap_px, regular=regular)
     # Chunks of one step: every finished block but the last row/column fills one chunk.
     row_step = row_starts[1] if len(row_starts) > 1 else height
     col_step = col_starts[1] if len(col_starts) > 1 else width

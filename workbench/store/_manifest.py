@@ -15,15 +15,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from workbench.conventions import METHODS, MODES
 from workbench.errors import WorkbenchError
-from workbench.records import ModelRecord, _ReadsLikeADict
+from workbench.records import ModelRecord
 
 __all__ = ["SCHEMA_VERSION", "MODES", "METHODS", "ClassRecord", "ImageRecord", "Manifest", "ManifestError",
            "parse_manifest", "SAFE_NAME", "LABELS_ARRAY"]
 
 SCHEMA_VERSION = 1
-MODES = ("semantic", "instance")
-METHODS = ("unet", "forest")
 CANONICAL_AXES = ("YX", "CYX", "ZYX", "ZCYX")
 # Image names become folder names in data.zarr: letters, digits, ".", "_", "-", not starting with ".".
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
@@ -36,15 +35,18 @@ class ManifestError(WorkbenchError):
 
 
 @dataclass
-class ClassRecord(_ReadsLikeADict):
+class ClassRecord:
     """A class of the project: its name and display colour (``#rrggbb``)."""
 
     name: str
     color: str
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 @dataclass
-class ImageRecord(_ReadsLikeADict):
+class ImageRecord:
     """An image of the project, as added.
 
     Attributes

@@ -26,7 +26,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["LabelLayer", "pyramid_factors", "write_ome_zarr", "hex_to_rgba"]
+from workbench.colors import hex_to_rgb
+
+__all__ = ["LabelLayer", "pyramid_factors", "write_ome_zarr"]
 
 # The smallest pyramid level is at most this many pixels along its longer side.
 SMALLEST_LEVEL = 512
@@ -44,12 +46,6 @@ class LabelLayer:
     data: Any
     colors: dict[int, str] = field(default_factory=dict)
     properties: dict[int, dict] = field(default_factory=dict)
-
-
-def hex_to_rgba(color: str, alpha: int = 255) -> list[int]:
-    """``#rrggbb`` -> [r, g, b, a] with 0..255 integers."""
-    text = color.lstrip("#")
-    return [int(text[i : i + 2], 16) for i in (0, 2, 4)] + [int(alpha)]
 
 
 def pyramid_factors(spatial_shape: Sequence[int], smallest: int = SMALLEST_LEVEL) -> list[int]:
@@ -126,7 +122,7 @@ def write_ome_zarr(
 
     for label_name, layer in (labels or {}).items():
         colors = [{"label-value": 0, "rgba": [0, 0, 0, 0]}] + [
-            {"label-value": int(value), "rgba": hex_to_rgba(color)} for value, color in sorted(layer.colors.items())]
+            {"label-value": int(value), "rgba": [*hex_to_rgb(color), 255]} for value, color in sorted(layer.colors.items())]
         properties = [{"label-value": int(value), **props} for value, props in sorted(layer.properties.items())]
         # scaler=None: ome-zarr-py's default Scaler would override `scale_factors` with its own levels.
         write_labels(_dask(layer.data, spatial_chunks), root, name=label_name, scaler=None,

@@ -48,6 +48,7 @@ from workbench.store import _labels as _labels
 from workbench.conventions import MODES
 from workbench.errors import WorkbenchError
 from workbench.records import ModelRecord
+from workbench.validate import whole_number
 from workbench.store._io import ImageSource, as_image_source, iter_blocks, open_image, write_json_atomic
 from workbench.store._lock import clean_dead_tmp, job_slot, manifest_lock, owner_tmp
 from workbench.store._manifest import (
@@ -607,8 +608,7 @@ class Project:
         arr = self.labels(name)
         if z is None:
             return (), tuple(arr.shape)
-        if isinstance(z, bool) or not isinstance(z, (int, np.integer)):
-            raise WorkbenchError(f"the z-slice must be a whole number, got {z!r}")
+        whole_number(z, "z", minimum=None)
         if arr.ndim != 3:
             raise WorkbenchError(f"image {name!r} is 2-D (no z-slices); leave out --z / z=")
         if not 0 <= int(z) < arr.shape[0]:
