@@ -45,15 +45,11 @@ from workbench.deep._device import (
     configure_cpu_threads,
     available_devices,
 )
-<<<<<<< HEAD
 from workbench.deep._validation import (
     InstanceCalibration,
     calibrate_instances,
 )
-from workbench.deep._normalize import (
-=======
 from workbench.normalize import (
->>>>>>> main
     PercentileNormalizer,
     fit_normalizer,
 )
