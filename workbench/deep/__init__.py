@@ -1,4 +1,4 @@
-"""The deep path: scaled-down U-Nets, normalisation, augmentation, the trainer and its callbacks, device choice."""
+"""The deep path: scaled-down U-Nets, the shipped starter model, normalisation, augmentation, the trainer and its callbacks, device choice."""
 
 from workbench.deep._models import (
     PRESETS,
@@ -41,6 +41,16 @@ from workbench.deep._device import (
     configure_cpu_threads,
     available_devices,
 )
+from workbench.deep._starter import (
+    STARTER_DIR,
+    STARTER_INFO_FILENAME,
+    starter_dir,
+    starter_info,
+    starter_input,
+    starter_fits,
+    init_from_model,
+    sha256_file,
+)
 from workbench.deep._normalize import (
     PercentileNormalizer,
     fit_normalizer,
@@ -80,4 +90,12 @@ __all__ = [
     "available_devices",
     "PercentileNormalizer",
     "fit_normalizer",
+    "STARTER_DIR",
+    "STARTER_INFO_FILENAME",
+    "starter_dir",
+    "starter_info",
+    "starter_input",
+    "starter_fits",
+    "init_from_model",
+    "sha256_file",
 ]

@@ -192,12 +192,18 @@ def build_unet(
         Multiplier for the decoder channels (0.5 = half as wide, faster).
     depth : int or None
         Encoder stages (3 to 5); None uses the preset's.
-    weights : None, "imagenet" or path
-        Encoder initialisation: random (None), ImageNet weights downloaded
-        through smp's hub (cached after the first time), or a local state-dict
+    weights : None, "imagenet", "starter" or path
+        Initialisation: random (None); ImageNet encoder weights downloaded
+        through smp's hub (cached after the first time); a local state-dict
         file for this encoder (torchvision/timm/smp key names; classifier
-        keys are dropped). Pretrained first convolutions are adapted to
-        ``in_channels`` by smp's ``patch_first_conv``.
+        keys are dropped); ``"starter"``, the whole U-Net (encoder and
+        decoder) from the starter model shipped in the package
+        (``workbench.deep.starter_dir``); or a saved model folder
+        (``card.json`` + ``weights.pt``, e.g. a ``workbench pretrain``
+        output) for the whole U-Net. Pretrained first convolutions are
+        adapted to ``in_channels`` (repeated and averaged, smp's
+        ``patch_first_conv`` rule); a starter head with another class count
+        is trained afresh.
 
     Returns
     -------
@@ -253,6 +259,19 @@ def build_unet(
                 "Without internet, download the encoder's weights file once and pass weights=<path to the file>, "
                 "or use weights=None."
             ) from exc
+    elif (isinstance(weights, str) and weights == "starter") or (
+            isinstance(weights, (str, os.PathLike)) and Path(weights).is_dir()):
+        from workbench.deep._starter import init_from_model, starter_dir
+
+        folder = starter_dir() if weights == "starter" else Path(weights)
+        if folder is None:
+            raise WorkbenchError(
+                "weights='starter' but this installation has no starter model (workbench/deep/starter/ is "
+                "missing); make one with `workbench pretrain OUT` and pass its folder, or use weights=None."
+            )
+        model = _construct(model_class, init_kwargs)
+        model.workbench_recipe = {"architecture": "Unet", "init_kwargs": init_kwargs, "preset": preset}
+        init_from_model(model, folder, source="the starter model" if weights == "starter" else "the model folder")
     elif isinstance(weights, (str, os.PathLike)):
         model = _construct(model_class, dict(init_kwargs, in_channels=3))
         _load_encoder_file(model.encoder, Path(weights), encoder_name)
@@ -260,7 +279,8 @@ def build_unet(
             _adapt_first_conv(model.encoder, in_channels)
     else:
         raise WorkbenchError(
-            f"`weights` must be None, 'imagenet' or a path to a weights file; got {type(weights).__name__} {weights!r}."
+            f"`weights` must be None, 'imagenet', 'starter', a weights file or a saved model folder; got "
+            f"{type(weights).__name__} {weights!r}."
         )
     model.workbench_recipe = {"architecture": "Unet", "init_kwargs": init_kwargs, "preset": preset}
     return model
