@@ -37,6 +37,17 @@ def _weights(text: str) -> str:
     return "none" if text.lower() == "none" else text
 
 
+def _model_version(text: str | None) -> int | str | None:
+    """--model: a version number or "starter" (checked in the command, so a mistake is one error line)."""
+    if text is None or text.strip().lower() == "starter":
+        return None if text is None else "starter"
+    try:
+        return int(text)
+    except ValueError:
+        raise WorkbenchError(f"--model takes a model version number (see `workbench info`) or 'starter'; "
+                             f"got {text!r}") from None
+
+
 def _pixel_size(text: str) -> tuple[float, float]:
     try:
         values = [float(v) for v in text.split(",")]
@@ -108,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="number of epochs (U-Net; with --minutes, whichever ends first)")
     p.add_argument("--encoder", help="U-Net encoder / preset name (default: the fast CPU preset)")
     p.add_argument("--weights", type=_weights,
-                   help="encoder start: 'imagenet' (downloads), a local weights file, or 'none'")
+                   help="where a new U-Net starts: 'starter' (the model shipped with the workbench, pretrained "
+                        "on generated images; the default for instance projects), 'imagenet' (encoder, "
+                        "downloads), a local encoder weights file or saved model folder, or 'none' (random)")
     p.add_argument("--resume", action="store_true", help="continue from the project's last model of this method")
     p.add_argument("--augment", type=float, help="augmentation strength 0 (none) .. 1 (strong)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -125,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output label image (.tif or .zarr) for one input, or a folder: "
                                             "NAME.ome.zarr (image, labels, probabilities) and NAME.csv per input")
     p.add_argument("--probabilities", type=Path, help="also write class probabilities (.tif or .zarr; one input)")
-    p.add_argument("--model", type=int, help="model version (default: the latest)")
+    p.add_argument("--model",
+                   help="model version (default: the latest), or 'starter': the model shipped with the workbench, "
+                        "no labels needed (instance projects)")
     p.add_argument("--tile-size", type=int, default=256, help="tile edge in pixels (default: 256)")
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default: 0.25)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips and rotations)")
@@ -304,10 +319,15 @@ def _cmd_predict_batch(args, project) -> None:
     if args.out.name.lower().endswith(_SINGLE_OUTPUT_SUFFIXES):
         raise WorkbenchError(f"--out {args.out} names a file, but this run writes a folder (several inputs or "
                              "dask options); give a folder such as --out results/")
+    from dataclasses import replace
+
+    from workbench import pipeline
+
     settings = BatchSettings(block_size=args.block_size, halo=args.halo, tile_size=args.tile_size,
                              overlap=args.overlap, tta=args.tta, device=args.device, backend=args.backend,
-                             model_version=args.model,
                              table_format=args.table_format)
+    # Options checked first: "--model starter" registers the starter in the project only then.
+    settings = replace(settings, model_version=pipeline.resolve_model_version(project, args.model))
     bar = _progress_bar("predicting")
     try:
         results = predict_batch(project, args.images or project.image_names, args.out, settings=settings,
@@ -322,6 +342,7 @@ def _cmd_predict(args) -> None:
     from workbench import pipeline
     from workbench.store import Project, check_output_path
 
+    args.model = _model_version(args.model)
     project = Project.open(args.dir)
     if _is_batch(args):
         _cmd_predict_batch(args, project)

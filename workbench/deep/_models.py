@@ -36,6 +36,7 @@ __all__ = [
     "MODEL_CLASSES",
     "ModelCard",
     "build_unet",
+    "unet_architecture",
     "save_model",
     "load_model",
     "check_model_fits",
@@ -226,24 +227,13 @@ def build_unet(
     n_classes = _positive_int("n_classes", n_classes)
     if n_classes < 2:
         raise WorkbenchError(f"`n_classes` must be at least 2 (background and one class); got {n_classes}.")
-    if preset not in PRESETS:
-        raise WorkbenchError(f"unknown `preset` {preset!r}; choose one of {sorted(PRESETS)}.")
-    recipe = PRESETS[preset]
-    encoder_name = _check_encoder_name(encoder if encoder is not None else recipe["encoder"])
-    depth = recipe["depth"] if depth is None else depth
-    if not isinstance(depth, int) or not 3 <= depth <= 5:
-        raise WorkbenchError(f"`depth` must be an integer from 3 to 5; got {depth!r}.")
-    if not isinstance(width, (int, float)) or not 0.05 <= float(width) <= 8:
-        raise WorkbenchError(f"`width` must be a number between 0.05 and 8 (1 = preset width); got {width!r}.")
-    decoder_channels = [max(4, int(round(c * float(width)))) for c in recipe["decoder_channels"][-depth:]]
     init_kwargs = {
-        "encoder_name": encoder_name,
-        "encoder_depth": depth,
+        **unet_architecture(preset=preset, encoder=encoder, width=width, depth=depth),
         "encoder_weights": None,
-        "decoder_channels": decoder_channels,
         "in_channels": in_channels,
         "classes": n_classes,
     }
+    encoder_name = init_kwargs["encoder_name"]
     model_class = MODEL_CLASSES["Unet"]()
     if weights is None:
         model = _construct(model_class, init_kwargs)
@@ -284,6 +274,33 @@ def build_unet(
         )
     model.workbench_recipe = {"architecture": "Unet", "init_kwargs": init_kwargs, "preset": preset}
     return model
+
+
+def unet_architecture(*, preset: str = DEFAULT_PRESET, encoder: str | None = None, width: float = 1.0,
+                      depth: int | None = None) -> dict[str, Any]:
+    """The encoder, depth and decoder widths that `build_unet` makes of a preset and its overrides.
+
+    Raises
+    ------
+    WorkbenchError
+        For an unknown preset or encoder, or a depth or width out of range.
+
+    Examples
+    --------
+    >>> unet_architecture(width=0.5)["decoder_channels"]
+    [24, 16, 8, 4]
+    """
+    if preset not in PRESETS:
+        raise WorkbenchError(f"unknown `preset` {preset!r}; choose one of {sorted(PRESETS)}.")
+    recipe = PRESETS[preset]
+    encoder_name = _check_encoder_name(encoder if encoder is not None else recipe["encoder"])
+    depth = recipe["depth"] if depth is None else depth
+    if not isinstance(depth, int) or not 3 <= depth <= 5:
+        raise WorkbenchError(f"`depth` must be an integer from 3 to 5; got {depth!r}.")
+    if not isinstance(width, (int, float)) or not 0.05 <= float(width) <= 8:
+        raise WorkbenchError(f"`width` must be a number between 0.05 and 8 (1 = preset width); got {width!r}.")
+    decoder_channels = [max(4, int(round(c * float(width)))) for c in recipe["decoder_channels"][-depth:]]
+    return {"encoder_name": encoder_name, "encoder_depth": depth, "decoder_channels": decoder_channels}
 
 
 def check_model_fits(card: ModelCard, *, in_channels: int | None = None, n_classes: int | None = None,
