@@ -113,3 +113,27 @@ def test_an_unusable_output_is_refused_before_any_work(tmp_path, capsys):
         assert main(["pretrain", str(out), "--steps", "1"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and message in err and len(err.splitlines()) == 1
+
+
+def test_the_pretrain_benchmark_runs_on_a_tiny_configuration(tmp_path):
+    """Every part of benchmarks/bench_pretrain.py end to end (numbers of a tiny run mean nothing)."""
+    from benchmarks import _common, bench_pretrain
+
+    tiny = _common.QUICK.with_(name="tiny", train_budgets_s=(1.0, 2.0), steps_per_minute=60, train_patch_size=64,
+                               synthetic_shape=(96, 96), deep_variants=("scratch",), work_dir=str(tmp_path))
+    result = bench_pretrain.run(tiny, ("cpu",), styles=("fluorescence", "histology"))
+    parts = [row["part"] for row in result.rows]
+    assert parts.count("nuclei half split") == 4 and parts.count("zero-shot, right half") == 1  # 2 starts x 2 budgets
+    assert parts.count("synthetic style") == 4
+    for row in result.rows:
+        assert 0.0 <= row["ap50"] <= 1.0 and row["tp50"] + row["fn50"] == row["n_gt"] > 0
+    assert {row["channels"] for row in result.rows if row["style"] == "histology"} == {3}
+    assert result.targets and all(t.met or t.why for t in result.targets)
+    assert (tmp_path / bench_pretrain.PLOT_NAME).is_file()
+    assert result.tables[0].count("\n") == len(result.rows) + 1
+    # Scores go into a starter's card, leaving its weights (and their sha256) alone.
+    folder = pretrain(tmp_path / "starter", PretrainSettings(steps=1, **TINY)).directory
+    path = bench_pretrain.record_scores(result, folder)
+    info = json.loads(path.read_text())
+    assert info["scores"]["zero-shot, right half"]["zero-shot"][0]["ap50"] == round(result.rows[4]["ap50"], 4)
+    assert info["weights_sha256"] == sha256_file(folder / "weights.pt")
