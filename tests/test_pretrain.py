@@ -2,6 +2,8 @@
 weights, and bad input is one error line."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -52,6 +54,15 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     assert not all(torch.equal(a[key], c[key]) for key in a)
 
 
+def test_a_time_budget_ends_the_run_with_the_model_so_far(tmp_path):
+    settings = PretrainSettings(**{**TINY, "minutes": 0.08, "pool_steps": 3})
+    result = pretrain(tmp_path / "starter", settings)
+    assert result.stop_reason == "time" and result.steps >= 1 and result.pools >= 1
+    assert result.seconds < 0.08 * 60 + 15
+    assert result.info["training"]["steps"] == result.steps
+    assert "--minutes 0.08" in result.info["command"]
+
+
 def test_pools_follow_the_store_instance_convention():
     from workbench.store import labels_from_instances, training_targets
     from workbench.datasets import corpus_samples
@@ -79,15 +90,20 @@ def test_the_output_is_replaced_only_when_asked(tmp_path):
     assert (tmp_path / "notes" / "a.txt").read_text() == "mine"
 
 
-def test_command_line_run_records_the_command(tmp_path, capsys):
+def test_command_line_run_records_the_command_and_reruns_byte_for_byte(tmp_path, capsys):
     out = tmp_path / "starter"
-    assert main(["pretrain", str(out), "--steps", "2", "--pool-size", "2", "--pool-steps", "1", "--image-size",
-                 "128", "--device", "cpu", "--seed", "3"]) == 0
+    options = ["--steps", "2", "--pool-size", "2", "--pool-steps", "1", "--image-size", "128", "--device", "cpu",
+               "--seed", "3"]
+    assert main(["pretrain", str(out), *options]) == 0
     assert "wrote" in capsys.readouterr().out
     info = json.loads((out / "starter.json").read_text())
-    assert info["command"] == (f"workbench pretrain {out} --steps 2 --pool-size 2 --pool-steps 1 --image-size 128 "
-                               "--device cpu --seed 3")
+    assert info["command"] == f"workbench pretrain {out} " + " ".join(options)
     assert info["training"]["steps"] == 2 and info["trained_on"]["pools"] == 2
+    # The same command in another process writes the same weights file (the sha256 in the card).
+    again = subprocess.run([sys.executable, "-m", "workbench.cli", "pretrain", str(tmp_path / "again"), *options],
+                           capture_output=True, text=True)  # same environment, so the same CPU threads
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "again" / "starter.json").read_text())["weights_sha256"] == info["weights_sha256"]
 
 
 @pytest.mark.parametrize("argv, message", [

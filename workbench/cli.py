@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Pretrain a U-Net on a stream of generated images of many kinds (fluorescence "
                                    "nuclei, cytoplasm and membrane stains, brightfield, phase contrast, H&E-like "
                                    "tissue) and write a model folder with its starter card (starter.json). "
-                                   "Deterministic under --seed with --steps and no --minutes on the CPU.")
+                                   "Deterministic under --seed with --steps and no --minutes on the CPU (same WORKBENCH_THREADS).")
     p.add_argument("out", type=Path, help="model folder to write (new or empty; --force replaces a model)")
     p.add_argument("--minutes", type=float, help="time budget in minutes (default: 60, unless --steps is given)")
     p.add_argument("--steps", type=int, help="optimiser steps in all (with --minutes, whichever ends first)")

@@ -19,7 +19,8 @@ which device, the exact command, the seed, the sha256 of the weights and a ``sco
 measured scores (filled by ``benchmarks/bench_pretrain.py``). The real nuclei image in
 ``shared/data`` is never used: it is how the starter is measured.
 
-At a fixed step count (``steps``, no ``minutes``) on the CPU the run is deterministic under its seed.
+At a fixed step count (``steps``, no ``minutes``) on the CPU the run is deterministic under its seed:
+the same weights file, byte for byte, for the same number of CPU threads (``WORKBENCH_THREADS``).
 
 Examples
 --------
@@ -51,7 +52,8 @@ from workbench.errors import WorkbenchError
 __all__ = ["PretrainSettings", "PretrainResult", "pretrain", "pretrain_pool", "check_pretrain_target",
            "pretrain_command"]
 
-_STEPS_PER_EPOCH = 10
+#: Steps between the trainer's validations, the largest that divides a pool's steps (validation costs time).
+_STEPS_PER_EPOCH = (50, 10)
 _MIN_ROUND_SECONDS = 2.0  # a pool started with less time left than this would not reach a step
 
 
@@ -331,7 +333,7 @@ def pretrain(out: str | os.PathLike, settings: PretrainSettings | None = None, *
                 stop_reason = "stopped"
                 break
             round_steps = settings.pool_steps if left_steps is None else min(settings.pool_steps, left_steps)
-            per_epoch = _STEPS_PER_EPOCH if round_steps % _STEPS_PER_EPOCH == 0 else round_steps
+            per_epoch = next((n for n in _STEPS_PER_EPOCH if round_steps % n == 0), round_steps)
             samples = pretrain_pool(_derived_seed(settings.seed, pool, 1), settings)
             train_settings = TrainSettings(
                 preset=settings.preset, weights=None, mode="instance", device=str(device),
@@ -421,7 +423,8 @@ def _starter_card(settings: PretrainSettings, device, command: str, steps: int, 
             "seed": settings.seed, "batch_size": settings.batch_size, "patch_size": settings.patch_size,
             "lr": settings.lr, "stop_reason": stop_reason, "settings": settings.to_dict(),
             "torch": torch.__version__, "workbench": workbench.__version__,
-            "deterministic": ("bit-identical on the CPU for the same seed and --steps without --minutes"),
+            "deterministic": ("the same weights file (sha256) on the CPU for the same seed, --steps without "
+                              "--minutes, and CPU threads (WORKBENCH_THREADS)"),
         },
         "held_out_generated": held_out,
         "command": command,

@@ -371,8 +371,10 @@ def save_model(directory: str | os.PathLike, model: torch.nn.Module, card: Model
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().to("cpu").contiguous() for key, value in model.state_dict().items()}
-    with atomic_write(directory / WEIGHTS_FILENAME) as tmp:
-        torch.save(state, tmp)
+    # Through a file object, torch names the archive's records "archive/..." instead of after the
+    # (temporary, per-process) file name: equal weights give byte-equal files, hence equal sha256.
+    with atomic_write(directory / WEIGHTS_FILENAME) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
     text = json.dumps(card.to_dict(), indent=2, sort_keys=True)
     with atomic_write(directory / CARD_FILENAME) as tmp:
         tmp.write_text(text, encoding="utf-8")
