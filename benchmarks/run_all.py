@@ -59,6 +59,12 @@ def _tiling(config, devices):
     return bench_tiling.run(config, devices)
 
 
+def _pretrain(config, devices):
+    from benchmarks import bench_pretrain
+
+    return bench_pretrain.run(config, devices)
+
+
 def _forest(config, devices):
     from benchmarks import bench_forest_vs_skimage
 
@@ -72,6 +78,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig, Sequence[str]], BenchmarkResult]] =
     "throughput": _throughput,
     "forest": _forest,
     "tiling": _tiling,
+    "pretrain": _pretrain,
 }
 
 

@@ -37,6 +37,17 @@ def _weights(text: str) -> str:
     return "none" if text.lower() == "none" else text
 
 
+def _model_version(text: str | None) -> int | str | None:
+    """--model: a version number or "starter" (checked in the command, so a mistake is one error line)."""
+    if text is None or text.strip().lower() == "starter":
+        return None if text is None else "starter"
+    try:
+        return int(text)
+    except ValueError:
+        raise WorkbenchError(f"--model takes a model version number (see `workbench info`) or 'starter'; "
+                             f"got {text!r}") from None
+
+
 def _pixel_size(text: str) -> tuple[float, float]:
     try:
         values = [float(v) for v in text.split(",")]
@@ -108,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="number of epochs (U-Net; with --minutes, whichever ends first)")
     p.add_argument("--encoder", help="U-Net encoder / preset name (default: the fast CPU preset)")
     p.add_argument("--weights", type=_weights,
-                   help="encoder start: 'imagenet' (downloads), a local weights file, or 'none'")
+                   help="where a new U-Net starts: 'starter' (the model shipped with the workbench, pretrained "
+                        "on generated images; the default for instance projects), 'imagenet' (encoder, "
+                        "downloads), a local encoder weights file or saved model folder, or 'none' (random)")
     p.add_argument("--resume", action="store_true", help="continue from the project's last model of this method")
     p.add_argument("--augment", type=float, help="augmentation strength 0 (none) .. 1 (strong)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -125,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output label image (.tif or .zarr) for one input, or a folder: "
                                             "NAME.ome.zarr (image, labels, probabilities) and NAME.csv per input")
     p.add_argument("--probabilities", type=Path, help="also write class probabilities (.tif or .zarr; one input)")
-    p.add_argument("--model", type=int, help="model version (default: the latest)")
+    p.add_argument("--model",
+                   help="model version (default: the latest), or 'starter': the model shipped with the workbench, "
+                        "no labels needed (instance projects)")
     p.add_argument("--tile-size", type=int, default=256, help="tile edge in pixels (default: 256)")
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default: 0.25)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips and rotations)")
@@ -164,6 +179,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("remove", help="remove an image (with its labels and predictions) from a project")
     p.add_argument("dir", type=Path, help="project folder")
     p.add_argument("image", nargs="+", help="image name(s) in the project (see `workbench info`)")
+
+    p = sub.add_parser("pretrain", help="pretrain a starter U-Net on generated images (the model --weights starter uses)",
+                       description="Pretrain a U-Net on a stream of generated images of many kinds (fluorescence "
+                                   "nuclei, cytoplasm and membrane stains, brightfield, phase contrast, H&E-like "
+                                   "tissue) and write a model folder with its starter card (starter.json). "
+                                   "Deterministic under --seed with --steps and no --minutes on the CPU (same WORKBENCH_THREADS).")
+    p.add_argument("out", type=Path, help="model folder to write (new or empty; --force replaces a model)")
+    p.add_argument("--minutes", type=float, help="time budget in minutes (default: 60, unless --steps is given)")
+    p.add_argument("--steps", type=int, help="optimiser steps in all (with --minutes, whichever ends first)")
+    p.add_argument("--preset", default="fast", help="U-Net preset (default: fast, the preset the app trains)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or mps (default: the fastest available)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of images, weights and sampling (default: 0)")
+    p.add_argument("--pool-size", type=int, default=24, help="generated images per pool (default: 24)")
+    p.add_argument("--pool-steps", type=int, default=200,
+                   help="optimiser steps on one pool before fresh images are drawn (default: 200)")
+    p.add_argument("--image-size", type=int, default=256, help="side of the generated images (default: 256)")
+    p.add_argument("--force", action="store_true", help="replace the model already in OUT")
 
     p = sub.add_parser("demo", help="build the sample project, train, predict, write an overlay and a table")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default: demo-output)")
@@ -287,10 +319,15 @@ def _cmd_predict_batch(args, project) -> None:
     if args.out.name.lower().endswith(_SINGLE_OUTPUT_SUFFIXES):
         raise WorkbenchError(f"--out {args.out} names a file, but this run writes a folder (several inputs or "
                              "dask options); give a folder such as --out results/")
+    from dataclasses import replace
+
+    from workbench import pipeline
+
     settings = BatchSettings(block_size=args.block_size, halo=args.halo, tile_size=args.tile_size,
                              overlap=args.overlap, tta=args.tta, device=args.device, backend=args.backend,
-                             model_version=args.model,
                              table_format=args.table_format)
+    # Options checked first: "--model starter" registers the starter in the project only then.
+    settings = replace(settings, model_version=pipeline.resolve_model_version(project, args.model))
     bar = _progress_bar("predicting")
     try:
         results = predict_batch(project, args.images or project.image_names, args.out, settings=settings,
@@ -305,6 +342,7 @@ def _cmd_predict(args) -> None:
     from workbench import pipeline
     from workbench.store import Project, check_output_path
 
+    args.model = _model_version(args.model)
     project = Project.open(args.dir)
     if _is_batch(args):
         _cmd_predict_batch(args, project)
@@ -404,6 +442,31 @@ def _cmd_remove(args) -> None:
         print(f"removed {name} (image, labels and predictions) from {project.path}")
 
 
+def _cmd_pretrain(args) -> None:
+    import shlex
+
+    from workbench.pretrain import PretrainSettings, pretrain
+
+    if args.minutes is not None and not args.minutes > 0:
+        raise WorkbenchError(f"--minutes must be a positive number of minutes, got {args.minutes:g}")
+    if args.steps is not None and args.steps < 1:
+        raise WorkbenchError(f"--steps must be at least 1, got {args.steps}")
+    minutes = args.minutes if args.minutes is not None or args.steps is not None else 60.0
+    settings = PretrainSettings(minutes=minutes, steps=args.steps, preset=args.preset, device=args.device,
+                                seed=args.seed, pool_size=args.pool_size, pool_steps=args.pool_steps,
+                                image_size=args.image_size)
+    command = shlex.join(["workbench", *getattr(args, "argv", ["pretrain", str(args.out)])])
+    bar = _progress_bar("pretraining")
+    try:
+        result = pretrain(args.out, settings, command=command, force=args.force, progress=bar)
+    finally:
+        bar.close()
+    info = result.info
+    print(f"wrote {result.directory}: {result.steps} steps on {result.pools} pools of generated images in "
+          f"{result.seconds / 60:.1f} min on {info['training']['device']} ({result.stop_reason}); "
+          f"weights sha256 {info['weights_sha256']}")
+
+
 def _cmd_demo(args) -> None:
     from workbench import pipeline
 
@@ -416,7 +479,7 @@ def _cmd_demo(args) -> None:
 
 COMMANDS = {"new": _cmd_new, "add": _cmd_add, "labels": _cmd_labels, "train": _cmd_train,
             "predict": _cmd_predict, "export-model": _cmd_export_model, "measure": _cmd_measure, "info": _cmd_info,
-            "remove": _cmd_remove, "demo": _cmd_demo}
+            "remove": _cmd_remove, "pretrain": _cmd_pretrain, "demo": _cmd_demo}
 
 
 def _stop_on_sigterm(signum, frame) -> None:
@@ -429,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
     args.debug = debug
+    args.argv = [a for a in argv if a != "--debug"]  # the command as typed (pretrain records it in its card)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:

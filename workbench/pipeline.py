@@ -29,6 +29,8 @@ __all__ = [
     "model_card", "find_local_weights", "check_resume", "plan_training", "train_model", "predict_project",
     "predict_file", "export_prediction", "postprocess", "training_summary", "instance_options", "auto_min_size",
     "min_size_from_labels", "measure_labels", "measure_project", "run_demo", "uncertainty", "segments_volumes",
+    "STARTER", "starter_reason", "default_weights", "default_start", "starter_model", "resolve_model_version",
+    "try_starter",
 ]
 
 #: Prediction backends for U-Nets: torch on any device, ONNX Runtime on the CPU (faster there, see benchmarks/).
@@ -76,6 +78,53 @@ def find_local_weights(encoder: str) -> Path | None:
             if found:
                 return found[0]
     return None
+
+
+#: The model name of the starter shipped with the package (``--weights starter``, ``--model starter``).
+STARTER = "starter"
+
+
+def starter_reason(project: Project, settings: dict | None = None) -> str | None:
+    """Why a new U-Net of this project (with these U-Net settings) cannot start from the shipped
+    starter model; None when it can.
+
+    The starter fits instance projects of any channel count (its first convolution is adapted)
+    whose U-Net has the starter's architecture (the default preset). A semantic project can
+    still ask for it explicitly (``weights="starter"``: encoder and decoder, a new head).
+    """
+    from workbench.deep import starter_dir, starter_fits, unet_architecture
+
+    settings = dict(settings or {})
+    if project.mode != "instance":
+        return "the starter model finds separate objects, and this project is semantic"
+    if starter_dir() is None:
+        return "this installation has no starter model"
+    try:
+        architecture = unet_architecture(preset=settings.get("preset", "fast"), encoder=settings.get("encoder"),
+                                         width=settings.get("width", 1.0), depth=settings.get("depth"))
+    except WorkbenchError as exc:
+        return str(exc)
+    return starter_fits(architecture)
+
+
+def default_weights(project: Project, settings: dict | None = None) -> str | None:
+    """Where a new U-Net starts when the settings do not say: the starter for instance projects it
+    fits (`starter_reason`), else random weights (None). Given ``weights`` are kept."""
+    settings = dict(settings or {})
+    if "weights" in settings:
+        return settings["weights"]
+    return STARTER if starter_reason(project, settings) is None else None
+
+
+def default_start(project: Project, method: str = "unet") -> str:
+    """The training start a person gets unless they choose: the last model of `method` when there is
+    one, else the starter for instance projects it fits, else scratch (see `TrainingChoices.start`)."""
+    check_method(method)
+    if any(m["method"] == method for m in project.models):
+        return "last"
+    if method == "unet" and starter_reason(project) is None:
+        return "starter"
+    return "scratch"
 
 
 def check_resume(project: Project, method: str) -> ModelRecord:
@@ -127,6 +176,14 @@ def plan_training(project: Project, choices: TrainingChoices) -> TrainingPlan:
         encoder = PRESETS[choices.size]["encoder"]
         local = find_local_weights(encoder)
         settings["weights"] = str(local) if local else "imagenet"
+    elif choices.start == "starter":
+        reason = starter_reason(project, settings)
+        if reason is not None:
+            raise WorkbenchError(f"the starter model cannot start this training: {reason}; start from scratch "
+                                 "or pretrained weights")
+        settings["weights"] = STARTER
+    elif choices.start == "scratch" and default_weights(project, settings) is not None:
+        settings["weights"] = "none"  # scratch means random weights, also where the starter is the default
     return TrainingPlan("unet", settings, resume)
 
 
@@ -184,11 +241,13 @@ def load_segmenter(project: Project, version: int | None = None, *, method: str 
 
 
 # ---------------------------------------------------------------------- training
-def _unet_settings(project: Project, settings: dict):
+def _unet_settings(project: Project, settings: dict, *, new_model: bool = True):
     from workbench.deep import TrainSettings
 
     known = {f.name for f in fields(TrainSettings)} - {"mode", "classes", "n_classes"}
     mapped = dict(settings)
+    if new_model and "weights" not in mapped:
+        mapped["weights"] = default_weights(project, mapped)
     if mapped.get("weights") == "none":
         mapped["weights"] = None
     unknown = sorted(set(mapped) - known)
@@ -214,7 +273,9 @@ def train_model(project: Project, *, method: str = "unet", settings: dict | None
     method : {"unet", "forest"}
     settings : dict
         U-Net: fields of `workbench.deep.TrainSettings` (``minutes``, ``epochs``, ``encoder``,
-        ``weights``, ``augment``, ``seed``...). Forest: fields of `workbench.classic._forest` settings.
+        ``weights``, ``augment``, ``seed``...). Without ``weights``, a new U-Net starts from
+        `default_weights` (the shipped starter for instance projects it fits; ``"none"`` asks for
+        random weights). Forest: fields of `workbench.classic._forest` settings.
     resume : bool
         Start from the project's latest model of this method (iterative development).
     callbacks : sequence of workbench.deep.Callback
@@ -280,7 +341,7 @@ def _train_unet(project, samples, settings, directory, init_from, callbacks, sto
     from workbench.deep import save_model
     from workbench.deep import train
 
-    train_settings = _unet_settings(project, settings)
+    train_settings = _unet_settings(project, settings, new_model=init_from is None)
     result = train(samples, train_settings, callbacks=callbacks, init_from=init_from, stop_event=stop_event)
     result.card.settings["boundary_width"] = project.boundary_width
     save_model(directory, result.model, result.card)
@@ -492,15 +553,124 @@ def _summary(probabilities, labels, mode: str) -> dict:
     return info
 
 
-def predict_project(project: Project, *, names: Iterable[str] | None = None, model_version: int | None = None,
+def _planes_for_normalisation(project: Project, limit: int = 16) -> list:
+    """Up to `limit` lazy CYX planes spread over the project's images (for fitting the normaliser)."""
+    planes = [(name, z) for name in project.image_names for z in range(project.image(name).n_slices)]
+    chosen = [planes[int(i)] for i in np.unique(np.linspace(0, len(planes) - 1, min(limit, len(planes))).round())]
+    return [project.image(name).plane(z) for name, z in chosen]
+
+
+def starter_model(project: Project) -> ModelRecord:
+    """The project's model version that is the shipped starter as it is ("try it before you paint").
+
+    The first call registers it: the starter's weights adapted to the project's channels, and a
+    normalisation fitted on the project's images (no labels needed). Later calls return that
+    version while the starter and the channel count are the same. Training with ``resume``
+    afterwards continues from it.
+
+    Raises
+    ------
+    WorkbenchError
+        For a semantic project, a project without images, or an installation without a starter.
+    ProjectBusyError
+        When another job holds the project.
+    """
+    from workbench.deep import (CARD_FILENAME, INSTANCE_CLASSES as CLASSES, ModelCard, PercentileNormalizer,
+                                WEIGHTS_FILENAME, build_unet, save_model, sha256_file, starter_dir, starter_info)
+
+    if project.mode != "instance":
+        raise WorkbenchError(
+            f"the starter model finds separate objects (instance mode) and project {project.name!r} is semantic; "
+            "paint your classes and train a model instead")
+    folder = starter_dir()
+    if folder is None:
+        raise WorkbenchError("this installation has no starter model; paint some objects and train a model instead")
+    if not project.image_names:
+        raise WorkbenchError(f"project {project.name!r} has no images yet; add some first (`workbench add`)")
+    channels = {project.image_info(name).channels for name in project.image_names}
+    if len(channels) != 1:
+        raise WorkbenchError(f"the project's images have different channel counts ({sorted(channels)}); "
+                             "one model reads one channel count")
+    in_channels = channels.pop()
+    sha256 = sha256_file(folder / WEIGHTS_FILENAME)
+    for record in reversed(model_records(project)):
+        if record.method == "unet" and record.settings.get("zero_shot") and \
+                record.settings.get("starter_sha256") == sha256 and \
+                ModelCardInfo.read(record.directory(project.path)).in_channels == in_channels:
+            return record
+    info = starter_info(folder)
+    preset = (_json_card(folder / CARD_FILENAME).get("settings") or {}).get("preset") or "fast"
+    with project.job("preparing the starter model"):
+        model = build_unet(in_channels, len(CLASSES), preset=preset, weights=STARTER)
+        normalizer = PercentileNormalizer().fit(_planes_for_normalisation(project))
+        settings = {"preset": preset, "weights": STARTER, "zero_shot": True, "starter_sha256": sha256,
+                    "boundary_width": project.boundary_width}
+        steps = (info.get("training") or {}).get("steps")
+        metrics = {"steps": 0, "starter_steps": steps, "summary": (
+            "the starter model as shipped (pretrained on generated images"
+            + (f", {steps} steps" if steps else "") + "), not trained on this project's labels: "
+            "paint where it is wrong and train to improve it")}
+        card = ModelCard(in_channels=in_channels, n_classes=len(CLASSES), classes=list(CLASSES), mode="instance",
+                         normalisation=normalizer.to_dict(), settings=settings, metrics=metrics)
+        version, directory = project.new_model_dir("unet")
+        try:
+            save_model(directory, model, card)
+            record = project.register_model(version, directory, method="unet", settings=settings, metrics=metrics)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+    return ModelRecord.from_dict(record)
+
+
+def _json_card(path: Path) -> dict:
+    """A model folder's ``card.json`` as a dict ({} when it cannot be read)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def resolve_model_version(project: Project, model_version: int | str | None) -> int | None:
+    """A model version number from what a caller named: a number, None (the latest) or ``"starter"``
+    (the project's zero-shot starter version, registered on first use: `starter_model`)."""
+    if isinstance(model_version, str):
+        if model_version.strip().lower() != STARTER:
+            raise WorkbenchError(f"model must be a version number or {STARTER!r}, got {model_version!r}")
+        return starter_model(project).version
+    return model_version
+
+
+def try_starter(project: Project, *, names: Iterable[str] | None = None, device: str | None = None,
+                progress: Progress | None = None) -> dict[str, dict]:
+    """Segment the project's images with the shipped starter model, before any painting.
+
+    One call for the app's "try it before you paint": registers the starter as a model version
+    (`starter_model`) and predicts the images with it into the store, as `predict_project` does.
+
+    Returns
+    -------
+    dict
+        The summary per image (objects found, mean uncertainty, model version).
+    """
+    return predict_project(project, names=names, model_version=STARTER, device=device, progress=progress)
+
+
+def predict_project(project: Project, *, names: Iterable[str] | None = None, model_version: int | str | None = None,
                     tile_size: int | None = None, overlap: float = 0.25, tta: bool = False,
                     device: str | None = None, progress: Progress | None = None,
                     segmenter: Segmenter | None = None, backend: str = "torch") -> dict[str, dict]:
     """Predict project images (all by default) into the store: probabilities and instances/classes.
 
-    Returns a summary per image: mean uncertainty and objects (instance) or class fractions.
+    `model_version` is a version number, None (the latest) or ``"starter"`` (the shipped starter
+    model, no training needed: see `starter_model`). Returns a summary per image: mean uncertainty
+    and objects (instance) or class fractions.
     """
     _check_tile_size(tile_size)
+    if segmenter is None:
+        model_version = resolve_model_version(project, model_version)
     with project.job("predicting"):
         return _predict_project(project, names, model_version, tile_size, overlap, tta, device, progress, segmenter,
                                 backend)
@@ -567,7 +737,7 @@ def _predict_project(project, names, model_version, tile_size, overlap, tta, dev
     return summary
 
 
-def predict_file(project: Project, path, out, *, probabilities=None, model_version: int | None = None,
+def predict_file(project: Project, path, out, *, probabilities=None, model_version: int | str | None = None,
                  tile_size: int | None = None, overlap: float = 0.25, tta: bool = False, device: str | None = None,
                  axes: str | None = None, progress: Progress | None = None, backend: str = "torch") -> dict:
     """Segment an image file that is not part of the project (any size: read and written tile by tile).
@@ -590,6 +760,7 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
             raise WorkbenchError(f"--probabilities and --out both name {out}; give two different files")
     _check_tile_size(tile_size)
     source = open_image(path, axes=axes)
+    model_version = resolve_model_version(project, model_version)
     segmenter = load_segmenter(project, model_version, device=device, backend=backend)
     volume = "Z" in source.axes and segments_volumes(project)
     options = instance_options(project, volume=volume, segmenter=segmenter) if project.mode == "instance" else {}

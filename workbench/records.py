@@ -54,8 +54,9 @@ __all__ = [
 CARD_NAME = "card.json"
 MODEL_SIZES = ("fast", "small", "mobilenet_v2")
 """Model sizes a person picks from, smallest first: the U-Net presets of `workbench.deep`."""
-START_FROM = ("scratch", "pretrained", "last")
-"""Where a training starts: random weights, ImageNet encoder weights, or the last model of the method."""
+START_FROM = ("scratch", "starter", "pretrained", "last")
+"""Where a training starts: random weights, the starter model shipped with the package (pretrained on
+generated microscopy images; instance projects), ImageNet encoder weights, or the last model of the method."""
 
 _DAMAGED = "the entry is damaged: restore project.json from a copy, or remove this model's entry"
 
@@ -284,8 +285,9 @@ class TrainingChoices:
         Time budget of a U-Net (a forest trains until done).
     augment : float
         Augmentation strength in [0, 1] (U-Net).
-    start : {"scratch", "pretrained", "last"}
-        See `START_FROM`; a forest cannot start from pretrained weights.
+    start : {"scratch", "starter", "pretrained", "last"}
+        See `START_FROM`; a forest cannot start from pretrained weights or the starter.
+        (`workbench.pipeline.default_start` gives the start a project gets unless a person chooses.)
     """
 
     method: str = "unet"
@@ -305,7 +307,7 @@ class TrainingChoices:
             raise WorkbenchError(f"`size` must be one of {', '.join(MODEL_SIZES)}, got {self.size!r}")
         if self.start not in START_FROM:
             raise WorkbenchError(f"`start` must be one of {', '.join(START_FROM)}, got {self.start!r}")
-        if self.method == "forest" and self.start == "pretrained":
+        if self.method == "forest" and self.start in ("pretrained", "starter"):
             raise WorkbenchError("a Random Forest has no pretrained weights; start from scratch or the last model")
         if isinstance(self.seconds, bool) or not isinstance(self.seconds, numbers.Real) or not self.seconds > 0:
             raise WorkbenchError(f"`seconds` must be a positive number of seconds, got {self.seconds!r}")

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 import ipywidgets as W
 
-from workbench import config
+from workbench import config, pipeline
 from workbench.conventions import IMAGE_SUFFIXES
 from workbench.errors import WorkbenchError
 from workbench.results import list_inputs
@@ -128,6 +128,13 @@ class ProjectSetupPanel:
         self.upload.observe(self._uploaded, names="value")
         self.folder_button.on_click(lambda _b: self.add_from_path(self.folder_path.value))
         self.remove_button.on_click(lambda _b: self.remove_image(self.remove_choice.value))
+        self.starter_button = W.Button(description="Try the starter model", icon="magic",
+                                       tooltip="Segment the images with the model that comes with the workbench, "
+                                               "before painting anything")
+        self.starter_button.on_click(lambda _b: self.try_starter())
+        self.starter_row = W.HBox([self.starter_button, W.HTML(
+            "&nbsp;No labels needed: see what the pretrained starter model finds (step 4 shows it), then paint "
+            "where it is wrong.")])
         self.new_mode.observe(self._mode_chosen, names="value")
 
         images = W.VBox([
@@ -136,6 +143,7 @@ class ProjectSetupPanel:
             self.upload,
             W.HBox([self.folder_path, self.folder_button]),
             W.HBox([self.remove_choice, self.remove_button]),
+            self.starter_row,
         ])
         new = W.VBox([self.new_name, self.new_folder, self.new_mode, self.new_classes, self.create_button])
         opening = W.VBox([W.HBox([self.open_path, self.open_button])])
@@ -230,6 +238,22 @@ class ProjectSetupPanel:
         self._show_project()
         self._notify()
 
+    def try_starter(self) -> dict | None:
+        """Segment every image with the starter model shipped with the workbench: no labels needed
+        (`workbench.pipeline.try_starter`); the results show in the review step."""
+        if self._require_project() is None:
+            return None
+        self._set_status("info", "Segmenting the images with the starter model…")
+        try:
+            summary = pipeline.try_starter(self.project)
+        except (WorkbenchError, OSError) as exc:
+            return self._fail(_user_message(exc, "trying the starter model"))
+        objects = sum(int(info.get("objects", 0)) for info in summary.values())
+        self.error = None
+        self._set_status("success", f"The starter model found {objects} objects in {len(summary)} image(s). See "
+                                    "them in step 4 (Review); paint where it is wrong, then train.")
+        return summary
+
     # ------------------------------------------------------------------ machinery
     def _uploaded(self, change) -> None:
         entries = _upload_entries(change["new"])
@@ -273,6 +297,7 @@ class ProjectSetupPanel:
     def _show_project(self) -> None:
         project = self.project
         if project is None:
+            self.starter_row.layout.display = "none"
             self.current.value = "<p>No project open: create one below, or open an existing one.</p>"
             self.remove_choice.options = []
             return
@@ -292,6 +317,7 @@ class ProjectSetupPanel:
                  '<tr style="text-align:left;border-bottom:1px solid #ccc"><th>image</th><th>size</th>'
                  '<th>type</th><th>labelled</th></tr>' + "".join(rows) + "</table>") if rows else \
             "<p><i>No images yet: add some below.</i></p>"
+        self.starter_row.layout.display = "" if project.mode == "instance" and project.image_names else "none"
         self.current.value = (
             f'<div><b>Project:</b> {html.escape(project.name)} '
             f'<span style="color:#777">({html.escape(str(project.path))})</span><br>'

@@ -47,8 +47,8 @@ MODEL_SIZES: list[tuple[str, str]] = [
 AUGMENTATION: list[tuple[str, float]] = [("None", 0.0), ("Light", 0.25), ("Medium", 0.5), ("Strong", 0.8)]
 METHOD_NAMES = pipeline.METHOD_NAMES
 MODE_CHOICES = [("Regions (semantic)", "semantic"), ("Separate objects (instance)", "instance")]
-START_CHOICES = [("Scratch", "scratch"), ("Pretrained weights (ImageNet)", "pretrained"),
-                 ("The last model (train longer)", "last")]
+START_CHOICES = [("Scratch", "scratch"), ("Starter model (pretrained on microscopy-like images)", "starter"),
+                 ("Pretrained weights (ImageNet)", "pretrained"), ("The last model (train longer)", "last")]
 TRAIN_SECONDS_ENV = config.TRAIN_SECONDS
 train_seconds_from_env = config.train_seconds  # the training time ``WORKBENCH_TRAIN_SECONDS`` sets, else `default`
 
@@ -362,7 +362,7 @@ class TrainingPanel:
         self.summary.value = self._labels_summary()
         has_model = self._has_model(self.method.value)
         if not self.running and self.start_from.value == "last" and not has_model:
-            self.start_from.value = "scratch"  # keep the person's choice unless it cannot work
+            self.start_from.value = self._default_start()  # keep the person's choice unless it cannot work
 
     def prepare_longer_training(self, factor: float = 2.0) -> None:
         """Preselect 'continue from the last model' with a longer time (the review's 'Train longer')."""
@@ -458,13 +458,13 @@ class TrainingPanel:
 
     def _default_start(self) -> str:
         method = getattr(getattr(self, "method", None), "value", "unet")
-        return "last" if self._has_model(method) else "scratch"
+        return pipeline.default_start(self.project, method)
 
     def _method_changed(self, _change=None) -> None:
         forest = self.method.value == "forest"
         self.augmentation.disabled = forest
         self.duration.disabled = forest
-        self.start_from.options = [c for c in START_CHOICES if not (forest and c[1] == "pretrained")]
+        self.start_from.options = [c for c in START_CHOICES if not (forest and c[1] in ("pretrained", "starter"))]
         self.start_from.value = self._default_start()
 
     def _mode_changed(self, change) -> None:

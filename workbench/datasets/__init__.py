@@ -1,10 +1,16 @@
-"""Data made in code: hard synthetic nuclei, simulated partial annotations, the bundled sample project."""
+"""Data made in code: hard synthetic nuclei, a varied pretraining corpus, simulated partial annotations, the bundled sample project."""
 
 from workbench.datasets._synth import (
     SynthError,
     hard_nuclei,
 )
 from workbench.datasets._synth3d import nuclei_volume
+from workbench.datasets._corpus import (
+    CORPUS_STYLES,
+    CorpusSample,
+    corpus_image,
+    corpus_samples,
+)
 from workbench.datasets._partial import (
     PartialLabelError,
     labelled_fraction,
@@ -22,6 +28,10 @@ __all__ = [
     "SynthError",
     "hard_nuclei",
     "nuclei_volume",
+    "CORPUS_STYLES",
+    "CorpusSample",
+    "corpus_image",
+    "corpus_samples",
     "PartialLabelError",
     "labelled_fraction",
     "simulate_partial_labels",

@@ -182,6 +182,48 @@ def _resolve_occlusion(
     return _composite(shape[0] * shape[1], flat[live], z[live]), keep
 
 
+def _object_geometry(
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    density: float,
+    size_range: tuple[float, float],
+    aspect_range: tuple[float, float],
+    irregularity: float,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Placed, rasterised and occlusion-resolved objects: labels 1..n, normalised radius, mean radius.
+
+    Sizes are log-uniform in `size_range`, a third of the objects scattered and the rest in
+    clusters of touching objects; overlaps go to the object on top, and objects mostly hidden
+    (or cut in two) are dropped, so every label is one 4-connected region. ``rho_map`` is 0 at
+    an object's centre, 1 at its outline (and outside objects).
+    """
+    height, width = shape
+    log_low, log_high = np.log(size_range[0]), np.log(size_range[1])
+    mean_area = np.pi * np.mean(np.exp(rng.uniform(log_low, log_high, 4096)) ** 2)
+    count = max(1, int(round(density * height * width / mean_area)))
+    radii = np.exp(rng.uniform(log_low, log_high, count))
+    aspect = rng.uniform(*aspect_range, count)
+    semi_axes = np.stack([radii * np.sqrt(aspect), radii / np.sqrt(aspect)], axis=1)
+    angles = rng.uniform(0, np.pi, count)
+    blobbiness = irregularity * rng.lognormal(0, 0.6, count)
+    wobble = blobbiness[:, None] * rng.normal(0, 1, (count, _HARMONICS.size)) / (_HARMONICS / 2)
+    wobble_phase = rng.uniform(0, 2 * np.pi, (count, _HARMONICS.size))
+    mean_radius = float(np.exp((log_low + log_high) / 2))
+    centres = _place_centres(shape, count, radii, rng)
+
+    # Rasterise, then drop objects mostly hidden (or cut in two) by objects on top.
+    flat, z, rho = _rasterise_nuclei(shape, centres, semi_axes, angles, wobble, wobble_phase)
+    top, keep = _resolve_occlusion(shape, flat, z, count)
+    kept_pixels = keep[z]
+    flat, z, rho = flat[kept_pixels], z[kept_pixels], rho[kept_pixels]
+    winners = top[flat] == z
+    rho_map = np.ones(height * width, dtype=np.float32)
+    rho_map[flat[winners]] = rho[winners]
+    new_ids = np.zeros(count + 1, dtype=np.int32)
+    new_ids[keep] = np.arange(1, np.count_nonzero(keep) + 1, dtype=np.int32)
+    return new_ids[top].reshape(shape), rho_map.reshape(shape), mean_radius
+
+
 # ----------------------------------------------------------------------------- image formation
 
 
@@ -338,34 +380,8 @@ def hard_nuclei(
     height, width = _check_arguments(shape, channels, density, size_range, aspect_range, dim_fraction)
     shape = (height, width)
     rng = np.random.default_rng(seed)
-
-    # Sizes, shapes and placement.
-    log_low, log_high = np.log(size_range[0]), np.log(size_range[1])
-    mean_area = np.pi * np.mean(np.exp(rng.uniform(log_low, log_high, 4096)) ** 2)
-    count = max(1, int(round(density * height * width / mean_area)))
-    radii = np.exp(rng.uniform(log_low, log_high, count))
-    aspect = rng.uniform(*aspect_range, count)
-    semi_axes = np.stack([radii * np.sqrt(aspect), radii / np.sqrt(aspect)], axis=1)
-    angles = rng.uniform(0, np.pi, count)
-    blobbiness = irregularity * rng.lognormal(0, 0.6, count)
-    wobble = blobbiness[:, None] * rng.normal(0, 1, (count, _HARMONICS.size)) / (_HARMONICS / 2)
-    wobble_phase = rng.uniform(0, 2 * np.pi, (count, _HARMONICS.size))
-    mean_radius = float(np.exp((log_low + log_high) / 2))
-    centres = _place_centres(shape, count, radii, rng)
-
-    # Rasterise, then drop nuclei mostly hidden (or cut in two) by nuclei on top.
-    flat, z, rho = _rasterise_nuclei(shape, centres, semi_axes, angles, wobble, wobble_phase)
-    top, keep = _resolve_occlusion(shape, flat, z, count)
-    kept_pixels = keep[z]
-    flat, z, rho = flat[kept_pixels], z[kept_pixels], rho[kept_pixels]
-    winners = top[flat] == z
-    rho_map = np.ones(height * width, dtype=np.float32)
-    rho_map[flat[winners]] = rho[winners]
-    new_ids = np.zeros(count + 1, dtype=np.int32)
-    new_ids[keep] = np.arange(1, np.count_nonzero(keep) + 1, dtype=np.int32)
-    labels = new_ids[top].reshape(shape)
-    rho_map = rho_map.reshape(shape)
-    n_kept = int(np.count_nonzero(keep))
+    labels, rho_map, mean_radius = _object_geometry(shape, rng, density, size_range, aspect_range, irregularity)
+    n_kept = int(labels.max())
 
     # Per-nucleus brightness: log-normal, with a share of dim nuclei close to the background.
     background_photons = 0.15 * photons

@@ -1,4 +1,5 @@
-"""The deep path: scaled-down U-Nets, augmentation, the trainer and its callbacks, device choice.
+"""The deep path: scaled-down U-Nets, the shipped starter model, augmentation, the trainer and its
+callbacks, device choice.
 
 `PercentileNormalizer` and `fit_normalizer` are re-exported from `workbench.normalize`, the one
 normaliser both paths share.
@@ -10,6 +11,7 @@ from workbench.deep._models import (
     MODEL_CLASSES,
     ModelCard,
     build_unet,
+    unet_architecture,
     save_model,
     load_model,
     check_model_fits,
@@ -49,6 +51,16 @@ from workbench.deep._validation import (
     InstanceCalibration,
     calibrate_instances,
 )
+from workbench.deep._starter import (
+    STARTER_DIR,
+    STARTER_INFO_FILENAME,
+    starter_dir,
+    starter_info,
+    starter_input,
+    starter_fits,
+    init_from_model,
+    sha256_file,
+)
 from workbench.normalize import (
     PercentileNormalizer,
     fit_normalizer,
@@ -60,6 +72,7 @@ __all__ = [
     "MODEL_CLASSES",
     "ModelCard",
     "build_unet",
+    "unet_architecture",
     "save_model",
     "load_model",
     "check_model_fits",
@@ -90,4 +103,12 @@ __all__ = [
     "fit_normalizer",
     "InstanceCalibration",
     "calibrate_instances",
+    "STARTER_DIR",
+    "STARTER_INFO_FILENAME",
+    "starter_dir",
+    "starter_info",
+    "starter_input",
+    "starter_fits",
+    "init_from_model",
+    "sha256_file",
 ]

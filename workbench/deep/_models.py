@@ -36,6 +36,7 @@ __all__ = [
     "MODEL_CLASSES",
     "ModelCard",
     "build_unet",
+    "unet_architecture",
     "save_model",
     "load_model",
     "check_model_fits",
@@ -196,12 +197,18 @@ def build_unet(
         Multiplier for the decoder channels (0.5 = half as wide, faster).
     depth : int or None
         Encoder stages (3 to 5); None uses the preset's.
-    weights : None, "imagenet" or path
-        Encoder initialisation: random (None), ImageNet weights downloaded
-        through smp's hub (cached after the first time), or a local state-dict
+    weights : None, "imagenet", "starter" or path
+        Initialisation: random (None); ImageNet encoder weights downloaded
+        through smp's hub (cached after the first time); a local state-dict
         file for this encoder (torchvision/timm/smp key names; classifier
-        keys are dropped). Pretrained first convolutions are adapted to
-        ``in_channels`` by smp's ``patch_first_conv``.
+        keys are dropped); ``"starter"``, the whole U-Net (encoder and
+        decoder) from the starter model shipped in the package
+        (``workbench.deep.starter_dir``); or a saved model folder
+        (``card.json`` + ``weights.pt``, e.g. a ``workbench pretrain``
+        output) for the whole U-Net. Pretrained first convolutions are
+        adapted to ``in_channels`` (repeated and averaged, smp's
+        ``patch_first_conv`` rule); a starter head with another class count
+        is trained afresh.
 
     Returns
     -------
@@ -224,24 +231,13 @@ def build_unet(
     n_classes = whole_number(n_classes, "n_classes")
     if n_classes < 2:
         raise WorkbenchError(f"`n_classes` must be at least 2 (background and one class); got {n_classes}.")
-    if preset not in PRESETS:
-        raise WorkbenchError(f"unknown `preset` {preset!r}; choose one of {sorted(PRESETS)}.")
-    recipe = PRESETS[preset]
-    encoder_name = _check_encoder_name(encoder if encoder is not None else recipe["encoder"])
-    depth = recipe["depth"] if depth is None else depth
-    if not isinstance(depth, int) or not 3 <= depth <= 5:
-        raise WorkbenchError(f"`depth` must be an integer from 3 to 5; got {depth!r}.")
-    if not isinstance(width, (int, float)) or not 0.05 <= float(width) <= 8:
-        raise WorkbenchError(f"`width` must be a number between 0.05 and 8 (1 = preset width); got {width!r}.")
-    decoder_channels = [max(4, int(round(c * float(width)))) for c in recipe["decoder_channels"][-depth:]]
     init_kwargs = {
-        "encoder_name": encoder_name,
-        "encoder_depth": depth,
+        **unet_architecture(preset=preset, encoder=encoder, width=width, depth=depth),
         "encoder_weights": None,
-        "decoder_channels": decoder_channels,
         "in_channels": in_channels,
         "classes": n_classes,
     }
+    encoder_name = init_kwargs["encoder_name"]
     model_class = MODEL_CLASSES["Unet"]()
     if weights is None:
         model = _construct(model_class, init_kwargs)
@@ -257,6 +253,19 @@ def build_unet(
                 "Without internet, download the encoder's weights file once and pass weights=<path to the file>, "
                 "or use weights=None."
             ) from exc
+    elif (isinstance(weights, str) and weights == "starter") or (
+            isinstance(weights, (str, os.PathLike)) and Path(weights).is_dir()):
+        from workbench.deep._starter import init_from_model, starter_dir
+
+        folder = starter_dir() if weights == "starter" else Path(weights)
+        if folder is None:
+            raise WorkbenchError(
+                "weights='starter' but this installation has no starter model (workbench/deep/starter/ is "
+                "missing); make one with `workbench pretrain OUT` and pass its folder, or use weights=None."
+            )
+        model = _construct(model_class, init_kwargs)
+        model.workbench_recipe = {"architecture": "Unet", "init_kwargs": init_kwargs, "preset": preset}
+        init_from_model(model, folder, source="the starter model" if weights == "starter" else "the model folder")
     elif isinstance(weights, (str, os.PathLike)):
         model = _construct(model_class, dict(init_kwargs, in_channels=3))
         _load_encoder_file(model.encoder, Path(weights), encoder_name)
@@ -264,10 +273,38 @@ def build_unet(
             _adapt_first_conv(model.encoder, in_channels)
     else:
         raise WorkbenchError(
-            f"`weights` must be None, 'imagenet' or a path to a weights file; got {type(weights).__name__} {weights!r}."
+            f"`weights` must be None, 'imagenet', 'starter', a weights file or a saved model folder; got "
+            f"{type(weights).__name__} {weights!r}."
         )
     model.workbench_recipe = {"architecture": "Unet", "init_kwargs": init_kwargs, "preset": preset}
     return model
+
+
+def unet_architecture(*, preset: str = DEFAULT_PRESET, encoder: str | None = None, width: float = 1.0,
+                      depth: int | None = None) -> dict[str, Any]:
+    """The encoder, depth and decoder widths that `build_unet` makes of a preset and its overrides.
+
+    Raises
+    ------
+    WorkbenchError
+        For an unknown preset or encoder, or a depth or width out of range.
+
+    Examples
+    --------
+    >>> unet_architecture(width=0.5)["decoder_channels"]
+    [24, 16, 8, 4]
+    """
+    if preset not in PRESETS:
+        raise WorkbenchError(f"unknown `preset` {preset!r}; choose one of {sorted(PRESETS)}.")
+    recipe = PRESETS[preset]
+    encoder_name = _check_encoder_name(encoder if encoder is not None else recipe["encoder"])
+    depth = recipe["depth"] if depth is None else depth
+    if not isinstance(depth, int) or not 3 <= depth <= 5:
+        raise WorkbenchError(f"`depth` must be an integer from 3 to 5; got {depth!r}.")
+    if not isinstance(width, (int, float)) or not 0.05 <= float(width) <= 8:
+        raise WorkbenchError(f"`width` must be a number between 0.05 and 8 (1 = preset width); got {width!r}.")
+    decoder_channels = [max(4, int(round(c * float(width)))) for c in recipe["decoder_channels"][-depth:]]
+    return {"encoder_name": encoder_name, "encoder_depth": depth, "decoder_channels": decoder_channels}
 
 
 def check_model_fits(card: ModelCard, *, in_channels: int | None = None, n_classes: int | None = None,
@@ -338,8 +375,10 @@ def save_model(directory: str | os.PathLike, model: torch.nn.Module, card: Model
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().to("cpu").contiguous() for key, value in model.state_dict().items()}
-    with atomic_write(directory / WEIGHTS_FILENAME) as tmp:
-        torch.save(state, tmp)
+    # Through a file object, torch names the archive's records "archive/..." instead of after the
+    # (temporary, per-process) file name: equal weights give byte-equal files, hence equal sha256.
+    with atomic_write(directory / WEIGHTS_FILENAME) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
     text = json.dumps(card.to_dict(), indent=2, sort_keys=True)
     with atomic_write(directory / CARD_FILENAME) as tmp:
         tmp.write_text(text, encoding="utf-8")
