@@ -61,8 +61,9 @@ class TrainSettings:
         Decoder width multiplier.
     depth : int or None
         Encoder stages (3-5); None = the preset's.
-    weights : None, "imagenet" or str
-        Encoder initialisation (see ``build_unet``).
+    weights : None, "imagenet", "starter" or str
+        Initialisation (see ``build_unet``): random, an ImageNet encoder, the whole U-Net from the
+        shipped starter model, or a weights file / model folder.
     epochs : int
         Upper bound on epochs; an epoch is ``steps_per_epoch`` optimiser steps.
     minutes : float or None
