@@ -85,9 +85,11 @@ def _curve(train_image: np.ndarray, train_targets: np.ndarray, test_image: np.nd
                 return
             predictor = make_predictor(trainer.average_model, _card(test.shape[0], trainer.normalizer), device=device)
             probabilities = predictor(test[None])[0]
+            calibration = trainer.calibrate()  # the thresholds the product would use with this model
+            options = calibration.options if calibration is not None else {}
             trainer.average_model.eval()
-            rows.append({"budget_s": steps_at[logs["steps"]], "steps": logs["steps"],
-                         **score_instances(test_gt, probabilities, min_size=min_size)})
+            rows.append({"budget_s": steps_at[logs["steps"]], "steps": logs["steps"], "thresholds": options,
+                         **score_instances(test_gt, probabilities, min_size=min_size, options=options)})
 
     trainer = Trainer([(_as_cyx(train_image), train_targets)], settings, callbacks=[_Score()])
     trainer.fit()
@@ -105,13 +107,15 @@ def _variant_settings(variant: str, starter: Path, device: str, config: BenchCon
 
 def zero_shot(image: np.ndarray, gt: np.ndarray, starter: Path, device: str = "cpu", *,
               min_size: int = 16) -> dict[str, Any]:
-    """Scores of the starter as shipped on `image`, its normalisation fitted on the image (no labels)."""
-    from workbench.deep import PercentileNormalizer, build_unet, make_predictor
+    """Scores of the starter as shipped on `image`, its normalisation fitted on the image (no labels),
+    with the object-finding thresholds the starter chose on its held-out generated objects."""
+    from workbench.deep import PercentileNormalizer, build_unet, load_model, make_predictor
 
     cyx = _as_cyx(image)
     model = build_unet(cyx.shape[0], 3, weights=str(starter)).eval()
     predictor = make_predictor(model, _card(cyx.shape[0], PercentileNormalizer().fit([cyx])), device=device)
-    return score_instances(gt, predictor(cyx[None])[0], min_size=min_size)
+    _, card = load_model(starter)
+    return score_instances(gt, predictor(cyx[None])[0], min_size=min_size, options=card.instance_options)
 
 
 def style_task(style: str, shape: tuple[int, int], object_fraction: float):

@@ -599,7 +599,8 @@ def starter_model(project: Project) -> ModelRecord:
                 ModelCardInfo.read(record.directory(project.path)).in_channels == in_channels:
             return record
     info = starter_info(folder)
-    preset = (_json_card(folder / CARD_FILENAME).get("settings") or {}).get("preset") or "fast"
+    starter_card = _json_card(folder / CARD_FILENAME)
+    preset = (starter_card.get("settings") or {}).get("preset") or "fast"
     with project.job("preparing the starter model"):
         model = build_unet(in_channels, len(CLASSES), preset=preset, weights=STARTER)
         normalizer = PercentileNormalizer().fit(_planes_for_normalisation(project))
@@ -610,8 +611,10 @@ def starter_model(project: Project) -> ModelRecord:
             "the starter model as shipped (pretrained on generated images"
             + (f", {steps} steps" if steps else "") + "), not trained on this project's labels: "
             "paint where it is wrong and train to improve it")}
+        # The object-finding thresholds the starter chose on its held-out generated objects go with it.
         card = ModelCard(in_channels=in_channels, n_classes=len(CLASSES), classes=list(CLASSES), mode="instance",
-                         normalisation=normalizer.to_dict(), settings=settings, metrics=metrics)
+                         normalisation=normalizer.to_dict(), settings=settings, metrics=metrics,
+                         instance_options=dict(starter_card.get("instance_options") or {}))
         version, directory = project.new_model_dir("unet")
         try:
             save_model(directory, model, card)
