@@ -289,6 +289,7 @@ def train_and_score_deep_curve(task: SegmentationTask, variant: str, budgets_s, 
         step, scoring excluded), setup_s, predict_s, the held-out score and hint, and the scores.
     """
     from workbench.deep import INSTANCE_CLASSES, Callback, ModelCard, Trainer, make_predictor
+    from workbench.predict import predict_symmetries
 
     budgets = sorted(budgets_s)
     steps_at = {config.steps_for(budget): budget for budget in budgets}
@@ -313,7 +314,9 @@ def train_and_score_deep_curve(task: SegmentationTask, variant: str, budgets_s, 
             card = ModelCard(in_channels=1, n_classes=3, classes=list(INSTANCE_CLASSES), mode="instance",
                              normalisation=trainer.normalizer.to_dict())
             predictor = make_predictor(model, card, device=device)
-            predict_s, probabilities = best_of(1, lambda: predictor(task.test_image[None, None])[0])
+            # As the product predicts a U-Net: averaged over the eight symmetries of the square.
+            predict_s, probabilities = best_of(
+                1, lambda: predict_symmetries(predictor, task.test_image[None, None], len(INSTANCE_CLASSES))[0])
             calibration = trainer.calibrate()
             options = calibration.options if calibration is not None else {}
             model.eval()

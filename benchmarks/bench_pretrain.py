@@ -71,6 +71,7 @@ def _curve(train_image: np.ndarray, train_targets: np.ndarray, test_image: np.nd
            device: str) -> list[dict[str, Any]]:
     """One training run to the longest budget, scored at the step equivalent of every budget (CYX-aware)."""
     from workbench.deep import Callback, Trainer, make_predictor
+    from workbench.predict import predict_symmetries
 
     steps_at = {config.steps_for(budget): budget for budget in sorted(budgets_s)}
     longest = max(steps_at)
@@ -84,7 +85,7 @@ def _curve(train_image: np.ndarray, train_targets: np.ndarray, test_image: np.nd
             if logs["steps"] not in steps_at:
                 return
             predictor = make_predictor(trainer.average_model, _card(test.shape[0], trainer.normalizer), device=device)
-            probabilities = predictor(test[None])[0]
+            probabilities = predict_symmetries(predictor, test[None], 3)[0]  # as the product predicts a U-Net
             calibration = trainer.calibrate()  # the thresholds the product would use with this model
             options = calibration.options if calibration is not None else {}
             trainer.average_model.eval()
@@ -110,12 +111,14 @@ def zero_shot(image: np.ndarray, gt: np.ndarray, starter: Path, device: str = "c
     """Scores of the starter as shipped on `image`, its normalisation fitted on the image (no labels),
     with the object-finding thresholds the starter chose on its held-out generated objects."""
     from workbench.deep import PercentileNormalizer, build_unet, load_model, make_predictor
+    from workbench.predict import predict_symmetries
 
     cyx = _as_cyx(image)
     model = build_unet(cyx.shape[0], 3, weights=str(starter)).eval()
     predictor = make_predictor(model, _card(cyx.shape[0], PercentileNormalizer().fit([cyx])), device=device)
     _, card = load_model(starter)
-    return score_instances(gt, predictor(cyx[None])[0], min_size=min_size, options=card.instance_options)
+    probabilities = predict_symmetries(predictor, cyx[None], 3)[0]  # as the product predicts a U-Net
+    return score_instances(gt, probabilities, min_size=min_size, options=card.instance_options)
 
 
 def style_task(style: str, shape: tuple[int, int], object_fraction: float):

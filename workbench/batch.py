@@ -78,7 +78,7 @@ class BatchSettings:
     halo: int | None = None
     tile_size: int | None = None
     overlap: float = 0.25
-    tta: bool = False
+    tta: bool | None = None
     device: str | None = None
     backend: str = "torch"
     model_version: int | None = None
@@ -495,7 +495,8 @@ def _plan(project, inputs: Sequence[str], out_dir: Path, settings: BatchSettings
             scratch=str(out_dir / f".{stem}{_PARTIAL_SUFFIX}"), model_version=int(segmenter.record.version),
             mode=project.mode, n_outputs=int(segmenter.n_outputs), spatial_shape=tuple(source.spatial_shape),
             block=settings.block_size, halo=halo, margin=margin + int(segmenter.halo), tile_size=settings.tile_size,
-            overlap=settings.overlap, tta=settings.tta, device=settings.device, options=dict(options),
+            overlap=settings.overlap, tta=segmenter.default_tta if settings.tta is None else settings.tta,
+            device=settings.device, options=dict(options),
             pixel_size=tuple(pixel_size) if pixel_size else None, backend=settings.backend,
         )
         table = out_dir / f"{stem}.{settings.table_format}" if project.mode == "instance" else None

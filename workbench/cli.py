@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "no labels needed (instance projects)")
     p.add_argument("--tile-size", type=int, default=256, help="tile edge in pixels (default: 256)")
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default: 0.25)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation (flips and rotations)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation: average the 8 flips and rotations (default: on for U-Nets, off for forests)")
     p.add_argument("--device", help="cpu, cuda or mps (default: the fastest available)")
     p.add_argument("--scheduler", help="folder output: sync (this process), local:N (N worker processes here) "
                                        "or tcp://HOST:PORT (a running dask cluster); default: this process for "

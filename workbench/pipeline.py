@@ -201,6 +201,13 @@ class Segmenter:
     #: Post-processing thresholds the model chose on its held-out objects (empty: the defaults).
     instance_options: dict = field(default_factory=dict)
 
+    @property
+    def default_tta(self) -> bool:
+        """Whether predictions average the eight symmetries of the square unless told otherwise:
+        for a U-Net (measured on the nuclei half split: AP@0.5 0.915 -> 0.982 at 270 steps, for
+        about 8x the network time), not for a forest (its features barely change under them)."""
+        return self.record.method == "unet"
+
 
 def load_segmenter(project: Project, version: int | None = None, *, method: str | None = None,
                    device: str | None = None, batch_size: int | None = None, backend: str = "torch") -> Segmenter:
@@ -522,6 +529,8 @@ def postprocess(probabilities, mode: str, **options) -> np.ndarray:
 def _predict_plane(segmenter: Segmenter, plane, out, *, tile_size, overlap, tta, progress):
     from workbench.predict import predict_tiled
 
+    tta = segmenter.default_tta if tta is None else bool(tta)
+
     if plane.shape[0] != segmenter.in_channels:
         raise WorkbenchError(
             f"the model expects {segmenter.in_channels} channel(s) but the image has {plane.shape[0]}; "
@@ -662,7 +671,7 @@ def try_starter(project: Project, *, names: Iterable[str] | None = None, device:
 
 
 def predict_project(project: Project, *, names: Iterable[str] | None = None, model_version: int | str | None = None,
-                    tile_size: int | None = None, overlap: float = 0.25, tta: bool = False,
+                    tile_size: int | None = None, overlap: float = 0.25, tta: bool | None = None,
                     device: str | None = None, progress: Progress | None = None,
                     segmenter: Segmenter | None = None, backend: str = "torch") -> dict[str, dict]:
     """Predict project images (all by default) into the store: probabilities and instances/classes.
@@ -741,7 +750,7 @@ def _predict_project(project, names, model_version, tile_size, overlap, tta, dev
 
 
 def predict_file(project: Project, path, out, *, probabilities=None, model_version: int | str | None = None,
-                 tile_size: int | None = None, overlap: float = 0.25, tta: bool = False, device: str | None = None,
+                 tile_size: int | None = None, overlap: float = 0.25, tta: bool | None = None, device: str | None = None,
                  axes: str | None = None, progress: Progress | None = None, backend: str = "torch") -> dict:
     """Segment an image file that is not part of the project (any size: read and written tile by tile).
 

@@ -244,7 +244,7 @@ def validate(model, samples, held: Sequence[HeldOut], normalizer, stride: int, d
 
 
 def calibrate_instances(model, samples, held: Sequence[HeldOut], normalizer, stride: int, device, *,
-                        min_size: int) -> InstanceCalibration | None:
+                        min_size: int, tta: bool = True) -> InstanceCalibration | None:
     """Choose the post-processing thresholds that fit `model` best on its held-out painted objects.
 
     How sure a model is of boundaries and edges depends on how it was trained (a U-Net trained
@@ -253,16 +253,18 @@ def calibrate_instances(model, samples, held: Sequence[HeldOut], normalizer, str
     `THRESHOLD_CANDIDATES` is scored like `validate` scores the model (mean IoU of each held-out
     object with its best-matching instance, the neighbourhood included so merges and splits
     count); the best wins, and the defaults keep their place unless another pair is better by
-    more than `CALIBRATION_MARGIN`.
+    more than `CALIBRATION_MARGIN`. With `tta` (the default, as the product predicts a U-Net) the
+    held-out windows are predicted averaged over the eight symmetries of the square.
 
     Returns
     -------
     InstanceCalibration or None
         None without held-out objects (nothing to choose on).
     """
-    windows = [_object_window(logits, region, samples[region.index][1])
-               for region, logits in zip(held, _region_logits(model, samples, held, normalizer, stride, device))
-               if region.object_mask is not None]
+    regions = [region for region in held if region.object_mask is not None]
+    windows = [_object_window(logits, region, samples[region.index][1], softmax=not tta)
+               for region, logits in zip(regions, _region_logits(model, samples, regions, normalizer, stride, device,
+                                                                 tta=tta))]
     if not windows:
         return None
     scores = {}
@@ -277,9 +279,24 @@ def calibrate_instances(model, samples, held: Sequence[HeldOut], normalizer, str
                                objects=len(windows))
 
 
-def _region_logits(model, samples, held: Sequence[HeldOut], normalizer, stride: int, device):
-    """The model's logits over each held-out region with `_MARGIN` of context: (K, h, w) tensors."""
+def _region_logits(model, samples, held: Sequence[HeldOut], normalizer, stride: int, device, *, tta: bool = False):
+    """The model's logits over each held-out region with `_MARGIN` of context: (K, h, w) tensors.
+
+    With `tta`, probabilities averaged over the eight symmetries of the square instead of logits.
+    """
     from workbench.deep._models import pad_to_multiple
+    from workbench.predict import predict_symmetries
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            return model(batch.contiguous(memory_format=torch.channels_last)).float()
+
+    def probabilities(batch: np.ndarray) -> np.ndarray:
+        # Each symmetry of a window is padded on its own, so no rotation sees padding in the middle.
+        tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+        height, width = batch.shape[-2:]
+        logits = forward(pad_to_multiple(tensor, stride))[..., :height, :width]
+        return torch.softmax(logits, dim=1).cpu().numpy()
 
     was_training = model.training
     model.eval()
@@ -289,10 +306,12 @@ def _region_logits(model, samples, held: Sequence[HeldOut], normalizer, stride: 
                 image, targets = samples[region.index]
                 wy0, wy1, wx0, wx1 = _window(region, targets.shape)
                 window = normalizer(np.asarray(image[:, wy0:wy1, wx0:wx1]))
+                if tta:
+                    n_classes = probabilities(window[None, :, :1, :1]).shape[1]
+                    yield torch.from_numpy(predict_symmetries(probabilities, window[None], n_classes)[0])
+                    continue
                 tensor = pad_to_multiple(torch.from_numpy(window)[None].to(device), stride)
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                    logits = model(tensor.contiguous(memory_format=torch.channels_last))
-                yield logits[0, :, :wy1 - wy0, :wx1 - wx0].float()
+                yield forward(tensor)[0, :, :wy1 - wy0, :wx1 - wx0]
     finally:
         if was_training:
             model.train()
@@ -311,9 +330,11 @@ def _box_in_window(region: HeldOut, targets) -> tuple[slice, slice]:
     return slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0)
 
 
-def _object_window(logits: torch.Tensor, region: HeldOut, targets) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities over a held-out object's context window and the painted object's mask there."""
-    probabilities = torch.softmax(logits, dim=0).cpu().numpy()
+def _object_window(logits: torch.Tensor, region: HeldOut, targets, *,
+                   softmax: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities over a held-out object's context window (from logits, or as given without
+    `softmax`) and the painted object's mask there."""
+    probabilities = (torch.softmax(logits, dim=0) if softmax else logits).cpu().numpy()
     truth = np.zeros(probabilities.shape[1:], bool)
     truth[_box_in_window(region, targets)] = region.object_mask
     return probabilities, truth

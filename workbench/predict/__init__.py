@@ -7,6 +7,7 @@ from workbench.predict._tiling import (
     TilingError,
     predict_tiled,
     predict_tiled_zarr,
+    predict_symmetries,
 )
 from workbench.predict._instances import (
     InstancesError,
@@ -50,6 +51,7 @@ from workbench.predict._overlay import (
 )
 
 __all__ = [
+    "predict_symmetries",
     "DEFAULT_WINDOW",
     "EDGES",
     "WINDOWS",

@@ -42,7 +42,8 @@ import numpy as np
 from workbench.errors import WorkbenchError
 from workbench.validate import whole_number
 
-__all__ = ["DEFAULT_WINDOW", "EDGES", "WINDOWS", "TilingError", "predict_tiled", "predict_tiled_zarr"]
+__all__ = ["DEFAULT_WINDOW", "EDGES", "WINDOWS", "TilingError", "predict_tiled", "predict_tiled_zarr",
+           "predict_symmetries"]
 
 Predictor = Callable[[np.ndarray], Any]
 Progress = Callable[[float, str], None]
@@ -275,6 +276,27 @@ def _checked(prediction: Any, batch_shape: tuple[int, ...], n_outputs: int) -> n
 def _predict_batch(predictor: Predictor, batch: np.ndarray, n_outputs: int, tta: bool) -> np.ndarray:
     if not tta:
         return _checked(predictor(batch), batch.shape, n_outputs)
+    return predict_symmetries(predictor, batch, n_outputs)
+
+
+def predict_symmetries(predictor: Predictor, batch: np.ndarray, n_outputs: int) -> np.ndarray:
+    """Test-time augmentation: the prediction averaged over the eight symmetries of the square.
+
+    Parameters
+    ----------
+    predictor : callable
+        ``(B, C, Y, X) float32 -> (B, K, Y, X)`` probabilities.
+    batch : np.ndarray
+        ``(B, C, Y, X)`` tiles.
+    n_outputs : int
+        ``K``.
+
+    Returns
+    -------
+    np.ndarray
+        ``(B, K, Y, X)`` float32, the mean of the predictions of the rotated and flipped tiles,
+        turned back.
+    """
     # The eight symmetries of the square: four rotations, each with and without a flip.
     summed = np.zeros((batch.shape[0], n_outputs) + batch.shape[2:], dtype=np.float32)
     for quarter_turns in range(4):
