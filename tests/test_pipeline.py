@@ -82,3 +82,25 @@ def test_predictions_use_the_thresholds_the_model_chose_under_the_projects_own(t
     options = pipeline.instance_options(project, segmenter=segmenter)
     assert options["boundary_threshold"] == 0.42
     assert options["foreground_threshold"] == card.instance_options["foreground_threshold"]
+
+
+def test_unet_predictions_average_the_symmetries_unless_told_not_to(trained_sample_project, tmp_path):
+    """Test-time augmentation is the default for a U-Net (measured: it raises AP@0.5 and mAP), and
+    can be turned off; the averaged prediction is the mean over the eight symmetries."""
+    import shutil
+
+    import numpy as np
+
+    from workbench.store import Project
+
+    project = Project.open(shutil.copytree(trained_sample_project.path, tmp_path / "copy"))
+    name = project.image_names[0]
+
+    def probabilities(**options):
+        pipeline.predict_project(project, names=[name], **options)
+        return np.asarray(project.prediction(name, "probabilities")[...])
+
+    default, averaged, plain = probabilities(), probabilities(tta=True), probabilities(tta=False)
+    np.testing.assert_array_equal(default, averaged)
+    assert np.abs(default - plain).max() > 1e-3
+    np.testing.assert_allclose(default.sum(axis=0), 1.0, atol=1e-4)
