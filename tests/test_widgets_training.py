@@ -136,3 +136,32 @@ def test_loss_plot_and_durations_read_well():
     assert empty.startswith(PNG_SIGNATURE) and curves.startswith(PNG_SIGNATURE) and empty != curves
     assert format_seconds(4.4) == "4 s" and format_seconds(185) == "3 min 05 s"
     assert format_seconds(3720) == "1 h 02 min"
+
+
+def test_a_new_panel_reattaches_to_the_projects_running_training_and_stops_it(sample_project):
+    """A reloaded page makes a new panel: it finds the training the old page started, shows it
+    live, and its Stop ends it; the model is the project's, whichever page is left."""
+    first = TrainingPanel(sample_project, seconds=600)
+    assert first.start()
+    deadline = time.monotonic() + 120
+    while first.progress.value == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first.close()  # the old page is gone: nothing follows the job from there any more
+
+    second = TrainingPanel(Project.open(sample_project.path), seconds=30)
+    assert second.running, "the new panel must re-attach to the running training"
+    assert second.start_button.disabled and not second.stop_button.disabled
+    assert "is running (model version 1)" in second.status.value
+    plots = second.plot_updates
+    deadline = time.monotonic() + 60
+    while second.plot_updates == plots and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert second.plot_updates > plots, "the re-attached plot moves while the first epoch runs"
+    assert second.progress.value > 0
+    assert second.start() is False and "already running" in second.status.value
+    second.stop()
+    record = second.wait(timeout=120)
+    assert record is not None and record.version == 1 and second.error is None
+    assert "Stopped early" in second.status.value and "Model version 1 is ready" in second.status.value
+    assert [m.version for m in Project.open(sample_project.path).models] == [1]
+    assert TrainingPanel(sample_project, seconds=30).running is False

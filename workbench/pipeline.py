@@ -203,7 +203,7 @@ def _output_classes(project: Project) -> list[str]:
 
 def train_model(project: Project, *, method: str = "unet", settings: dict | None = None, resume: bool = False,
                 callbacks: Sequence = (), stop_event: threading.Event | None = None,
-                progress: bool | Progress = False) -> ModelRecord:
+                progress: bool | Progress = False, job_id: str | None = None) -> ModelRecord:
     """Train a new model version on the project's labels and record it.
 
     Parameters
@@ -220,6 +220,14 @@ def train_model(project: Project, *, method: str = "unet", settings: dict | None
         Set it to stop training early; the best model so far is kept.
     progress : bool or callable
         True shows a progress bar on stderr (command line).
+    job_id : str, optional
+        The id the project's training record gets (`workbench.jobs.start_training` passes the one
+        it is waiting for); a fresh one by default.
+
+    The training is the project's job, whoever runs it: it holds the project's job slot, keeps
+    the project's training record (``.workbench/training.json``: state, progress, losses, log,
+    pid, the model version it writes, allocated at the start) up to date, and stops when a stop
+    is requested through the project (`Project.request_training_stop`), from any process.
 
     Returns
     -------
@@ -233,12 +241,88 @@ def train_model(project: Project, *, method: str = "unet", settings: dict | None
     ProjectBusyError
         When another job (training, predicting) holds the project.
     """
+    import uuid
+
+    from workbench.store._jobs import TrainingJobWriter, clear_stop_request
+
     check_method(method)
+    settings = dict(settings or {})
     with project.job("training"):
-        return _train_model(project, method, dict(settings or {}), resume, callbacks, stop_event, progress)
+        minutes = settings.get("minutes") if method == "unet" else None
+        budget = float(minutes) * 60.0 if isinstance(minutes, (int, float)) and not isinstance(minutes, bool) else None
+        writer = TrainingJobWriter(project.path, job_id or uuid.uuid4().hex, method=method, budget_seconds=budget)
+        clear_stop_request(project.path)
+        version = project.begin_training_record(writer)
+        writer.log(f"training a {METHOD_NAMES[method]} as model version {version}"
+                   + (f" for up to {budget:.0f} s" if budget else ""))
+        stop_event = stop_event if stop_event is not None else threading.Event()
+        watcher = _StopWatcher(project.path, writer, stop_event)
+        watcher.start()
+        try:
+            record = _train_model(project, method, settings, resume, [*callbacks, _job_callback(writer)],
+                                  stop_event, progress, version)
+        except BaseException as exc:
+            writer.update(state="failed", error=_plain_error(exc))
+            writer.log(f"failed: {_plain_error(exc)}")
+            raise
+        finally:
+            watcher.close()
+            clear_stop_request(project.path)
+        stopped = stop_event.is_set()
+        writer.update(state="stopped" if stopped else "done", version=record.version, progress=1.0,
+                      stop_reason=record.metrics.get("stop_reason") or ("stopped" if stopped else None),
+                      message="done")
+        writer.log(f"saved as model version {record.version}" + (" (stopped early on request)" if stopped else ""))
+        return record
 
 
-def _train_model(project, method, settings, resume, callbacks, stop_event, progress):
+def _plain_error(exc: BaseException) -> str:
+    """What a failed training's record says: the engine's own sentence, or what kind of failure it was."""
+    if isinstance(exc, WorkbenchError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "the training was interrupted (Ctrl-C) before it finished; no model was saved"
+    if isinstance(exc, MemoryError):
+        return "the training ran out of memory; choose a smaller model size, or close other programs"
+    return f"an unexpected problem stopped the training ({type(exc).__name__}: {exc}); the project is unchanged"
+
+
+class _StopWatcher(threading.Thread):
+    """Sets the training's stop event when a stop is requested through the project (any process)."""
+
+    def __init__(self, project_path: Path, writer, stop_event: threading.Event, interval: float = 0.3):
+        super().__init__(name="workbench-stop-watcher", daemon=True)
+        self.project_path, self.writer, self.stop_event, self.interval = project_path, writer, stop_event, interval
+        self._closed = threading.Event()
+
+    def run(self) -> None:
+        from workbench.store._jobs import stop_requested
+
+        while not self._closed.wait(self.interval):
+            if not self.stop_event.is_set() and stop_requested(self.project_path, self.writer.job_id):
+                self.writer.log("stop requested: finishing the current step and keeping the best model so far")
+                self.stop_event.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.join(timeout=2.0)
+
+
+def _job_callback(writer):
+    """A training callback that keeps the project's training record up to date."""
+    from workbench.deep import Callback
+
+    class _JobRecordCallback(Callback):
+        def on_progress(self, fraction, message):
+            writer.progress(fraction, message)
+
+        def on_epoch_end(self, epoch, logs):
+            writer.epoch({**logs, "epoch": epoch})
+
+    return _JobRecordCallback()
+
+
+def _train_model(project, method, settings, resume, callbacks, stop_event, progress, version):
     parent = None
     init_from = None
     if resume:
@@ -257,7 +341,7 @@ def _train_model(project, method, settings, resume, callbacks, stop_event, progr
 
         callbacks.append(ProgressFunctionCallback(progress))
 
-    version, directory = project.new_model_dir(method)
+    _, directory = project.new_model_dir(method)  # the version was allocated when the job began
     try:
         if method == "unet":
             record_settings, metrics = _train_unet(project, samples, settings, directory, init_from,

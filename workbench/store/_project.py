@@ -849,8 +849,15 @@ class Project:
     def models(self) -> list[ModelRecord]:
         return list(self._current().models)
 
-    def _next_version(self, manifest: Manifest) -> int:
+    def _next_version(self, manifest: Manifest, *, own: int | None = None) -> int:
+        """The lowest version above every recorded model, model folder and live training's reservation
+        (except `own`: the caller's reservation)."""
+        from workbench.store._jobs import live_reserved_version
+
         taken = {m.version for m in manifest.models}
+        reserved = live_reserved_version(self.path)
+        if reserved is not None and reserved != own:
+            taken.add(reserved)
         models = self.path / MODELS
         if models.is_dir():
             for folder in models.iterdir():
@@ -858,6 +865,12 @@ class Project:
                 if match:
                     taken.add(int(match.group(1)))
         return max(taken, default=0) + 1
+
+    def _version_taken(self, manifest: Manifest, version: int) -> bool:
+        """Whether `version` is recorded, or has a folder under models/ (a model saved there by hand)."""
+        models = self.path / MODELS
+        folder = models.is_dir() and any(models.glob(f"v{int(version):03d}-*"))
+        return version < 1 or any(m.version == version for m in manifest.models) or bool(folder)
 
     def new_model_dir(self, method: str) -> tuple[int, Path]:
         """The likely next model version and a fresh staging folder to save the model into.
@@ -893,7 +906,8 @@ class Project:
             models.mkdir(exist_ok=True)
             inside = directory.resolve().parent == models.resolve()
             if not inside:
-                record.version = max(record.version, self._next_version(manifest))
+                if self._version_taken(manifest, record.version):
+                    record.version = self._next_version(manifest, own=record.version)
                 final = models / f"v{record.version:03d}-{_safe_name(method)}"
                 os.rename(directory, final)
             else:  # already in models/ (a caller that saved there itself)
@@ -901,6 +915,31 @@ class Project:
             record.path = f"{MODELS}/{final.name}"
             manifest.models = [m for m in manifest.models if m.version != record.version] + [record]
         return record
+
+    def begin_training_record(self, writer) -> int:
+        """Allocate the model version a training will write and publish it in the training record, in one step.
+
+        Under the manifest lock: the version is the next free one (recorded models, model folders,
+        a live training's reservation), and `writer` (a ``TrainingJobWriter``) writes the record
+        holding it before the lock is released, so no other allocation can hand it out again.
+        """
+        with self._lock, manifest_lock(self.path):
+            manifest, _ = _read_manifest(self.path)
+            version = self._next_version(manifest)
+            writer.update(version=version)
+        return version
+
+    def training_job(self) -> dict | None:
+        """The record of the project's current or last training (`workbench.store._jobs`), or None."""
+        from workbench.store._jobs import read_training_job
+
+        return read_training_job(self.path)
+
+    def request_training_stop(self) -> bool:
+        """Ask the project's running training (in any process) to stop; False when none runs."""
+        from workbench.store._jobs import request_training_stop
+
+        return request_training_stop(self.path)
 
     def model_record(self, version: int | None = None, *, method: str | None = None) -> ModelRecord:
         """A model version's record (the latest, or the latest of one method, by default)."""
