@@ -189,9 +189,11 @@ def test_app_wires_the_steps_together(tmp_path, monkeypatch):
     from workbench_widgets.app import STEPS, WorkbenchApp, default_project_path
 
     monkeypatch.setenv("WORKBENCH_PROJECT", str(tmp_path / "app-project"))
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))  # no recent projects yet
     assert default_project_path() == tmp_path / "app-project"
     app = WorkbenchApp(train_seconds=3)
     assert app.project.path == tmp_path / "app-project" and app.project.image_names == [SAMPLE_NAME]
+    assert "the <b>sample project</b>" in app.tabs.children[0].children[0].value
     assert [app.tabs.get_title(i) for i in range(len(STEPS))] == STEPS
 
     app.open_annotator(SAMPLE_NAME, 300, 200, 2.0)
@@ -206,6 +208,14 @@ def test_app_wires_the_steps_together(tmp_path, monkeypatch):
     other = app.setup.create("Second", folder=tmp_path, mode="semantic", classes="background, cell")
     assert app.project is other and app.training.project is other and app.review.project is other
     assert app.annotator.project is other
+    assert "sample project" not in app.tabs.children[0].children[0].value
+    assert "You are working on <b>Second</b>" in app.tabs.children[0].children[0].value
+    # A reload makes a new app: it opens the project used last, and offers the sample as a recent one.
+    reloaded = WorkbenchApp(train_seconds=3)
+    assert reloaded.project.path == other.path
+    assert reloaded.setup.recent.options[0][1] == str((tmp_path / "app-project").resolve())
+    reloaded.setup.open(reloaded.setup.recent.value)
+    assert reloaded.project.path.resolve() == (tmp_path / "app-project").resolve()
     app.go_to_step(3)
     with pytest.raises(WorkbenchError, match="step"):
         app.go_to_step(9)

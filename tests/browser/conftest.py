@@ -51,6 +51,9 @@ def start_app(tmp_path):
         port = free_port()
         environment = voila_environment(project_path, train_seconds=train_seconds)
         environment["MPLBACKEND"] = "Agg"
+        # This test's own user folders: recent projects and new projects start empty.
+        environment["WORKBENCH_HOME"] = str(tmp_path / "home")
+        environment["WORKBENCH_PROJECTS_DIR"] = str(tmp_path / "workbench-projects")
         environment.update(env or {})
         log_path = tmp_path / f"voila-{port}.log"
         with open(log_path, "w") as log:

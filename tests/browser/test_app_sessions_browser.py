@@ -84,3 +84,26 @@ def test_two_reloads_leave_one_kernel(start_app, browser, tmp_path):
     _train_tab(page)
     page.get_by_text("Your labels:").wait_for(timeout=30_000)
     assert len(app.kernels()) == 1
+
+
+def test_a_recent_project_reopens_after_a_reload(start_app, browser, tmp_path):
+    project = build_sample_project(tmp_path / "sample")
+    app = start_app(project.path)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    open_app(page, app)
+    page.get_by_text("the sample project", exact=False).first.wait_for(timeout=60_000)
+    page.get_by_text("Start a new project").click()
+    page.locator(".wb-project input[placeholder='e.g. liver-nuclei']").fill("My nuclei")
+    page.get_by_role("button", name="Create project").click()
+    page.get_by_text("Created My nuclei").wait_for(timeout=60_000)
+    created = tmp_path / "workbench-projects" / "My-nuclei"
+    assert (created / "project.json").is_file(), "new projects go into the user's projects folder"
+
+    page.reload()
+    page.get_by_text("Microscopy segmentation workbench").wait_for(timeout=180_000)
+    page.locator(".wb-app").get_by_text("project: My nuclei", exact=True).wait_for(timeout=60_000)
+    page.get_by_text("You are working on My nuclei").wait_for(timeout=30_000)
+    assert page.get_by_text("the sample project").count() == 0, "only the sample is called the sample project"
+    recent = page.locator(".wb-project select").first
+    assert str(project.path.resolve()) in recent.inner_text()
+    page.screenshot(path=str(tmp_path / "reopened.png"), full_page=True)

@@ -19,10 +19,10 @@ import os
 import ipywidgets as W
 
 from workbench import config
-from workbench.datasets import default_project_path, open_default_project
+from workbench.datasets import default_project_path, is_sample_project, open_default_project
 from workbench.errors import WorkbenchError
 from workbench.records import ModelRecord
-from workbench.store import Project
+from workbench.store import Project, last_project, remember_project
 
 from workbench_widgets.project_setup import ProjectSetupPanel
 from workbench_widgets.review import ReviewPanel, SegmentPanel
@@ -35,9 +35,7 @@ STEPS = ["1 · Project & images", "2 · Annotate", "3 · Train", "4 · Review", 
 PROJECT, ANNOTATE, TRAIN, REVIEW, SEGMENT = range(len(STEPS))
 
 INTRO = {
-    PROJECT: "A project holds your images, your labels and every model trained on them. You are looking at "
-             "the <b>sample project</b> (nuclei, some of them painted already) — try the steps with it, or "
-             "start your own project below.",
+    PROJECT: "A project holds your images, your labels and every model trained on them. {where}",
     ANNOTATE: "Paint a few examples of each class: choose a class, then drag over the image. You do not need to "
               "paint everything — a few objects and some background are enough to start; unpainted pixels are "
               "ignored. In instance mode the outline between touching objects is added for you.",
@@ -51,6 +49,19 @@ INTRO = {
 }
 
 
+SAMPLE_INTRO = ("You are looking at the <b>sample project</b> (nuclei, some of them painted already) — try the "
+                "steps with it, or start your own project below.")
+OWN_INTRO = ("You are working on <b>{name}</b>. Add images below, open one of your recent projects, or start a "
+             "new one.")
+
+
+def _intro(index: int, project: Project) -> str:
+    if index != PROJECT:
+        return INTRO[index]
+    where = SAMPLE_INTRO if is_sample_project(project) else OWN_INTRO.format(name=html.escape(project.name))
+    return INTRO[PROJECT].format(where=where)
+
+
 # Step titles are longer than ipywidgets' default tab width; the page is wide enough for them.
 _APP_CSS = ("<style>.wb-app .lm-TabBar-tab, .wb-app .p-TabBar-tab {flex: 0 1 200px !important; "
             "min-width: 170px !important;}</style>")
@@ -62,7 +73,8 @@ class WorkbenchApp:
     Parameters
     ----------
     project : Project or path-like, optional
-        The project to start on (default: `open_default_project`).
+        The project to start on (default: the project opened last, as a reloaded page expects; the
+        first time `open_default_project`, the sample).
     train_seconds : float, optional
         Preselected training time (default: ``$WORKBENCH_TRAIN_SECONDS`` or 2 minutes).
     canvas_size : (int, int)
@@ -79,6 +91,9 @@ class WorkbenchApp:
 
     def __init__(self, project: Project | str | os.PathLike | None = None, *, train_seconds: float | None = None,
                  canvas_size: tuple[int, int] = (720, 520)):
+        if project is None:
+            last = last_project()
+            project = _open_last(last) if last is not None else None
         if project is None or isinstance(project, (str, os.PathLike)):
             project = open_default_project(project)
         if not isinstance(project, Project):
@@ -108,6 +123,7 @@ class WorkbenchApp:
         from workbench_widgets.live_preview import LivePreviewController
 
         self.project = project
+        remember_project(project)
         if self.live_preview is not None:
             self.live_preview.close()
         if self.annotator is not None:
@@ -122,7 +138,7 @@ class WorkbenchApp:
         self.training.on_trained(self._model_trained)
         panels = [self.setup.widget, self.annotator.widget, self.training.widget, self.review.widget,
                   self.segment.widget]
-        self.tabs.children = [self._step(index, panel) for index, panel in enumerate(panels)]
+        self.tabs.children = [self._step(index, panel, project) for index, panel in enumerate(panels)]
         for index, title in enumerate(STEPS):
             self.tabs.set_title(index, title)
         name = project.name
@@ -154,9 +170,9 @@ class WorkbenchApp:
         self.go_to_step(TRAIN)
 
     # ------------------------------------------------------------------ machinery
-    def _step(self, index: int, panel: W.Widget) -> W.VBox:
+    def _step(self, index: int, panel: W.Widget, project: Project) -> W.VBox:
         children = [W.HTML(f'<p style="max-width:900px;color:#333;line-height:1.45;margin:6px 0 10px 0">'
-                           f'{INTRO[index]}</p>'), panel]
+                           f'{_intro(index, project)}</p>'), panel]
         if index + 1 < len(STEPS):
             next_button = W.Button(description=f"Next: {STEPS[index + 1].split('·', 1)[1].strip()}",
                                    icon="arrow-right", layout=W.Layout(width="260px", margin="12px 0 0 0"))
@@ -183,3 +199,11 @@ class WorkbenchApp:
         self.segment.refresh()
         self.review.refresh()
         self.review.predict(background=False)
+
+
+def _open_last(path) -> Project | None:
+    """The project opened last, if it still opens (else the app starts on the default project)."""
+    try:
+        return Project.open(path)
+    except WorkbenchError:
+        return None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from workbench import config
 from workbench.errors import WorkbenchError
+from workbench.store import remember_project
 
 __all__ = ["main", "app_notebook", "voila_command", "voila_environment", "free_port"]
 
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if fresh:
         print(f"Built the sample project in {project.path}")
+    remember_project(project)  # the app opens the project it was started on (then the one opened last)
     if shutil.which("voila") is None and subprocess.run([sys.executable, "-c", "import voila"],
                                                         capture_output=True).returncode != 0:
         print("error: Voila is not installed in this environment; run `make setup` (or pip install voila)",

@@ -16,6 +16,7 @@ from workbench.datasets._sample import (
     build_sample_project,
     default_project_path,
     open_default_project,
+    is_sample_project,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "build_sample_project",
     "default_project_path",
     "open_default_project",
+    "is_sample_project",
 ]
