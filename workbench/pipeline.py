@@ -29,6 +29,7 @@ __all__ = [
     "model_card", "find_local_weights", "check_resume", "plan_training", "train_model", "predict_project",
     "predict_file", "export_prediction", "postprocess", "training_summary", "instance_options", "auto_min_size",
     "min_size_from_labels", "measure_labels", "measure_project", "run_demo", "uncertainty", "segments_volumes",
+    "sanity_warnings", "result_warnings", "painted_object_areas",
 ]
 
 #: Prediction backends for U-Nets: torch on any device, ONNX Runtime on the CPU (faster there, see benchmarks/).
@@ -557,6 +558,79 @@ def _predict_plane(segmenter: Segmenter, plane, out, *, tile_size, overlap, tta,
                          overlap=overlap, halo=segmenter.halo, out=out, tta=tta, progress=progress)
 
 
+# Sanity checks on a result: thresholds of what is almost never a real segmentation.
+HUGE_OBJECT_FRACTION = 0.5   # one object covering more than this share of the image
+SIZE_RATIO_WARNING = 4.0     # typical object this many times larger or smaller than the painted ones
+
+
+def painted_object_areas(project: Project) -> np.ndarray:
+    """Areas in pixels of the objects painted in the project's 2-D label planes (instance mode)."""
+    from workbench.store import painted_objects
+
+    areas = []
+    for name in project.image_names:
+        labels = project.labels(name)[...]
+        for plane in (labels if labels.ndim == 3 else [labels]):
+            objects, count = painted_objects(plane)
+            if count:
+                areas.append(np.bincount(objects.ravel())[1:])
+    return np.concatenate(areas) if areas else np.zeros(0, np.int64)
+
+
+def sanity_warnings(labels, mode: str, *, painted_areas=None, class_names: Sequence[str] = ()) -> list[str]:
+    """Plain-language warnings about a result that is probably nonsense, each with its likely cause.
+
+    Instance mode: no objects, one object covering most of the image, or objects far larger or
+    smaller than the painted ones (`painted_areas`). Semantic mode: no pixel of any class but the
+    background. An empty list means nothing looks wrong (not that the result is right).
+
+    Examples
+    --------
+    >>> whole = np.ones((64, 64), np.int32)
+    >>> sanity_warnings(whole, "instance")[0][:40]
+    'one object covers 100 % of the image: th'
+    >>> sanity_warnings(np.zeros((64, 64), np.int32), "instance")[0][:24]
+    'no objects were found: t'
+    """
+    labels = np.asarray(labels)
+    warnings: list[str] = []
+    if mode != "instance":
+        if labels.size and not (labels > 0).any():
+            warnings.append("only background was found: the model may not have learned the other classes yet "
+                            "(paint more of them and train longer), or this image differs from the ones you painted")
+        return warnings
+    areas = np.bincount(labels.ravel().astype(np.int64))[1:] if labels.size else np.zeros(0, np.int64)
+    areas = areas[areas > 0]
+    if areas.size == 0:
+        warnings.append("no objects were found: the model may not have learned the objects yet (train longer, or "
+                        "paint more objects), or this image differs from the ones you painted (another stain, "
+                        "brightness or magnification)")
+        return warnings
+    largest = float(areas.max()) / labels.size
+    if largest > HUGE_OBJECT_FRACTION:
+        warnings.append(f"one object covers {100 * largest:.0f} % of the image: the model probably took the "
+                        "background for an object; this image may differ from the ones you painted (another kind of "
+                        "image, stain or magnification): paint some objects and background in it and train again")
+    painted = np.asarray(painted_areas if painted_areas is not None else [], dtype=float)
+    if painted.size:
+        ratio = float(np.median(areas)) / float(np.median(painted))
+        if ratio > SIZE_RATIO_WARNING:
+            warnings.append(f"the objects found are about {ratio:.0f} times larger than the ones you painted: "
+                            "touching objects may have been merged, or the magnification differs; paint the "
+                            "background between touching objects and train longer")
+        elif ratio < 1 / SIZE_RATIO_WARNING:
+            warnings.append(f"the objects found are about {1 / ratio:.0f} times smaller than the ones you painted: "
+                            "objects may have been split into pieces, or the magnification differs; paint whole "
+                            "objects (fill each one completely) and train longer")
+    return warnings
+
+
+def result_warnings(project: Project, labels) -> list[str]:
+    """`sanity_warnings` for a result of this project (compared with the objects painted in it)."""
+    painted = painted_object_areas(project) if project.mode == "instance" else None
+    return sanity_warnings(labels, project.mode, painted_areas=painted)
+
+
 def _summary(probabilities, labels, mode: str) -> dict:
     probs = np.asarray(probabilities)
     info = {"mean_uncertainty": float(uncertainty(probs).mean())}
@@ -584,6 +658,7 @@ def predict_project(project: Project, *, names: Iterable[str] | None = None, mod
 
 def _predict_project(project, names, model_version, tile_size, overlap, tta, device, progress, segmenter, backend):
     segmenter = segmenter or load_segmenter(project, model_version, device=device, backend=backend)
+    painted = painted_object_areas(project) if project.mode == "instance" else None
     names = list(names) if names is not None else project.image_names
     for name in names:
         _check_memory(project.image(name), segmenter.n_outputs)  # every image checked before any work
@@ -637,6 +712,7 @@ def _predict_project(project, names, model_version, tile_size, overlap, tta, dev
         if volume:
             info["objects"] = int(labels.max())
         info["model_version"] = segmenter.record.version
+        info["warnings"] = sanity_warnings(labels_out[...], project.mode, painted_areas=painted)
         summary[name] = info
     if progress:
         progress(1.0, "done")
@@ -702,6 +778,7 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
     info = {"shape": tuple(labels.shape), "model_version": segmenter.record.version}
     if project.mode == "instance":
         info["objects"] = int(labels.max())
+    info["warnings"] = result_warnings(project, labels)
     return info
 
 
