@@ -109,6 +109,7 @@ class Annotator:
         self._drag_from: tuple[float, float] | None = None  # canvas point where a pan drag is
         self._space_pan = False
         self._silent = False  # set while the annotator itself changes control values
+        self._notice: str | None = None
         self.widget = self._layout()
         self._wire()
         _controls.mark_class(self.controls, self._class_value)
@@ -131,7 +132,7 @@ class Annotator:
                        c.prediction_opacity, c.z, c.channels, c.stats],
                       layout=w.Layout(width="380px", padding="0 0 0 8px"))
         body = w.HBox([self.canvas, side], layout=w.Layout(align_items="flex-start"))
-        return w.VBox([toolbar, palette, body, c.status, w.HTML(f"<small>{_controls.HELP}</small>")])
+        return w.VBox([toolbar, palette, c.notice, body, c.status, w.HTML(f"<small>{_controls.HELP}</small>")])
 
     def _wire(self) -> None:
         c = self.controls
@@ -204,6 +205,7 @@ class Annotator:
         self.editor = LabelEditor(self.project, name, save_delay=self.save_delay)
         self.editor.on_edit(self._after_edit)
         self.editor.on_saved(self._after_save)
+        self._show_notice(None)
         self._prediction_planes = {}
         self.z = 0
         self.channels = default_channel_displays(self.pyramid, 0)
@@ -510,7 +512,7 @@ class Annotator:
         return self.controls.tool.value
 
     def set_tool(self, tool: str) -> None:
-        """Choose ``"brush"``, ``"eraser"``, ``"fill"`` (lasso) or ``"pan"``."""
+        """Choose ``"brush"``, ``"eraser"``, ``"fill"`` ("Fill outline": a lasso) or ``"pan"``."""
         if tool not in TOOLS:
             raise WorkbenchError(f"tool must be one of {', '.join(TOOLS)}, got {tool!r}")
         self.controls.tool.value = tool
@@ -564,22 +566,33 @@ class Annotator:
             return self.erase(points, diameter=diameter)
         if not 1 <= value <= self.project.n_classes:
             raise WorkbenchError(f"class_value must be 1..{self.project.n_classes} (or 0 to erase), got {value}")
-        return self.editor.paint(points, value, diameter or self.brush_size, self.z)
+        return self._noted(self.editor.paint(points, value, diameter or self.brush_size, self.z))
 
     def erase(self, points: Sequence[tuple[float, float]], *, diameter: float | None = None) -> Edit | None:
         """Set the pixels along a brush stroke back to "not annotated"."""
         self._require_image()
-        return self.editor.paint(points, UNLABELLED, diameter or self.brush_size, self.z)
+        return self._noted(self.editor.paint(points, UNLABELLED, diameter or self.brush_size, self.z))
 
     def fill(self, points: Sequence[tuple[float, float]], class_value: int | None = None) -> Edit | None:
-        """Fill the closed outline through image points ``(y, x)`` with `class_value`."""
+        """Fill the closed outline through image points ``(y, x)`` with `class_value` (the "Fill outline" tool).
+
+        In instance mode, a stroke that covers only part of an object shows `notice` (and returns
+        an `Edit` whose ``warning`` says so), as `paint` does.
+        """
         self._require_image()
         value = self._class_value if class_value is None else int(class_value)
-        return self.editor.fill(points, value, self.z)
+        return self._noted(self.editor.fill(points, value, self.z))
+
+    def _noted(self, edit: Edit | None) -> Edit | None:
+        """Show the engine's note on a stroke (instance mode: part of an object?) until the next one."""
+        if edit is not None:
+            self._show_notice(edit.warning)
+        return edit
 
     def undo(self) -> Edit | None:
         """Take back the last stroke (several steps are kept)."""
         self._require_image()
+        self._show_notice(None)
         return self.editor.undo()
 
     def redo(self) -> Edit | None:
@@ -779,6 +792,15 @@ class Annotator:
             self.erase(points)
         else:
             self.paint(points)
+
+    @property
+    def notice(self) -> str | None:
+        """The note on the last stroke shown above the canvas (e.g. it looks like part of an object)."""
+        return self._notice
+
+    def _show_notice(self, message: str | None) -> None:
+        self._notice = message
+        self.controls.notice.value = _controls.notice_html(message)
 
     # ------------------------------------------------------------------ stroke layer drawing
     def _stroke_color(self) -> str:

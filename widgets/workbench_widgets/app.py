@@ -49,6 +49,29 @@ INTRO = {
 }
 
 
+INSTANCE_ANNOTATE = (
+    "Paint a few examples: choose a class, then drag over the image. <b>Fill each nucleus you paint, "
+    "completely; paint background between touching nuclei.</b> You do not need to paint every nucleus — a "
+    "few whole ones and some background are enough to start; unpainted pixels are ignored. But a stroke "
+    "inside a nucleus that does not cover it is learned as a small object of its own. <b>Fill outline</b> "
+    "paints everything inside the outline you draw. The outline between objects is added for you.")
+
+# Left: a nucleus filled whole, background painted between it and its touching neighbour (right);
+# far right: a scribble inside a nucleus, crossed out.
+_CONVENTION_PICTURE = (
+    '<svg width="250" height="70" viewBox="0 0 250 70" role="img" aria-label="fill each nucleus whole" '
+    'style="vertical-align:middle;margin-left:10px">'
+    '<rect x="0" y="0" width="250" height="70" fill="#222"/>'
+    '<ellipse cx="40" cy="35" rx="24" ry="20" fill="#e6550d" stroke="#ffd92f" stroke-width="2"/>'
+    '<path d="M64 10 L64 60" stroke="#9e9e9e" stroke-width="5"/>'
+    '<ellipse cx="88" cy="35" rx="22" ry="20" fill="#777"/>'
+    '<text x="48" y="68" fill="#bde5b5" font-size="10" font-family="sans-serif">whole ✓</text>'
+    '<ellipse cx="190" cy="35" rx="24" ry="20" fill="#777"/>'
+    '<path d="M180 36 Q190 28 200 36" stroke="#e6550d" stroke-width="5" fill="none"/>'
+    '<path d="M222 14 L240 32 M240 14 L222 32" stroke="#ff6b6b" stroke-width="3"/>'
+    '<text x="168" y="68" fill="#ffb3b3" font-size="10" font-family="sans-serif">part ✗</text></svg>')
+
+
 SAMPLE_INTRO = ("You are looking at the <b>sample project</b> (nuclei, some of them painted already) — try the "
                 "steps with it, or start your own project below.")
 OWN_INTRO = ("You are working on <b>{name}</b>. Add images below, open one of your recent projects, or start a "
@@ -56,6 +79,8 @@ OWN_INTRO = ("You are working on <b>{name}</b>. Add images below, open one of yo
 
 
 def _intro(index: int, project: Project) -> str:
+    if index == ANNOTATE and project.mode == "instance":
+        return INSTANCE_ANNOTATE + _CONVENTION_PICTURE
     if index != PROJECT:
         return INTRO[index]
     where = SAMPLE_INTRO if is_sample_project(project) else OWN_INTRO.format(name=html.escape(project.name))
