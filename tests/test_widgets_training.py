@@ -86,7 +86,8 @@ def test_an_engine_error_in_the_thread_is_shown_in_the_panel(tmp_path, nuclei_im
 
 def test_choices_become_engine_settings(sample_project):
     panel = TrainingPanel(sample_project, seconds=45)
-    assert ("45 s", 45.0) in panel.duration.options and panel.duration.value == 45.0
+    assert panel.duration.value == 45.0  # asked for: offered whatever it buys
+    assert dict((v, k) for k, v in panel.duration.options)[45.0].startswith("45 s — about ")
     panel.model_size.value = "mobilenet_v2"
     panel.augmentation.value = 0.8
     panel.start_from.value = "pretrained"
@@ -165,3 +166,24 @@ def test_a_new_panel_reattaches_to_the_projects_running_training_and_stops_it(sa
     assert "Stopped early" in second.status.value and "Model version 1 is ready" in second.status.value
     assert [m.version for m in Project.open(sample_project.path).models] == [1]
     assert TrainingPanel(sample_project, seconds=30).running is False
+
+
+def test_training_times_say_what_they_buy_on_this_computer(sample_project):
+    """Measured here: 9 steps a second. 30 s (270 steps) is too short for a model from scratch and is
+    not offered; from pretrained weights it is. Stop looks inactive while nothing runs."""
+    from workbench import speed
+
+    assert speed.record_run("fast", 1080, 120.0) is not None  # what a 2-minute training measured here
+    panel = TrainingPanel(sample_project, seconds=120)
+    panel.measure_speed(wait=True)
+    assert panel.speed.source == "run" and panel.speed.steps_per_second == pytest.approx(9.0)
+    labels = dict((v, k) for k, v in panel.duration.options)
+    assert 30.0 not in labels
+    assert labels[120.0] == "2 minutes — about 1,080 training steps on this computer"
+    assert "about 540 training steps a minute" in panel.speed_note.value
+    assert "needs about 300 steps" in panel.speed_note.value
+    panel.start_from.value = "pretrained"
+    assert 30.0 in [v for _, v in panel.duration.options]
+    panel.start_from.value = "scratch"
+    assert panel.duration.value == 120.0
+    assert panel.stop_button.disabled and panel.stop_button.button_style == ""

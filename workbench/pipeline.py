@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from workbench import config
+from workbench import config, speed
 from workbench.conventions import INSTANCE_CLASSES, METHODS, OUTPUT_SUFFIXES, check_method  # noqa: F401 - METHODS is public here
 from workbench.errors import WorkbenchError
 from workbench.records import ModelCardInfo, ModelRecord, TrainingChoices, TrainingPlan
@@ -369,6 +369,9 @@ def _train_unet(project, samples, settings, directory, init_from, callbacks, sto
     metrics = dict(result.best_metrics)
     metrics.update(seconds=round(result.seconds, 1), epochs=len(result.history), stop_reason=result.stop_reason)
     metrics["summary"] = training_summary(metrics)
+    # What the next person choosing a training time on this computer is told it buys.
+    speed.record_run(train_settings.preset, int(metrics.get("steps") or 0), result.seconds,
+                     device=train_settings.device)
     return train_settings.to_dict(), metrics
 
 

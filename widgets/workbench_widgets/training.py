@@ -27,7 +27,7 @@ from typing import Any, Callable
 import ipywidgets as W
 import numpy as np
 
-from workbench import config, jobs, pipeline
+from workbench import config, jobs, pipeline, speed
 from workbench.errors import WorkbenchError
 from workbench.records import ModelRecord, TrainingChoices
 from workbench.store import Project
@@ -213,7 +213,7 @@ class TrainingPanel:
         How often the loss plot was redrawn (tests watch it change).
     """
 
-    def __init__(self, project: Project, *, seconds: float | None = None):
+    def __init__(self, project: Project, *, seconds: float | None = None, measure_speed: bool = True):
         if not isinstance(project, Project):
             raise TypeError(f"`project` must be a workbench Project, got {type(project).__name__}; "
                             "open one with workbench.store.Project.open(folder)")
@@ -240,6 +240,10 @@ class TrainingPanel:
         durations = list(DURATIONS)
         if seconds not in [v for _, v in durations]:
             durations = sorted(durations + [(_duration_label(seconds), float(seconds))], key=lambda d: d[1])
+        self._durations = durations
+        self._asked_seconds = float(seconds)  # offered whatever it buys: someone asked for it
+        self.speed = speed.assumed_speed("fast")  # until this computer's speed is known (`measure_speed`)
+        self._speed_thread: threading.Thread | None = None
 
         style = {"description_width": "150px"}
         toggle_style = {"button_width": "230px"}
@@ -253,7 +257,8 @@ class TrainingPanel:
         self.model_size = W.Dropdown(options=MODEL_SIZES, value="fast", description="Model size", style=style,
                                      layout=wide)
         self.duration = W.Dropdown(options=durations, value=float(seconds), description="Training time",
-                                   style=style, layout=wide)
+                                   style=style, layout=W.Layout(width="620px"))
+        self.speed_note = W.HTML(layout=W.Layout(margin="0 0 4px 154px", max_width="620px"))
         self.augmentation = W.ToggleButtons(options=AUGMENTATION, value=0.5,
                                             style={"button_width": "110px"},
                                             tooltips=["Train on the images as they are",
@@ -264,7 +269,7 @@ class TrainingPanel:
                                      style=style, layout=wide)
         self.start_button = W.Button(description="Start training", button_style="success", icon="play",
                                      layout=W.Layout(width="180px"))
-        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True,
+        self.stop_button = W.Button(description="Stop", button_style="", icon="stop", disabled=True,
                                     layout=W.Layout(width="120px"),
                                     tooltip="Stop now and keep the best model so far")
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="Progress", style=style,
@@ -281,10 +286,14 @@ class TrainingPanel:
         self.mode.observe(self._mode_changed, names="value")
         self.mode.disabled = project.n_classes != 2
         self._method_changed()
+        self.model_size.observe(lambda _change: self.measure_speed(), names="value")
+        self.start_from.observe(lambda _change: self._offer_durations(), names="value")
+        self._offer_durations()
 
         self.widget = W.VBox([
             self.summary,
             _labelled("Find", self.mode), _labelled("Method", self.method), self.model_size, self.duration,
+            self.speed_note,
             _labelled("Augmentation", self.augmentation), self.start_from,
             W.HBox([self.start_button, self.stop_button], layout=W.Layout(margin="4px 0 4px 154px")),
             W.HBox([self.progress, self.time_left], layout=W.Layout(align_items="center")),
@@ -293,6 +302,8 @@ class TrainingPanel:
         ], layout=W.Layout(padding="4px"))
         self.widget.add_class("wb-training")
         self.attach()  # a training of this project that runs already (started by another page, or the CLI)
+        if measure_speed:
+            self.measure_speed()
 
     # ------------------------------------------------------------------ display
     def _repr_mimebundle_(self, **kwargs):
@@ -358,6 +369,45 @@ class TrainingPanel:
                                   "(UTC) — shown here again. Stop ends it and keeps the best model so far.",
                      started=record.get("elapsed") or 0.0)
         return True
+
+    def measure_speed(self, *, wait: bool = False) -> None:
+        """Find how fast the chosen model size trains on this computer (in a thread; `wait` to block).
+
+        The last measurement is read from the user's folder; the first time, a few training steps
+        are timed (`workbench.speed.training_speed`), never while a training runs. The training
+        times offered are then labelled with what they buy here.
+        """
+        preset = self.model_size.value
+        self.speed = speed.assumed_speed(preset)
+        self._offer_durations()
+
+        def find():
+            try:
+                found = speed.training_speed(preset, measure=not self.running)
+            except Exception as exc:  # noqa: BLE001 - the assumed speed stays; nothing to show the user
+                log.warning("could not measure the training speed: %s", exc)
+                return
+            if self.model_size.value == preset:
+                self.speed = found
+                self._offer_durations()
+
+        self._speed_thread = threading.Thread(target=find, daemon=True, name="workbench-training-speed")
+        self._speed_thread.start()
+        if wait:
+            self._speed_thread.join()
+
+    def _offer_durations(self) -> None:
+        """The training times worth offering for the current start, labelled with what they buy here."""
+        start = self.start_from.value
+        options = speed.duration_choices(self._durations, self.speed, start=start, keep=self._asked_seconds)
+        current = float(self.duration.value)
+        values = [value for _, value in options]
+        value = current if current in values else next((v for v in values if v >= current), values[-1])
+        self.duration.options = options
+        self.duration.value = value
+        note = speed.speed_note(self.speed, start=start)
+        self.speed_note.value = f'<span style="color:#555;font-size:90%">{html.escape(note)}</span>'
+
 
     def stop(self) -> None:
         """Ask the training to stop (through the project: it works for a training another page started);
@@ -456,6 +506,8 @@ class TrainingPanel:
         self._set_status("success", self._success_text(model, stopped=state == "stopped"))
         self.start_from.value = "last"
         self.summary.value = self._labels_summary()
+        if model.method == "unet":
+            self.measure_speed()  # the run just kept its own speed: the times offered say so now
         for callback in list(self._trained_callbacks):
             try:
                 callback(model)
@@ -502,6 +554,7 @@ class TrainingPanel:
         (self._busy.set if running else self._busy.clear)()
         self.start_button.disabled = running
         self.stop_button.disabled = not running
+        self.stop_button.button_style = "danger" if running else ""  # red only when there is something to stop
         for control in (self.mode, self.method, self.duration, self.augmentation, self.start_from):
             control.disabled = running
         self.mode.disabled = running or self.project.n_classes != 2
