@@ -79,6 +79,7 @@ def test_an_engine_error_in_the_thread_is_shown_in_the_panel(tmp_path, nuclei_im
     assert panel.start() is True
     assert panel.wait(timeout=60) is None
     assert "nothing is annotated yet" in panel.error
+    assert "step 2 (Annotate)" in panel.error and "`workbench" not in panel.error  # what to click, not a command
     assert "Traceback" not in panel.status.value and "wb-error" in panel.status.value
     assert panel.progress.bar_style == "danger" and not panel.start_button.disabled
     assert project.models == []

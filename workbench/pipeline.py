@@ -20,7 +20,7 @@ import numpy as np
 
 from workbench import config, speed
 from workbench.conventions import INSTANCE_CLASSES, METHODS, OUTPUT_SUFFIXES, check_method  # noqa: F401 - METHODS is public here
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, app_message
 from workbench.records import ModelCardInfo, ModelRecord, TrainingChoices, TrainingPlan
 from workbench.store import Project
 
@@ -263,7 +263,8 @@ def train_model(project: Project, *, method: str = "unet", settings: dict | None
             record = _train_model(project, method, settings, resume, [*callbacks, _job_callback(writer)],
                                   stop_event, progress, version)
         except BaseException as exc:
-            writer.update(state="failed", error=_plain_error(exc))
+            writer.update(state="failed", error=_plain_error(exc), error_in_app=app_message(exc)
+                          if isinstance(exc, WorkbenchError) else _plain_error(exc))
             writer.log(f"failed: {_plain_error(exc)}")
             raise
         finally:
@@ -842,7 +843,9 @@ def export_prediction(project: Project, name: str, out, *, probabilities=None) -
         _check_output_suffix(Path(probabilities), dtype=np.float32)
     labels = project.prediction(name, kind)
     if labels is None:
-        raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path} {name}`")
+        raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path} {name}`",
+                             in_app=f"image {name!r} has no prediction yet; open step 4 (Review): it predicts every "
+                                    "image with the latest model")
     registry = owner_tmp(project.path) / "outside.json"
     voxel_size = project.voxel_size(name)
     write_image(out, labels, axes="ZYX" if labels.ndim == 3 else "YX", voxel_size=voxel_size, registry=registry)
@@ -896,7 +899,9 @@ def measure_project(project: Project, out=None, *, names: Iterable[str] | None =
     for name in names:
         stored = project.prediction(name, kind)
         if stored is None:
-            raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path}` first")
+            raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path}` first",
+                                 in_app=f"image {name!r} has no prediction yet; open step 4 (Review): it predicts every "
+                                    "image with the latest model")
         source = project.image(name)
         pixel_size = project.image_info(name).get("pixel_size")
         if stored.ndim == 3 and segments_volumes(project, name):

@@ -13,6 +13,7 @@ that ipycanvas's event callbacks call, so tests drive the annotator without a br
 
 from __future__ import annotations
 
+import html
 import threading
 from typing import Callable, Sequence
 
@@ -22,7 +23,7 @@ from ipycanvas import MultiCanvas, hold_canvas
 
 from workbench_widgets import _controls
 from workbench_widgets._render import PREDICTION_VIEWS, RegionPlane, label_overlay, prediction_overlay, prediction_reader
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, app_message
 from workbench.store import INSTANCE_CLASSES, OBJECT, UNLABELLED, boundary_reach
 from workbench.annotate import DEFAULT_SAVE_DELAY, Edit, LabelEditor, LabelsChanged
 from workbench.annotate import (ChannelDisplay, NearestPyramid, auto_contrast, default_channel_displays,
@@ -172,7 +173,7 @@ class Annotator:
         try:
             return function(*args, **kwargs)
         except WorkbenchError as exc:
-            self._set_status(f"<span style='color:#b00'>{exc}</span>")
+            self._set_status(f"<span style='color:#b00'>{html.escape(app_message(exc))}</span>")
             return None
 
     def _set_quietly(self, control, **values) -> None:
@@ -206,6 +207,7 @@ class Annotator:
         self.editor.on_edit(self._after_edit)
         self.editor.on_saved(self._after_save)
         self._show_notice(None)
+        self._history_buttons()  # a new image: nothing to undo or redo yet
         self._prediction_planes = {}
         self.z = 0
         self.channels = default_channel_displays(self.pyramid, 0)
@@ -620,9 +622,13 @@ class Annotator:
         elif edit.z in self._z_window:  # an undo on a neighbouring plane moves this plane's 3-D boundary
             self._z_window[edit.z].update(edit.region, self.editor.read(*edit.region, edit.z))
         self._render_layers(LABELS)
+        self._history_buttons()
+        self._update_stats(count_objects=False)
+
+    def _history_buttons(self) -> None:
+        """Undo and redo look (and are) inactive when there is nothing to take back or apply again."""
         self.controls.undo.disabled = not self.editor.can_undo
         self.controls.redo.disabled = not self.editor.can_redo
-        self._update_stats(count_objects=False)
 
     def _after_save(self, event: LabelsChanged) -> None:
         self._update_stats(count_objects=True)

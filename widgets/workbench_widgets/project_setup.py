@@ -67,7 +67,8 @@ def add_uploaded_files(project: Project, uploads: Iterable[dict]) -> list[str]:
             path = Path(folder) / file_name
             path.write_bytes(bytes(entry["content"]))
             stem = file_name.split(".")[0] if not file_name.lower().endswith(".ome.tif") else file_name[:-8]
-            added.append(project.add_image(path, name=stem))
+            # The temporary copy is gone after this: the manifest records the upload, not the copy.
+            added.append(project.add_image(path, name=stem, source_name=f"uploaded: {file_name}"))
     return added
 
 

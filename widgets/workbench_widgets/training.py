@@ -28,7 +28,7 @@ import ipywidgets as W
 import numpy as np
 
 from workbench import config, jobs, pipeline, speed
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, app_message
 from workbench.records import ModelRecord, TrainingChoices
 from workbench.store import Project
 
@@ -115,7 +115,7 @@ def _data_url(data: bytes, mime: str) -> str:
 def _user_message(exc: BaseException, doing: str) -> str:
     """What went wrong, in one readable paragraph (the traceback goes to the log, not to the page)."""
     if isinstance(exc, WorkbenchError):
-        return f"{doing.capitalize()} did not work: {exc}"
+        return f"{doing.capitalize()} did not work: {app_message(exc)}"
     if isinstance(exc, MemoryError):
         return (f"{doing.capitalize()} ran out of memory. Choose a smaller model size, or close other "
                 "programs, and try again.")
@@ -391,7 +391,8 @@ class TrainingPanel:
                 self.speed = found
                 self._offer_durations()
 
-        self._speed_thread = threading.Thread(target=find, daemon=True, name="workbench-training-speed")
+        # Not a daemon: torch must not be torn down mid-step when the process exits (a few seconds at most).
+        self._speed_thread = threading.Thread(target=find, daemon=False, name="workbench-training-speed")
         self._speed_thread.start()
         if wait:
             self._speed_thread.join()
@@ -495,7 +496,8 @@ class TrainingPanel:
         if state not in ("done", "stopped"):
             self._set_running(False)
             self.progress.bar_style = "danger"
-            self._fail(f"Training did not work: {record.get('error') or 'it ended without a model'}")
+            why = record.get("error_in_app") or record.get("error") or "it ended without a model"
+            self._fail(f"Training did not work: {why}")
             return
         model = pipeline.model_record(self.project, int(record["version"]))
         self.record = model

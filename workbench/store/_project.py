@@ -106,9 +106,7 @@ def _read_manifest(path: Path) -> tuple[Manifest, bool]:
     try:
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise WorkbenchError(
-            f"{path} is not a workbench project (no {MANIFEST}); create one with `workbench new {path}`"
-        ) from exc
+        raise _not_a_project(path) from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ManifestError(f"the project manifest {manifest_path} is damaged ({exc}); restore project.json from "
                             "a backup") from exc
@@ -142,6 +140,19 @@ def _signature(path: Path) -> tuple | None:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
+
+
+def _not_a_project(path) -> WorkbenchError:
+    return WorkbenchError(
+        f"{path} is not a workbench project (no {MANIFEST}); create one with `workbench new {path}`",
+        in_app=f"{path} is not a workbench project (it has no {MANIFEST}); choose a project's folder, or create "
+               "a new project")
+
+
+def _remove_and_add_again(name: str, what: str) -> str:
+    """The app's fix for an image whose stored parts are gone: what to click."""
+    return (f"the {what} of image {name!r} are missing from the project; remove the image in step 1 "
+            "(Project & images: Remove) and add it again")
 
 class Project:
     """A segmentation project on local disk.
@@ -253,9 +264,7 @@ class Project:
         if not (path / MANIFEST).exists():
             if path.is_file():
                 raise WorkbenchError(f"{path} is a file, not a project folder; give the project's folder")
-            raise WorkbenchError(
-                f"{path} is not a workbench project (no {MANIFEST}); create one with `workbench new {path}`"
-            )
+            raise _not_a_project(path)
         manifest, migrated = _read_manifest(path)
         writable = os.access(path, os.W_OK)
         if migrated and writable:
@@ -444,8 +453,8 @@ class Project:
         except KeyError as exc:
             raise WorkbenchError(
                 f"the data of image {name!r} is missing from {self.path / STORE}; remove it "
-                f"(`workbench remove {self.path} {name}`) and add the image again"
-            ) from exc
+                f"(`workbench remove {self.path} {name}`) and add the image again",
+                in_app=_remove_and_add_again(name, "data")) from exc
 
     def _staging(self) -> Path:
         folder = owner_tmp(self.path) / uuid.uuid4().hex
@@ -454,7 +463,7 @@ class Project:
 
     def add_image(self, source, *, name: str | None = None, axes: str | None = None,
                   pixel_size: tuple[float, float] | None = None, z_spacing: float | None = None,
-                  progress: Callable[[float, str], None] | None = None) -> str:
+                  progress: Callable[[float, str], None] | None = None, source_name: str | None = None) -> str:
         """Copy an image into the project, block by block, and return its name.
 
         The copy goes into a staging folder and is moved into the project, with its manifest
@@ -473,6 +482,12 @@ class Project:
             Pixel size (y, x) in micrometres, overriding the file's metadata.
         z_spacing : float, optional
             Distance between z-planes in micrometres, overriding the file's metadata.
+        progress : callable, optional
+            ``progress(fraction, message)`` while the pixels are copied.
+        source_name : str, optional
+            Where the image came from, as the manifest records it (default: the file read). A file
+            read from a temporary copy (an upload) gives e.g. ``"uploaded: cells.tif"``, so that no
+            temporary folder is recorded as the image's source.
 
         Raises
         ------
@@ -524,7 +539,8 @@ class Project:
                 os.rename(staging / "image-group", self.path / STORE / "images" / final)
                 manifest.images.append(ImageRecord(
                     name=final, axes=src.axes, shape=tuple(int(v) for v in src.shape), dtype=str(src.dtype),
-                    channels=src.n_channels, slices=src.n_slices, source=src.source,
+                    channels=src.n_channels, slices=src.n_slices,
+                    source=str(source_name) if source_name is not None else src.source,
                     pixel_size=tuple(float(v) for v in pixel) if pixel else None, added=_now(),
                     z_spacing=float(z_spacing or src.z_spacing) if "Z" in src.axes and (z_spacing or src.z_spacing)
                     else None,
@@ -579,7 +595,8 @@ class Project:
             array = self._group(name)["image"]
         except KeyError as exc:
             raise WorkbenchError(f"the pixels of image {name!r} are missing from {self.path / STORE}; remove it "
-                                 f"(`workbench remove {self.path} {name}`) and add the image again") from exc
+                                 f"(`workbench remove {self.path} {name}`) and add the image again",
+                                 in_app=_remove_and_add_again(name, "pixels")) from exc
         return ImageSource(array, info.axes, name=name, pixel_size=info.pixel_size, source=info.source)
 
     def zarr_group(self, name: str) -> zarr.Group:
@@ -595,8 +612,8 @@ class Project:
         except KeyError as exc:
             raise WorkbenchError(
                 f"the labels of image {name!r} are missing from {self.path / STORE}; import them again "
-                f"(`workbench labels {self.path} {name} --from FILE`) or remove the image"
-            ) from exc
+                f"(`workbench labels {self.path} {name} --from FILE`) or remove the image",
+                in_app=_remove_and_add_again(name, "labels")) from exc
 
     def read_labels(self, name: str, z: int | None = None) -> np.ndarray:
         """The label layer (or one z-plane of it) as a numpy array."""
@@ -782,8 +799,9 @@ class Project:
         if not samples:
             raise WorkbenchError(
                 "nothing is annotated yet: paint some background and some objects (or import labels with "
-                "`workbench labels`) before training"
-            )
+                "`workbench labels`) before training",
+                in_app="nothing is annotated yet: paint some background and some objects in step 2 (Annotate) "
+                       "before training")
         if 0 not in seen_classes or len(seen_classes) < 2:
             painted = sorted(self.class_names[c] if self.mode == "semantic" else _labels.INSTANCE_CLASSES[c]
                              for c in seen_classes)
@@ -947,8 +965,9 @@ class Project:
         if not candidates:
             raise WorkbenchError(
                 f"project {self.path} has no {method + ' ' if method else ''}model yet; train one first "
-                f"(`workbench train {self.path}`)"
-            )
+                f"(`workbench train {self.path}`)",
+                in_app=f"this project has no {method + ' ' if method else ''}model yet; train one first in step "
+                       "3 (Train)")
         if version is None:
             return max(candidates, key=lambda m: m.version)
         for m in candidates:
