@@ -75,3 +75,19 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(Path(folder).rglob("*")) if p.is_file() and ".workbench" not in p.relative_to(folder).parts}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _user_folders(tmp_path_factory):
+    """Tests never read or write the user's own workbench folders (recent projects, new projects)."""
+    import os
+
+    saved = {name: os.environ.get(name) for name in ("WORKBENCH_HOME", "WORKBENCH_PROJECTS_DIR")}
+    os.environ["WORKBENCH_HOME"] = str(tmp_path_factory.mktemp("user-home"))
+    os.environ["WORKBENCH_PROJECTS_DIR"] = str(tmp_path_factory.mktemp("user-projects"))
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -80,7 +80,7 @@ def _nan_image(folder, image):
     (_truncated_tiff, "truncated or damaged"),
     (_oversized_tiff_header, "truncated or damaged"),
     (_corrupt_zarr_chunk, "truncated or damaged"),
-    (_empty_npy, "cannot read"),
+    (_empty_npy, "not an image the workbench can read"),
     (_zero_rows_npy, "size 0"),
     (_nan_image, "NaN"),
 ])

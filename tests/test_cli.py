@@ -46,7 +46,11 @@ def test_full_command_line_workflow(files, capsys):
     assert run("train", proj, "--method", "forest") == 0
     assert "model version 2 (forest)" in capsys.readouterr().out
     # Predict into the project with the latest (forest) model, then a file with the U-Net.
+    capsys.readouterr()
     assert run("predict", proj) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("nuclei: {") and "'warnings'" not in out  # warnings get lines of their own
+    assert all(line.startswith("warning: nuclei: ") for line in out.splitlines()[1:])
     assert run("predict", proj, files / "nuclei.tif", "--out", files / "labels.zarr", "--model", "1",
                "--probabilities", files / "probs.tif") == 0
     labels = zarr.open_array(str(files / "labels.zarr"), mode="r")

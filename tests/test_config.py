@@ -15,7 +15,9 @@ def test_unset_variables_give_the_defaults(monkeypatch):
     for name in config.VARIABLES:
         monkeypatch.delenv(name, raising=False)
     assert config.threads() is None and config.train_seconds(30.0) == 30.0
-    assert config.project_dir() is None and config.projects_dir() is None and not config.unattended()
+    assert config.project_dir() is None and not config.unattended()
+    assert config.projects_dir() == Path.home() / "workbench-projects"
+    assert config.user_dir() == Path.home() / ".workbench"
     assert config.weights_dirs()[-1].parts[-2:] == ("shared", "weights")
 
 
@@ -25,6 +27,9 @@ def test_set_variables_are_read_when_asked_for(monkeypatch, tmp_path):
     monkeypatch.setenv("WORKBENCH_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setenv("WORKBENCH_PROJECT", str(tmp_path / "p"))
     monkeypatch.setenv("WORKBENCH_UNATTENDED", "1")
+    monkeypatch.setenv("WORKBENCH_PROJECTS_DIR", str(tmp_path / "projects"))
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    assert config.projects_dir() == tmp_path / "projects" and config.user_dir() == tmp_path / "home"
     assert config.threads() == 1 and config.train_seconds() == 4.5
     assert config.weights_dirs()[0] == tmp_path and config.project_dir() == (tmp_path / "p").resolve()
     assert config.unattended()

@@ -7,6 +7,7 @@ import datetime
 import io
 import re
 import shutil
+import zipfile
 
 import imageio.v3 as iio
 import numpy as np
@@ -124,8 +125,12 @@ def test_segment_panel_segments_a_folder_and_project_images_and_offers_downloads
     overlay = iio.imread(outputs.overlays[1])
     assert overlay.shape == (512, 512, 3) and overlay.dtype == np.uint8
     table = pd.read_csv(outputs.measurements)
-    assert {"image", "class", "z"} <= set(table.columns)
+    assert {"image", "class", "z", "warning"} <= set(table.columns)
     assert len(table) == outputs.objects
+    # Whatever looks wrong is said in the export: a warnings.txt (in the zip too) and a column per row.
+    notes = (outputs.folder / "warnings.txt").read_text()
+    assert notes.strip() and all(text in notes for texts in outputs.warnings.values() for text in texts)
+    assert "warnings.txt" in zipfile.ZipFile(outputs.zip).namelist()
     assert set(table["image"]) <= {"nuclei", "plate-A1"}
 
     page = panel.results.value
@@ -189,9 +194,11 @@ def test_app_wires_the_steps_together(tmp_path, monkeypatch):
     from workbench_widgets.app import STEPS, WorkbenchApp, default_project_path
 
     monkeypatch.setenv("WORKBENCH_PROJECT", str(tmp_path / "app-project"))
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))  # no recent projects yet
     assert default_project_path() == tmp_path / "app-project"
     app = WorkbenchApp(train_seconds=3)
     assert app.project.path == tmp_path / "app-project" and app.project.image_names == [SAMPLE_NAME]
+    assert "the <b>sample project</b>" in app.tabs.children[0].children[0].value
     assert [app.tabs.get_title(i) for i in range(len(STEPS))] == STEPS
 
     app.open_annotator(SAMPLE_NAME, 300, 200, 2.0)
@@ -206,6 +213,14 @@ def test_app_wires_the_steps_together(tmp_path, monkeypatch):
     other = app.setup.create("Second", folder=tmp_path, mode="semantic", classes="background, cell")
     assert app.project is other and app.training.project is other and app.review.project is other
     assert app.annotator.project is other
+    assert "sample project" not in app.tabs.children[0].children[0].value
+    assert "You are working on <b>Second</b>" in app.tabs.children[0].children[0].value
+    # A reload makes a new app: it opens the project used last, and offers the sample as a recent one.
+    reloaded = WorkbenchApp(train_seconds=3)
+    assert reloaded.project.path == other.path
+    assert reloaded.setup.recent.options[0][1] == str((tmp_path / "app-project").resolve())
+    reloaded.setup.open(reloaded.setup.recent.value)
+    assert reloaded.project.path.resolve() == (tmp_path / "app-project").resolve()
     app.go_to_step(3)
     with pytest.raises(WorkbenchError, match="step"):
         app.go_to_step(9)
@@ -242,3 +257,36 @@ def test_semantic_project_with_a_random_forest_from_training_to_measurements(tmp
     assert set(table["class"]) == {"nucleus"}
     assert 60 < len(table) < 200, f"{len(table)} regions measured; the image holds 125 nuclei"
     assert iio.imread(segment.outputs.overlays[0]).shape == (512, 512, 3)
+
+
+def test_a_whole_image_object_warns_in_review_and_in_the_export(trained_project, tmp_path):
+    """A result that is one object over the whole image (the model took the background for an object)
+    gets a warning with its likely cause, in Review and in the measurement export."""
+    from workbench import pipeline
+
+    project = _copy(trained_project, tmp_path)
+    everything = np.zeros((3, 512, 512), np.float32)
+    everything[1] = 1.0  # 'interior' everywhere: what the model answered on an image unlike the painted ones
+    instances = pipeline.postprocess(everything, "instance", **pipeline.instance_options(project))
+    assert int(instances.max()) == 1 and (instances == 1).all()
+    project.create_prediction(SAMPLE_NAME, "probabilities", everything.shape, np.float32, model_version=1)[...] = everything
+    project.create_prediction(SAMPLE_NAME, "instances", instances.shape, np.int32, model_version=1)[...] = instances
+    project.mark_prediction_complete(SAMPLE_NAME)
+
+    review = ReviewPanel(project, open_annotator=lambda *a: None, regions=2)
+    review.refresh()
+    assert "wb-result-warning" in review.gallery.value
+    assert "One object covers 100 % of the image: the model probably took the background for an object" \
+        in review.gallery.value
+
+    # The same check on the painted sample's own result is quiet, and the export carries the warnings.
+    quiet = pipeline.result_warnings(project, trained_project.prediction(SAMPLE_NAME, "instances")[...]) \
+        if trained_project.prediction(SAMPLE_NAME, "instances") is not None else []
+    assert not any("covers" in text for text in quiet)
+    painted = pipeline.painted_object_areas(project)
+    assert painted.size > 10
+    tiny = np.zeros((512, 512), np.int32)
+    for i in range(40):  # specks far smaller than the painted nuclei
+        tiny[10 + 12 * i % 500, 10 + (i * 37) % 500] = i + 1
+    assert "times smaller than the ones you painted" in " ".join(pipeline.result_warnings(project, tiny))
+    assert pipeline.result_warnings(project, np.zeros((64, 64), np.int32))[0].startswith("no objects were found")

@@ -79,6 +79,7 @@ def test_an_engine_error_in_the_thread_is_shown_in_the_panel(tmp_path, nuclei_im
     assert panel.start() is True
     assert panel.wait(timeout=60) is None
     assert "nothing is annotated yet" in panel.error
+    assert "step 2 (Annotate)" in panel.error and "`workbench" not in panel.error  # what to click, not a command
     assert "Traceback" not in panel.status.value and "wb-error" in panel.status.value
     assert panel.progress.bar_style == "danger" and not panel.start_button.disabled
     assert project.models == []
@@ -86,7 +87,8 @@ def test_an_engine_error_in_the_thread_is_shown_in_the_panel(tmp_path, nuclei_im
 
 def test_choices_become_engine_settings(sample_project):
     panel = TrainingPanel(sample_project, seconds=45)
-    assert ("45 s", 45.0) in panel.duration.options and panel.duration.value == 45.0
+    assert panel.duration.value == 45.0  # asked for: offered whatever it buys
+    assert dict((v, k) for k, v in panel.duration.options)[45.0].startswith("45 s — about ")
     panel.model_size.value = "mobilenet_v2"
     panel.augmentation.value = 0.8
     panel.start_from.value = "pretrained"
@@ -136,3 +138,53 @@ def test_loss_plot_and_durations_read_well():
     assert empty.startswith(PNG_SIGNATURE) and curves.startswith(PNG_SIGNATURE) and empty != curves
     assert format_seconds(4.4) == "4 s" and format_seconds(185) == "3 min 05 s"
     assert format_seconds(3720) == "1 h 02 min"
+
+
+def test_a_new_panel_reattaches_to_the_projects_running_training_and_stops_it(sample_project):
+    """A reloaded page makes a new panel: it finds the training the old page started, shows it
+    live, and its Stop ends it; the model is the project's, whichever page is left."""
+    first = TrainingPanel(sample_project, seconds=600)
+    assert first.start()
+    deadline = time.monotonic() + 120
+    while first.progress.value == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first.close()  # the old page is gone: nothing follows the job from there any more
+
+    second = TrainingPanel(Project.open(sample_project.path), seconds=30)
+    assert second.running, "the new panel must re-attach to the running training"
+    assert second.start_button.disabled and not second.stop_button.disabled
+    assert "is running (model version 1)" in second.status.value
+    plots = second.plot_updates
+    deadline = time.monotonic() + 60
+    while second.plot_updates == plots and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert second.plot_updates > plots, "the re-attached plot moves while the first epoch runs"
+    assert second.progress.value > 0
+    assert second.start() is False and "already running" in second.status.value
+    second.stop()
+    record = second.wait(timeout=120)
+    assert record is not None and record.version == 1 and second.error is None
+    assert "Stopped early" in second.status.value and "Model version 1 is ready" in second.status.value
+    assert [m.version for m in Project.open(sample_project.path).models] == [1]
+    assert TrainingPanel(sample_project, seconds=30).running is False
+
+
+def test_training_times_say_what_they_buy_on_this_computer(sample_project):
+    """Measured here: 9 steps a second. 30 s (270 steps) is too short for a model from scratch and is
+    not offered; from pretrained weights it is. Stop looks inactive while nothing runs."""
+    from workbench import speed
+
+    assert speed.record_run("fast", 1080, 120.0) is not None  # what a 2-minute training measured here
+    panel = TrainingPanel(sample_project, seconds=120)
+    panel.measure_speed(wait=True)
+    assert panel.speed.source == "run" and panel.speed.steps_per_second == pytest.approx(9.0)
+    labels = dict((v, k) for k, v in panel.duration.options)
+    assert 30.0 not in labels
+    assert labels[120.0] == "2 minutes — about 1,080 training steps on this computer"
+    assert "about 540 training steps a minute" in panel.speed_note.value
+    assert "needs about 300 steps" in panel.speed_note.value
+    panel.start_from.value = "pretrained"
+    assert 30.0 in [v for _, v in panel.duration.options]
+    panel.start_from.value = "scratch"
+    assert panel.duration.value == 120.0
+    assert panel.stop_button.disabled and panel.stop_button.button_style == ""

@@ -373,7 +373,10 @@ def _cmd_predict(args) -> None:
         finally:
             bar.close()
         for name, info in summary.items():
+            notes = info.pop("warnings", [])
             print(f"{name}: {info}")
+            for note in notes:
+                print(f"warning: {name}: {note}")
         if args.out:
             pipeline.export_prediction(project, names[0], args.out, probabilities=args.probabilities)
             print(f"wrote {args.out}")
@@ -386,7 +389,10 @@ def _cmd_predict(args) -> None:
                                      progress=bar, **options)
     finally:
         bar.close()
+    notes = info.pop("warnings", [])
     print(f"wrote {args.out}: {info}")
+    for note in notes:
+        print(f"warning: {Path(image).name}: {note}")
 
 
 def _cmd_export_model(args) -> None:

@@ -8,7 +8,8 @@ variable sees it take effect. A malformed value is a `WorkbenchError` that names
 ``WORKBENCH_TRAIN_SECONDS`` training time the app preselects (tests, CI, demos)
 ``WORKBENCH_WEIGHTS_DIR``   folder of downloaded ImageNet encoder weights (offline machines)
 ``WORKBENCH_PROJECT``       the project the app and the batch notebook open
-``WORKBENCH_PROJECTS_DIR``  where the app creates new projects
+``WORKBENCH_PROJECTS_DIR``  where the app creates new projects (default ``~/workbench-projects``)
+``WORKBENCH_HOME``          the user's workbench folder: the app's recent projects (default ``~/.workbench``)
 ``WORKBENCH_UNATTENDED``    notebooks press their own buttons (tests, scheduled runs)
 =========================  ==========================================================
 
@@ -31,8 +32,8 @@ from pathlib import Path
 from workbench.errors import WorkbenchError
 
 __all__ = [
-    "THREADS", "TRAIN_SECONDS", "WEIGHTS_DIR", "PROJECT", "PROJECTS_DIR", "UNATTENDED", "VARIABLES",
-    "threads", "train_seconds", "weights_dirs", "project_dir", "projects_dir", "unattended",
+    "THREADS", "TRAIN_SECONDS", "WEIGHTS_DIR", "PROJECT", "PROJECTS_DIR", "HOME", "UNATTENDED", "VARIABLES",
+    "threads", "train_seconds", "weights_dirs", "project_dir", "projects_dir", "user_dir", "unattended",
 ]
 
 THREADS = "WORKBENCH_THREADS"
@@ -41,7 +42,8 @@ WEIGHTS_DIR = "WORKBENCH_WEIGHTS_DIR"
 PROJECT = "WORKBENCH_PROJECT"
 PROJECTS_DIR = "WORKBENCH_PROJECTS_DIR"
 UNATTENDED = "WORKBENCH_UNATTENDED"
-VARIABLES = (THREADS, TRAIN_SECONDS, WEIGHTS_DIR, PROJECT, PROJECTS_DIR, UNATTENDED)
+HOME = "WORKBENCH_HOME"
+VARIABLES = (THREADS, TRAIN_SECONDS, WEIGHTS_DIR, PROJECT, PROJECTS_DIR, HOME, UNATTENDED)
 
 # A checkout keeps offline copies of downloaded weights in `shared/weights` beside it.
 _CHECKOUT = Path(__file__).resolve().parents[1]
@@ -90,10 +92,18 @@ def project_dir() -> Path | None:
     return Path(value).expanduser().resolve() if value else None
 
 
-def projects_dir() -> Path | None:
-    """``WORKBENCH_PROJECTS_DIR`` as a path, or None when unset."""
+def projects_dir() -> Path:
+    """Where new projects go: ``WORKBENCH_PROJECTS_DIR``, else ``workbench-projects`` in the user's home
+    folder (never inside the installation)."""
     value = _get(PROJECTS_DIR)
-    return Path(value).expanduser() if value else None
+    return Path(value).expanduser() if value else Path.home() / "workbench-projects"
+
+
+def user_dir() -> Path:
+    """The user's own workbench folder (the app's list of recent projects): ``WORKBENCH_HOME``, else
+    ``~/.workbench``."""
+    value = _get(HOME)
+    return Path(value).expanduser() if value else Path.home() / ".workbench"
 
 
 def unattended() -> bool:

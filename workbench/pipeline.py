@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from workbench import config
+from workbench import config, speed
 from workbench.conventions import INSTANCE_CLASSES, METHODS, OUTPUT_SUFFIXES, check_method  # noqa: F401 - METHODS is public here
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, app_message
 from workbench.records import ModelCardInfo, ModelRecord, TrainingChoices, TrainingPlan
 from workbench.store import Project
 
@@ -31,6 +31,7 @@ __all__ = [
     "min_size_from_labels", "measure_labels", "measure_project", "run_demo", "uncertainty", "segments_volumes",
     "STARTER", "starter_reason", "default_weights", "default_start", "starter_model", "resolve_model_version",
     "try_starter",
+    "sanity_warnings", "result_warnings", "painted_object_areas",
 ]
 
 #: Prediction backends for U-Nets: torch on any device, ONNX Runtime on the CPU (faster there, see benchmarks/).
@@ -272,7 +273,7 @@ def _output_classes(project: Project) -> list[str]:
 
 def train_model(project: Project, *, method: str = "unet", settings: dict | None = None, resume: bool = False,
                 callbacks: Sequence = (), stop_event: threading.Event | None = None,
-                progress: bool | Progress = False) -> ModelRecord:
+                progress: bool | Progress = False, job_id: str | None = None) -> ModelRecord:
     """Train a new model version on the project's labels and record it.
 
     Parameters
@@ -291,6 +292,14 @@ def train_model(project: Project, *, method: str = "unet", settings: dict | None
         Set it to stop training early; the best model so far is kept.
     progress : bool or callable
         True shows a progress bar on stderr (command line).
+    job_id : str, optional
+        The id the project's training record gets (`workbench.jobs.start_training` passes the one
+        it is waiting for); a fresh one by default.
+
+    The training is the project's job, whoever runs it: it holds the project's job slot, keeps
+    the project's training record (``.workbench/training.json``: state, progress, losses, log,
+    pid, the model version it writes, allocated at the start) up to date, and stops when a stop
+    is requested through the project (`Project.request_training_stop`), from any process.
 
     Returns
     -------
@@ -304,12 +313,89 @@ def train_model(project: Project, *, method: str = "unet", settings: dict | None
     ProjectBusyError
         When another job (training, predicting) holds the project.
     """
+    import uuid
+
+    from workbench.store._jobs import TrainingJobWriter, clear_stop_request
+
     check_method(method)
+    settings = dict(settings or {})
     with project.job("training"):
-        return _train_model(project, method, dict(settings or {}), resume, callbacks, stop_event, progress)
+        minutes = settings.get("minutes") if method == "unet" else None
+        budget = float(minutes) * 60.0 if isinstance(minutes, (int, float)) and not isinstance(minutes, bool) else None
+        writer = TrainingJobWriter(project.path, job_id or uuid.uuid4().hex, method=method, budget_seconds=budget)
+        clear_stop_request(project.path)
+        version = project.begin_training_record(writer)
+        writer.log(f"training a {METHOD_NAMES[method]} as model version {version}"
+                   + (f" for up to {budget:.0f} s" if budget else ""))
+        stop_event = stop_event if stop_event is not None else threading.Event()
+        watcher = _StopWatcher(project.path, writer, stop_event)
+        watcher.start()
+        try:
+            record = _train_model(project, method, settings, resume, [*callbacks, _job_callback(writer)],
+                                  stop_event, progress, version)
+        except BaseException as exc:
+            writer.update(state="failed", error=_plain_error(exc), error_in_app=app_message(exc)
+                          if isinstance(exc, WorkbenchError) else _plain_error(exc))
+            writer.log(f"failed: {_plain_error(exc)}")
+            raise
+        finally:
+            watcher.close()
+            clear_stop_request(project.path)
+        stopped = stop_event.is_set()
+        writer.update(state="stopped" if stopped else "done", version=record.version, progress=1.0,
+                      stop_reason=record.metrics.get("stop_reason") or ("stopped" if stopped else None),
+                      message="done")
+        writer.log(f"saved as model version {record.version}" + (" (stopped early on request)" if stopped else ""))
+        return record
 
 
-def _train_model(project, method, settings, resume, callbacks, stop_event, progress):
+def _plain_error(exc: BaseException) -> str:
+    """What a failed training's record says: the engine's own sentence, or what kind of failure it was."""
+    if isinstance(exc, WorkbenchError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "the training was interrupted (Ctrl-C) before it finished; no model was saved"
+    if isinstance(exc, MemoryError):
+        return "the training ran out of memory; choose a smaller model size, or close other programs"
+    return f"an unexpected problem stopped the training ({type(exc).__name__}: {exc}); the project is unchanged"
+
+
+class _StopWatcher(threading.Thread):
+    """Sets the training's stop event when a stop is requested through the project (any process)."""
+
+    def __init__(self, project_path: Path, writer, stop_event: threading.Event, interval: float = 0.3):
+        super().__init__(name="workbench-stop-watcher", daemon=True)
+        self.project_path, self.writer, self.stop_event, self.interval = project_path, writer, stop_event, interval
+        self._closed = threading.Event()
+
+    def run(self) -> None:
+        from workbench.store._jobs import stop_requested
+
+        while not self._closed.wait(self.interval):
+            if not self.stop_event.is_set() and stop_requested(self.project_path, self.writer.job_id):
+                self.writer.log("stop requested: finishing the current step and keeping the best model so far")
+                self.stop_event.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.join(timeout=2.0)
+
+
+def _job_callback(writer):
+    """A training callback that keeps the project's training record up to date."""
+    from workbench.deep import Callback
+
+    class _JobRecordCallback(Callback):
+        def on_progress(self, fraction, message):
+            writer.progress(fraction, message)
+
+        def on_epoch_end(self, epoch, logs):
+            writer.epoch({**logs, "epoch": epoch})
+
+    return _JobRecordCallback()
+
+
+def _train_model(project, method, settings, resume, callbacks, stop_event, progress, version):
     parent = None
     init_from = None
     if resume:
@@ -328,7 +414,7 @@ def _train_model(project, method, settings, resume, callbacks, stop_event, progr
 
         callbacks.append(ProgressFunctionCallback(progress))
 
-    version, directory = project.new_model_dir(method)
+    _, directory = project.new_model_dir(method)  # the version was allocated when the job began
     try:
         if method == "unet":
             record_settings, metrics = _train_unet(project, samples, settings, directory, init_from,
@@ -355,6 +441,9 @@ def _train_unet(project, samples, settings, directory, init_from, callbacks, sto
     metrics = dict(result.best_metrics)
     metrics.update(seconds=round(result.seconds, 1), epochs=len(result.history), stop_reason=result.stop_reason)
     metrics["summary"] = training_summary(metrics)
+    # What the next person choosing a training time on this computer is told it buys.
+    speed.record_run(train_settings.preset, int(metrics.get("steps") or 0), result.seconds,
+                     device=train_settings.device)
     return train_settings.to_dict(), metrics
 
 
@@ -551,6 +640,79 @@ def _predict_plane(segmenter: Segmenter, plane, out, *, tile_size, overlap, tta,
                          overlap=overlap, halo=segmenter.halo, out=out, tta=tta, progress=progress)
 
 
+# Sanity checks on a result: thresholds of what is almost never a real segmentation.
+HUGE_OBJECT_FRACTION = 0.5   # one object covering more than this share of the image
+SIZE_RATIO_WARNING = 4.0     # typical object this many times larger or smaller than the painted ones
+
+
+def painted_object_areas(project: Project) -> np.ndarray:
+    """Areas in pixels of the objects painted in the project's 2-D label planes (instance mode)."""
+    from workbench.store import painted_objects
+
+    areas = []
+    for name in project.image_names:
+        labels = project.labels(name)[...]
+        for plane in (labels if labels.ndim == 3 else [labels]):
+            objects, count = painted_objects(plane)
+            if count:
+                areas.append(np.bincount(objects.ravel())[1:])
+    return np.concatenate(areas) if areas else np.zeros(0, np.int64)
+
+
+def sanity_warnings(labels, mode: str, *, painted_areas=None, class_names: Sequence[str] = ()) -> list[str]:
+    """Plain-language warnings about a result that is probably nonsense, each with its likely cause.
+
+    Instance mode: no objects, one object covering most of the image, or objects far larger or
+    smaller than the painted ones (`painted_areas`). Semantic mode: no pixel of any class but the
+    background. An empty list means nothing looks wrong (not that the result is right).
+
+    Examples
+    --------
+    >>> whole = np.ones((64, 64), np.int32)
+    >>> sanity_warnings(whole, "instance")[0][:40]
+    'one object covers 100 % of the image: th'
+    >>> sanity_warnings(np.zeros((64, 64), np.int32), "instance")[0][:24]
+    'no objects were found: t'
+    """
+    labels = np.asarray(labels)
+    warnings: list[str] = []
+    if mode != "instance":
+        if labels.size and not (labels > 0).any():
+            warnings.append("only background was found: the model may not have learned the other classes yet "
+                            "(paint more of them and train longer), or this image differs from the ones you painted")
+        return warnings
+    areas = np.bincount(labels.ravel().astype(np.int64))[1:] if labels.size else np.zeros(0, np.int64)
+    areas = areas[areas > 0]
+    if areas.size == 0:
+        warnings.append("no objects were found: the model may not have learned the objects yet (train longer, or "
+                        "paint more objects), or this image differs from the ones you painted (another stain, "
+                        "brightness or magnification)")
+        return warnings
+    largest = float(areas.max()) / labels.size
+    if largest > HUGE_OBJECT_FRACTION:
+        warnings.append(f"one object covers {100 * largest:.0f} % of the image: the model probably took the "
+                        "background for an object; this image may differ from the ones you painted (another kind of "
+                        "image, stain or magnification): paint some objects and background in it and train again")
+    painted = np.asarray(painted_areas if painted_areas is not None else [], dtype=float)
+    if painted.size:
+        ratio = float(np.median(areas)) / float(np.median(painted))
+        if ratio > SIZE_RATIO_WARNING:
+            warnings.append(f"the objects found are about {ratio:.0f} times larger than the ones you painted: "
+                            "touching objects may have been merged, or the magnification differs; paint the "
+                            "background between touching objects and train longer")
+        elif ratio < 1 / SIZE_RATIO_WARNING:
+            warnings.append(f"the objects found are about {1 / ratio:.0f} times smaller than the ones you painted: "
+                            "objects may have been split into pieces, or the magnification differs; paint whole "
+                            "objects (fill each one completely) and train longer")
+    return warnings
+
+
+def result_warnings(project: Project, labels) -> list[str]:
+    """`sanity_warnings` for a result of this project (compared with the objects painted in it)."""
+    painted = painted_object_areas(project) if project.mode == "instance" else None
+    return sanity_warnings(labels, project.mode, painted_areas=painted)
+
+
 def _summary(probabilities, labels, mode: str) -> dict:
     probs = np.asarray(probabilities)
     info = {"mean_uncertainty": float(uncertainty(probs).mean())}
@@ -690,6 +852,7 @@ def predict_project(project: Project, *, names: Iterable[str] | None = None, mod
 
 def _predict_project(project, names, model_version, tile_size, overlap, tta, device, progress, segmenter, backend):
     segmenter = segmenter or load_segmenter(project, model_version, device=device, backend=backend)
+    painted = painted_object_areas(project) if project.mode == "instance" else None
     names = list(names) if names is not None else project.image_names
     for name in names:
         _check_memory(project.image(name), segmenter.n_outputs)  # every image checked before any work
@@ -743,6 +906,7 @@ def _predict_project(project, names, model_version, tile_size, overlap, tta, dev
         if volume:
             info["objects"] = int(labels.max())
         info["model_version"] = segmenter.record.version
+        info["warnings"] = sanity_warnings(labels_out[...], project.mode, painted_areas=painted)
         summary[name] = info
     if progress:
         progress(1.0, "done")
@@ -809,6 +973,7 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
     info = {"shape": tuple(labels.shape), "model_version": segmenter.record.version}
     if project.mode == "instance":
         info["objects"] = int(labels.max())
+    info["warnings"] = result_warnings(project, labels)
     return info
 
 
@@ -869,7 +1034,9 @@ def export_prediction(project: Project, name: str, out, *, probabilities=None) -
         _check_output_suffix(Path(probabilities), dtype=np.float32)
     labels = project.prediction(name, kind)
     if labels is None:
-        raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path} {name}`")
+        raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path} {name}`",
+                             in_app=f"image {name!r} has no prediction yet; open step 4 (Review): it predicts every "
+                                    "image with the latest model")
     registry = owner_tmp(project.path) / "outside.json"
     voxel_size = project.voxel_size(name)
     write_image(out, labels, axes="ZYX" if labels.ndim == 3 else "YX", voxel_size=voxel_size, registry=registry)
@@ -923,7 +1090,9 @@ def measure_project(project: Project, out=None, *, names: Iterable[str] | None =
     for name in names:
         stored = project.prediction(name, kind)
         if stored is None:
-            raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path}` first")
+            raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path}` first",
+                                 in_app=f"image {name!r} has no prediction yet; open step 4 (Review): it predicts every "
+                                    "image with the latest model")
         source = project.image(name)
         pixel_size = project.image_info(name).pixel_size
         if stored.ndim == 3 and segments_volumes(project, name):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -78,6 +78,9 @@ class ResultFiles:
         ``results.zip`` holding all of the above.
     objects : int
         Rows of the measurements table.
+    warnings : dict of str to list of str
+        Per image, what looks wrong with its result and the likely cause (`workbench.pipeline.sanity_warnings`);
+        also in ``warnings.txt`` and the measurements' ``warning`` column.
     """
 
     folder: Path
@@ -86,6 +89,7 @@ class ResultFiles:
     measurements: Path
     zip: Path
     objects: int
+    warnings: dict = field(default_factory=dict)
 
 
 def _read_stride(shape: Sequence[int], limit: int = MAX_READ) -> int:
@@ -158,8 +162,18 @@ def stored_summary(project: Project, name: str) -> dict[str, Any] | None:
     first_plane = (0,) * (probabilities.ndim - 3)
     sampled = np.asarray(probabilities[first_plane + (slice(None), slice(None, None, stride),
                                                       slice(None, None, stride))])
-    return {"mean_uncertainty": float(pipeline.uncertainty(sampled).mean()),
+    info = {"mean_uncertainty": float(pipeline.uncertainty(sampled).mean()),
             "model_version": probabilities.attrs.get("model_version")}
+    kind = "instances" if project.mode == "instance" else "classes"
+    labels = project.prediction(name, kind)
+    if labels is not None:
+        step = _read_stride(labels.shape)
+        plane = np.asarray(labels[(0,) * (labels.ndim - 2) + (slice(None, None, step), slice(None, None, step))])
+        painted = pipeline.painted_object_areas(project) / step ** 2 if project.mode == "instance" else None
+        if project.mode == "instance":
+            info["objects"] = int(len(np.unique(plane[plane > 0])))
+        info["warnings"] = pipeline.sanity_warnings(plane, project.mode, painted_areas=painted)
+    return info
 
 
 def _overlay(project: Project, image: np.ndarray, prediction: np.ndarray) -> np.ndarray:
@@ -280,9 +294,11 @@ def segment_and_measure(project: Project, *, names: Sequence[str] = (), files: S
     (folder / "overlays").mkdir(parents=True, exist_ok=True)
     total = len(names) + len(files)
     labels_paths, overlay_paths, tables = [], [], []
+    warnings: dict[str, list[str]] = {}
     if names:
-        pipeline.predict_project(project, names=names, model_version=version, tile_size=tile_size,
-                                 progress=lambda f, m="": report(f * len(names) / total))
+        summary = pipeline.predict_project(project, names=names, model_version=version, tile_size=tile_size,
+                                           progress=lambda f, m="": report(f * len(names) / total))
+        warnings.update({name: info.get("warnings", []) for name, info in summary.items()})
         for name in names:
             labels_paths.append(pipeline.export_prediction(project, name, folder / "labels" / f"{name}_labels.tif"))
             overlay_paths.append(write_image(folder / "overlays" / f"{name}_overlay.png",
@@ -294,8 +310,9 @@ def segment_and_measure(project: Project, *, names: Sequence[str] = (), files: S
         done = len(names) + offset
         stem = image_stem(path)
         out = folder / "labels" / f"{stem}_labels.tif"
-        pipeline.predict_file(project, path, out, model_version=version, tile_size=tile_size,
-                              progress=lambda f, m="", _done=done: report((_done + f) / total))
+        info = pipeline.predict_file(project, path, out, model_version=version, tile_size=tile_size,
+                                     progress=lambda f, m="", _done=done: report((_done + f) / total))
+        warnings[stem] = info.get("warnings", [])
         labels_paths.append(out)
         source = open_image(path)
         labels = open_image(out)
@@ -310,12 +327,19 @@ def segment_and_measure(project: Project, *, names: Sequence[str] = (), files: S
         picture = _overlay(project, np.asarray(source.plane(middle)[...]), plane_labels)
         overlay_paths.append(write_image(folder / "overlays" / f"{stem}_overlay.png", picture))
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if len(table):
+        table["warning"] = [" | ".join(warnings.get(str(image), [])) for image in table["image"]]
     measurements = write_table(table, folder / "measurements.csv")
+    warnings_file = folder / "warnings.txt"
+    with atomic_write(warnings_file) as tmp:
+        lines = [f"{image}: {text}" for image, texts in warnings.items() for text in texts]
+        tmp.write_text("\n".join(lines or ["no warnings: nothing obviously wrong with these results"]) + "\n",
+                       encoding="utf-8")
     archive = folder / "results.zip"
     with atomic_write(archive) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-        for path in [*labels_paths, *overlay_paths, measurements]:
+        for path in [*labels_paths, *overlay_paths, measurements, warnings_file]:
             bundle.write(path, Path(path).relative_to(folder))
     report(1.0)
     return ResultFiles(folder=folder, labels=[Path(p) for p in labels_paths],
                        overlays=[Path(p) for p in overlay_paths], measurements=Path(measurements),
-                       zip=archive, objects=int(len(table)))
+                       zip=archive, objects=int(len(table)), warnings={k: v for k, v in warnings.items() if v})

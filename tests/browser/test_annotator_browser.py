@@ -61,7 +61,9 @@ def voila_url(tmp_path, nuclei_image):
     project.add_image(nuclei_image, name="nuclei")
     (tmp_path / "nb.ipynb").write_text(json.dumps(_notebook(project.path)))
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    # This checkout's engine and widgets first (the installed package may be another checkout's).
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "widgets"), os.environ.get("PYTHONPATH", "")])}
     voila = Path(sys.executable).parent / "voila"
     log = open(tmp_path / "voila.log", "wb")
     process = subprocess.Popen(
@@ -171,5 +173,59 @@ def test_paint_a_stroke_in_chromium_and_find_it_in_the_store(voila_url):
             page.mouse.move(box["x"] + 420, box["y"] + 260)
             page.wait_for_timeout(500)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
+
+
+def _wait_for_the_image(page) -> dict:
+    """Wait until the image layer has real pixels; return the canvas's box on the page."""
+    deadline = time.time() + 120
+    stats = None
+    while time.time() < deadline:
+        stats = page.evaluate(_CANVAS_PIXELS, [CANVAS_W, CANVAS_H])
+        if stats and stats["painted"] > 0.5 * CANVAS_W * CANVAS_H:
+            break
+        page.wait_for_timeout(500)
+    assert stats and stats["painted"] > 0.5 * CANVAS_W * CANVAS_H, f"canvas never painted: {stats}"
+    return page.locator(f"canvas[width='{CANVAS_W}'][height='{CANVAS_H}']").first.bounding_box()
+
+
+def test_a_partial_stroke_inside_a_nucleus_is_flagged(voila_url, nuclei_labels):
+    """A short scribble inside a nucleus (instance mode) shows 'this looks like part of an object'."""
+    from playwright.sync_api import sync_playwright
+    from skimage.measure import regionprops
+
+    url, project_path = voila_url
+    # The widest nucleus away from the border, by the ground truth.
+    nucleus = max((r for r in regionprops(nuclei_labels) if min(r.bbox[:2]) >= 8 and max(r.bbox[2:]) <= 504),
+                  key=lambda r: r.axis_minor_length)
+    cy, cx = nucleus.centroid
+    viewport = Viewport(CANVAS_W, CANVAS_H)
+    viewport.fit((512, 512))
+    half = nucleus.axis_minor_length / 5  # image pixels either side of the middle
+    start = viewport.image_to_canvas(cy, cx - half)
+    end = viewport.image_to_canvas(cy, cx + half)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(url, timeout=120_000)
+            box = _wait_for_the_image(page)
+            notice = page.get_by_text("this looks like part of an object")
+            assert notice.count() == 0
+            page.mouse.move(box["x"] + start[0], box["y"] + start[1])
+            page.mouse.down()
+            page.mouse.move(box["x"] + end[0], box["y"] + end[1], steps=6)
+            page.mouse.up()
+            notice.first.wait_for(timeout=60_000)
+            assert "fill it whole or it will be learned as a small object" in notice.first.inner_text()
+            labels = Project.open(project_path).read_labels("nuclei")
+            deadline = time.time() + 30
+            while not (labels == 2).any() and time.time() < deadline:
+                time.sleep(0.3)
+                labels = Project.open(project_path).read_labels("nuclei")
+            inside = labels == 2
+            assert inside.any() and (nuclei_labels[inside] == nucleus.label).all()  # the stroke is inside it
+            page.screenshot(path=str(SCREENSHOT.with_name("annotator-partial-stroke.png")), full_page=True)
         finally:
             browser.close()

@@ -2,7 +2,8 @@
 
 Voila serves ``notebooks/app.ipynb`` on a free localhost port over a temporary copy of the sample
 project; Playwright drives Debian's Chromium through the steps a first visitor takes. Screenshots
-of every step are written to ``/tmp/app_*.png`` for a person to look at.
+of every step are kept in the test's temporary folder (``screenshots/app_*.png``), which CI keeps as
+artefacts for a person to look at.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-SCREENSHOTS = Path("/tmp")
 TRAIN_SECONDS = 4
 
 # Counts canvas pixels that are drawn (alpha > 0) and how varied they are: a blank or single-colour
@@ -94,6 +94,8 @@ def test_first_visitor_paints_trains_reviews_and_downloads(app_server, tmp_path)
     from playwright.sync_api import sync_playwright
 
     url, project_path, log_path = app_server
+    SCREENSHOTS = tmp_path / "screenshots"
+    SCREENSHOTS.mkdir()
     labels_before = Project.open(project_path).read_labels(SAMPLE_NAME).copy()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

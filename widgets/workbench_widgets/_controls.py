@@ -14,10 +14,11 @@ import numpy as np
 
 from workbench.annotate import ChannelDisplay
 
-TOOLS = [("Brush (b)", "brush"), ("Eraser (e)", "eraser"), ("Fill (l)", "fill"), ("Pan (p)", "pan")]
+TOOLS = [("Brush (b)", "brush"), ("Eraser (e)", "eraser"), ("Fill outline (l)", "fill"), ("Pan (p)", "pan")]
 TOOL_TIPS = ["Paint with a round brush", "Erase back to 'not annotated'",
-             "Draw a closed outline to fill a whole object", "Drag to move (or hold space while dragging)"]
-HELP = ("<b>keys</b>: b brush · e eraser · l fill · p pan · space+drag pan · 1–9 class · "
+             "Draw around an object: everything inside the outline is painted when you let go",
+             "Drag to move (or hold space while dragging)"]
+HELP = ("<b>keys</b>: b brush · e eraser · l fill outline · p pan · space+drag pan · 1–9 class · "
         "z / y undo / redo · [ ] brush size · + / − zoom · f fit · wheel zoom")
 
 
@@ -49,6 +50,7 @@ class Controls:
     channels: w.Accordion
     stats: w.HTML
     status: w.HTML
+    notice: w.HTML
     class_buttons: list = field(default_factory=list)
     channel_rows: list = field(default_factory=list)
 
@@ -58,7 +60,7 @@ def build_controls(class_names: Sequence[str], class_colors: Sequence[str]) -> C
     controls = Controls(
         image=w.Dropdown(description="image", layout=w.Layout(width="260px")),
         tool=w.ToggleButtons(options=TOOLS, value="brush", tooltips=TOOL_TIPS,
-                             style={"button_width": "92px"}),
+                             style={"button_width": "116px"}),
         undo=w.Button(description="undo", icon="undo", tooltip="Undo (z)", layout=small),
         redo=w.Button(description="redo", icon="repeat", tooltip="Redo (y)", layout=small),
         zoom_in=w.Button(icon="search-plus", tooltip="Zoom in (+)", layout=w.Layout(width="40px")),
@@ -79,6 +81,7 @@ def build_controls(class_names: Sequence[str], class_colors: Sequence[str]) -> C
         channels=w.Accordion(),
         stats=w.HTML(),
         status=w.HTML(),
+        notice=w.HTML(),
     )
     buttons = []
     for i, (name, color) in enumerate(zip(class_names, class_colors)):
@@ -91,6 +94,14 @@ def build_controls(class_names: Sequence[str], class_colors: Sequence[str]) -> C
     controls.class_buttons = buttons
     controls.palette.children = buttons
     return controls
+
+
+def notice_html(message: str | None) -> str:
+    """A note on the last stroke, shown until the next one (empty when there is none)."""
+    if not message:
+        return ""
+    return (f"<div class='wb-stroke-notice' style='background:#fff4d6;border:1px solid #d9a400;padding:4px 8px;"
+            f"margin:2px 0;max-width:1100px'>⚠ {escape(message)}</div>")
 
 
 def mark_class(controls: Controls, value: int) -> None:

@@ -13,6 +13,7 @@ that ipycanvas's event callbacks call, so tests drive the annotator without a br
 
 from __future__ import annotations
 
+import html
 import threading
 from typing import Callable, Sequence
 
@@ -22,7 +23,7 @@ from ipycanvas import MultiCanvas, hold_canvas
 
 from workbench_widgets import _controls
 from workbench_widgets._render import PREDICTION_VIEWS, RegionPlane, label_overlay, prediction_overlay, prediction_reader
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, app_message
 from workbench.store import INSTANCE_CLASSES, OBJECT, UNLABELLED, boundary_reach
 from workbench.annotate import DEFAULT_SAVE_DELAY, Edit, LabelEditor, LabelsChanged
 from workbench.annotate import (ChannelDisplay, NearestPyramid, auto_contrast, default_channel_displays,
@@ -109,6 +110,7 @@ class Annotator:
         self._drag_from: tuple[float, float] | None = None  # canvas point where a pan drag is
         self._space_pan = False
         self._silent = False  # set while the annotator itself changes control values
+        self._notice: str | None = None
         self.widget = self._layout()
         self._wire()
         _controls.mark_class(self.controls, self._class_value)
@@ -131,7 +133,7 @@ class Annotator:
                        c.prediction_opacity, c.z, c.channels, c.stats],
                       layout=w.Layout(width="380px", padding="0 0 0 8px"))
         body = w.HBox([self.canvas, side], layout=w.Layout(align_items="flex-start"))
-        return w.VBox([toolbar, palette, body, c.status, w.HTML(f"<small>{_controls.HELP}</small>")])
+        return w.VBox([toolbar, palette, c.notice, body, c.status, w.HTML(f"<small>{_controls.HELP}</small>")])
 
     def _wire(self) -> None:
         c = self.controls
@@ -171,7 +173,7 @@ class Annotator:
         try:
             return function(*args, **kwargs)
         except WorkbenchError as exc:
-            self._set_status(f"<span style='color:#b00'>{exc}</span>")
+            self._set_status(f"<span style='color:#b00'>{html.escape(app_message(exc))}</span>")
             return None
 
     def _set_quietly(self, control, **values) -> None:
@@ -204,6 +206,8 @@ class Annotator:
         self.editor = LabelEditor(self.project, name, save_delay=self.save_delay)
         self.editor.on_edit(self._after_edit)
         self.editor.on_saved(self._after_save)
+        self._show_notice(None)
+        self._history_buttons()  # a new image: nothing to undo or redo yet
         self._prediction_planes = {}
         self.z = 0
         self.channels = default_channel_displays(self.pyramid, 0)
@@ -510,7 +514,7 @@ class Annotator:
         return self.controls.tool.value
 
     def set_tool(self, tool: str) -> None:
-        """Choose ``"brush"``, ``"eraser"``, ``"fill"`` (lasso) or ``"pan"``."""
+        """Choose ``"brush"``, ``"eraser"``, ``"fill"`` ("Fill outline": a lasso) or ``"pan"``."""
         if tool not in TOOLS:
             raise WorkbenchError(f"tool must be one of {', '.join(TOOLS)}, got {tool!r}")
         self.controls.tool.value = tool
@@ -564,22 +568,33 @@ class Annotator:
             return self.erase(points, diameter=diameter)
         if not 1 <= value <= self.project.n_classes:
             raise WorkbenchError(f"class_value must be 1..{self.project.n_classes} (or 0 to erase), got {value}")
-        return self.editor.paint(points, value, diameter or self.brush_size, self.z)
+        return self._noted(self.editor.paint(points, value, diameter or self.brush_size, self.z))
 
     def erase(self, points: Sequence[tuple[float, float]], *, diameter: float | None = None) -> Edit | None:
         """Set the pixels along a brush stroke back to "not annotated"."""
         self._require_image()
-        return self.editor.paint(points, UNLABELLED, diameter or self.brush_size, self.z)
+        return self._noted(self.editor.paint(points, UNLABELLED, diameter or self.brush_size, self.z))
 
     def fill(self, points: Sequence[tuple[float, float]], class_value: int | None = None) -> Edit | None:
-        """Fill the closed outline through image points ``(y, x)`` with `class_value`."""
+        """Fill the closed outline through image points ``(y, x)`` with `class_value` (the "Fill outline" tool).
+
+        In instance mode, a stroke that covers only part of an object shows `notice` (and returns
+        an `Edit` whose ``warning`` says so), as `paint` does.
+        """
         self._require_image()
         value = self._class_value if class_value is None else int(class_value)
-        return self.editor.fill(points, value, self.z)
+        return self._noted(self.editor.fill(points, value, self.z))
+
+    def _noted(self, edit: Edit | None) -> Edit | None:
+        """Show the engine's note on a stroke (instance mode: part of an object?) until the next one."""
+        if edit is not None:
+            self._show_notice(edit.warning)
+        return edit
 
     def undo(self) -> Edit | None:
         """Take back the last stroke (several steps are kept)."""
         self._require_image()
+        self._show_notice(None)
         return self.editor.undo()
 
     def redo(self) -> Edit | None:
@@ -607,9 +622,13 @@ class Annotator:
         elif edit.z in self._z_window:  # an undo on a neighbouring plane moves this plane's 3-D boundary
             self._z_window[edit.z].update(edit.region, self.editor.read(*edit.region, edit.z))
         self._render_layers(LABELS)
+        self._history_buttons()
+        self._update_stats(count_objects=False)
+
+    def _history_buttons(self) -> None:
+        """Undo and redo look (and are) inactive when there is nothing to take back or apply again."""
         self.controls.undo.disabled = not self.editor.can_undo
         self.controls.redo.disabled = not self.editor.can_redo
-        self._update_stats(count_objects=False)
 
     def _after_save(self, event: LabelsChanged) -> None:
         self._update_stats(count_objects=True)
@@ -779,6 +798,15 @@ class Annotator:
             self.erase(points)
         else:
             self.paint(points)
+
+    @property
+    def notice(self) -> str | None:
+        """The note on the last stroke shown above the canvas (e.g. it looks like part of an object)."""
+        return self._notice
+
+    def _show_notice(self, message: str | None) -> None:
+        self._notice = message
+        self.controls.notice.value = _controls.notice_html(message)
 
     # ------------------------------------------------------------------ stroke layer drawing
     def _stroke_color(self) -> str:

@@ -19,10 +19,10 @@ import os
 import ipywidgets as W
 
 from workbench import config
-from workbench.datasets import default_project_path, open_default_project
+from workbench.datasets import default_project_path, is_sample_project, open_default_project
 from workbench.errors import WorkbenchError
 from workbench.records import ModelRecord
-from workbench.store import Project
+from workbench.store import Project, last_project, remember_project
 
 from workbench_widgets.project_setup import ProjectSetupPanel
 from workbench_widgets.review import ReviewPanel, SegmentPanel
@@ -35,9 +35,7 @@ STEPS = ["1 · Project & images", "2 · Annotate", "3 · Train", "4 · Review", 
 PROJECT, ANNOTATE, TRAIN, REVIEW, SEGMENT = range(len(STEPS))
 
 INTRO = {
-    PROJECT: "A project holds your images, your labels and every model trained on them. You are looking at "
-             "the <b>sample project</b> (nuclei, some of them painted already) — try the steps with it, or "
-             "start your own project below.",
+    PROJECT: "A project holds your images, your labels and every model trained on them. {where}",
     ANNOTATE: "Paint a few examples of each class: choose a class, then drag over the image. You do not need to "
               "paint everything — a few objects and some background are enough to start; unpainted pixels are "
               "ignored. In instance mode the outline between touching objects is added for you.",
@@ -51,6 +49,44 @@ INTRO = {
 }
 
 
+INSTANCE_ANNOTATE = (
+    "Paint a few examples: choose a class, then drag over the image. <b>Fill each nucleus you paint, "
+    "completely; paint background between touching nuclei.</b> You do not need to paint every nucleus — a "
+    "few whole ones and some background are enough to start; unpainted pixels are ignored. But a stroke "
+    "inside a nucleus that does not cover it is learned as a small object of its own. <b>Fill outline</b> "
+    "paints everything inside the outline you draw. The outline between objects is added for you.")
+
+# Left: a nucleus filled whole, background painted between it and its touching neighbour (right);
+# far right: a scribble inside a nucleus, crossed out.
+_CONVENTION_PICTURE = (
+    '<svg width="250" height="70" viewBox="0 0 250 70" role="img" aria-label="fill each nucleus whole" '
+    'style="vertical-align:middle;margin-left:10px">'
+    '<rect x="0" y="0" width="250" height="70" fill="#222"/>'
+    '<ellipse cx="40" cy="35" rx="24" ry="20" fill="#e6550d" stroke="#ffd92f" stroke-width="2"/>'
+    '<path d="M64 10 L64 60" stroke="#9e9e9e" stroke-width="5"/>'
+    '<ellipse cx="88" cy="35" rx="22" ry="20" fill="#777"/>'
+    '<text x="48" y="68" fill="#bde5b5" font-size="10" font-family="sans-serif">whole ✓</text>'
+    '<ellipse cx="190" cy="35" rx="24" ry="20" fill="#777"/>'
+    '<path d="M180 36 Q190 28 200 36" stroke="#e6550d" stroke-width="5" fill="none"/>'
+    '<path d="M222 14 L240 32 M240 14 L222 32" stroke="#ff6b6b" stroke-width="3"/>'
+    '<text x="168" y="68" fill="#ffb3b3" font-size="10" font-family="sans-serif">part ✗</text></svg>')
+
+
+SAMPLE_INTRO = ("You are looking at the <b>sample project</b> (nuclei, some of them painted already) — try the "
+                "steps with it, or start your own project below.")
+OWN_INTRO = ("You are working on <b>{name}</b>. Add images below, open one of your recent projects, or start a "
+             "new one.")
+
+
+def _intro(index: int, project: Project) -> str:
+    if index == ANNOTATE and project.mode == "instance":
+        return INSTANCE_ANNOTATE + _CONVENTION_PICTURE
+    if index != PROJECT:
+        return INTRO[index]
+    where = SAMPLE_INTRO if is_sample_project(project) else OWN_INTRO.format(name=html.escape(project.name))
+    return INTRO[PROJECT].format(where=where)
+
+
 # Step titles are longer than ipywidgets' default tab width; the page is wide enough for them.
 _APP_CSS = ("<style>.wb-app .lm-TabBar-tab, .wb-app .p-TabBar-tab {flex: 0 1 200px !important; "
             "min-width: 170px !important;}</style>")
@@ -62,7 +98,8 @@ class WorkbenchApp:
     Parameters
     ----------
     project : Project or path-like, optional
-        The project to start on (default: `open_default_project`).
+        The project to start on (default: the project opened last, as a reloaded page expects; the
+        first time `open_default_project`, the sample).
     train_seconds : float, optional
         Preselected training time (default: ``$WORKBENCH_TRAIN_SECONDS`` or 2 minutes).
     canvas_size : (int, int)
@@ -79,6 +116,9 @@ class WorkbenchApp:
 
     def __init__(self, project: Project | str | os.PathLike | None = None, *, train_seconds: float | None = None,
                  canvas_size: tuple[int, int] = (720, 520)):
+        if project is None:
+            last = last_project()
+            project = _open_last(last) if last is not None else None
         if project is None or isinstance(project, (str, os.PathLike)):
             project = open_default_project(project)
         if not isinstance(project, Project):
@@ -108,6 +148,7 @@ class WorkbenchApp:
         from workbench_widgets.live_preview import LivePreviewController
 
         self.project = project
+        remember_project(project)
         if self.live_preview is not None:
             self.live_preview.close()
         if self.annotator is not None:
@@ -122,7 +163,7 @@ class WorkbenchApp:
         self.training.on_trained(self._model_trained)
         panels = [self.setup.widget, self.annotator.widget, self.training.widget, self.review.widget,
                   self.segment.widget]
-        self.tabs.children = [self._step(index, panel) for index, panel in enumerate(panels)]
+        self.tabs.children = [self._step(index, panel, project) for index, panel in enumerate(panels)]
         for index, title in enumerate(STEPS):
             self.tabs.set_title(index, title)
         name = project.name
@@ -154,9 +195,9 @@ class WorkbenchApp:
         self.go_to_step(TRAIN)
 
     # ------------------------------------------------------------------ machinery
-    def _step(self, index: int, panel: W.Widget) -> W.VBox:
+    def _step(self, index: int, panel: W.Widget, project: Project) -> W.VBox:
         children = [W.HTML(f'<p style="max-width:900px;color:#333;line-height:1.45;margin:6px 0 10px 0">'
-                           f'{INTRO[index]}</p>'), panel]
+                           f'{_intro(index, project)}</p>'), panel]
         if index + 1 < len(STEPS):
             next_button = W.Button(description=f"Next: {STEPS[index + 1].split('·', 1)[1].strip()}",
                                    icon="arrow-right", layout=W.Layout(width="260px", margin="12px 0 0 0"))
@@ -183,3 +224,11 @@ class WorkbenchApp:
         self.segment.refresh()
         self.review.refresh()
         self.review.predict(background=False)
+
+
+def _open_last(path) -> Project | None:
+    """The project opened last, if it still opens (else the app starts on the default project)."""
+    try:
+        return Project.open(path)
+    except WorkbenchError:
+        return None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from workbench import config
 from workbench.errors import WorkbenchError
+from workbench.store import remember_project
 
 __all__ = ["main", "app_notebook", "voila_command", "voila_environment", "free_port"]
 
@@ -44,8 +45,21 @@ def free_port(ip: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def voila_command(notebook: Path, *, port: int, ip: str = "127.0.0.1", python: str | None = None) -> list[str]:
-    """The Voila command line serving `notebook` on `ip`:`port` without opening a browser."""
+# A page that is closed or reloaded leaves its kernel (1-2 GB with torch loaded) behind: Voila's
+# shutdown-on-unload request is refused without the XSRF cookie. Culling ends kernels that have no
+# page connected and have been idle this long; a training lives on (it is the project's job).
+CULL_IDLE_SECONDS = 60
+CULL_INTERVAL_SECONDS = 15
+
+
+def voila_command(notebook: Path, *, port: int, ip: str = "127.0.0.1", python: str | None = None,
+                  cull_idle_seconds: int = CULL_IDLE_SECONDS,
+                  cull_interval_seconds: int = CULL_INTERVAL_SECONDS) -> list[str]:
+    """The Voila command line serving `notebook` on `ip`:`port` without opening a browser.
+
+    Kernels of closed pages are culled: no page connected and idle for `cull_idle_seconds`,
+    checked every `cull_interval_seconds` (``cull_connected=False``: an open page keeps its kernel).
+    """
     return [
         python or sys.executable, "-m", "voila", str(notebook),
         "--no-browser",
@@ -53,6 +67,10 @@ def voila_command(notebook: Path, *, port: int, ip: str = "127.0.0.1", python: s
         f"--Voila.ip={ip}",
         "--theme=light",
         "--show_tracebacks=False",
+        f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_seconds)}",
+        f"--MappingKernelManager.cull_interval={int(cull_interval_seconds)}",
+        "--MappingKernelManager.cull_connected=False",
+        "--MappingKernelManager.cull_busy=False",
     ]
 
 
@@ -60,7 +78,8 @@ def voila_environment(project: Path, *, train_seconds: float | None = None) -> d
     """Environment for the Voila server: the project to open, and this checkout importable by its kernels."""
     env = dict(os.environ)
     env[config.PROJECT] = str(Path(project).resolve())
-    paths = [str(CHECKOUT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    # The checkout's engine and views, before any installed copy (an editable install of another checkout).
+    paths = [str(CHECKOUT), str(CHECKOUT / "widgets")] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     if train_seconds is not None:
         env[config.TRAIN_SECONDS] = str(float(train_seconds))
@@ -100,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if fresh:
         print(f"Built the sample project in {project.path}")
+    remember_project(project)  # the app opens the project it was started on (then the one opened last)
     if shutil.which("voila") is None and subprocess.run([sys.executable, "-c", "import voila"],
                                                         capture_output=True).returncode != 0:
         print("error: Voila is not installed in this environment; run `make setup` (or pip install voila)",

@@ -26,6 +26,7 @@ Examples
 from __future__ import annotations
 
 import html
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ import ipywidgets as w
 import numpy as np
 
 from workbench.classic import LivePreview
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, app_message
 from workbench.predict import instances_from_probabilities, semantic_from_probabilities
 from workbench.store import training_targets
 
@@ -241,11 +242,13 @@ class LivePreviewController:
                     self._run(request, generation)
                 except WorkbenchError as exc:  # e.g. labels the engine cannot train on: say what to do
                     self._discard_preview(generation)
-                    self._say(generation, str(exc), error=True)
+                    self._say(generation, app_message(exc), error=True)
                 except Exception as exc:  # noqa: BLE001 - a thread has nobody to raise to
                     self.errors.append(exc)
                     self._discard_preview(generation)
-                    self._say(generation, f"preview failed: {type(exc).__name__}: {exc}", error=True)
+                    logging.getLogger(__name__).error("live preview failed", exc_info=exc)
+                    self._say(generation, "the live preview stopped because of an unexpected problem; your labels "
+                                          "are safe — paint again to retry", error=True)
         finally:
             if not finished:  # an error escaped the loop (none should): do not hang wait()
                 with self._condition:

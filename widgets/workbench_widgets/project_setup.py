@@ -25,7 +25,7 @@ from workbench import config, pipeline
 from workbench.conventions import IMAGE_SUFFIXES
 from workbench.errors import WorkbenchError
 from workbench.results import list_inputs
-from workbench.store import Project
+from workbench.store import Project, recent_projects, remember_project
 
 from workbench_widgets.training import _status_html, _user_message
 
@@ -67,7 +67,8 @@ def add_uploaded_files(project: Project, uploads: Iterable[dict]) -> list[str]:
             path = Path(folder) / file_name
             path.write_bytes(bytes(entry["content"]))
             stem = file_name.split(".")[0] if not file_name.lower().endswith(".ome.tif") else file_name[:-8]
-            added.append(project.add_image(path, name=stem))
+            # The temporary copy is gone after this: the manifest records the upload, not the copy.
+            added.append(project.add_image(path, name=stem, source_name=f"uploaded: {file_name}"))
     return added
 
 
@@ -79,8 +80,8 @@ class ProjectSetupPanel:
     project : Project, optional
         The project to show first.
     projects_dir : path-like, optional
-        Where new projects are created by default (``$WORKBENCH_PROJECTS_DIR``, else beside the
-        current project, else the current folder).
+        Where new projects are created by default (`workbench.config.projects_dir`:
+        ``$WORKBENCH_PROJECTS_DIR``, else ``~/workbench-projects``; never inside the installation).
 
     Attributes
     ----------
@@ -94,8 +95,7 @@ class ProjectSetupPanel:
         self.error: str | None = None
         self._callbacks: list[Callable[[Project], Any]] = []
         if projects_dir is None:
-            projects_dir = config.projects_dir() or (
-                project.path.parent if project is not None else Path.cwd())
+            projects_dir = config.projects_dir()
         style = {"description_width": "110px"}
         self.current = W.HTML()
         self.status = W.HTML()
@@ -103,6 +103,8 @@ class ProjectSetupPanel:
         self.open_path = W.Text(description="Folder", style=style, layout=W.Layout(width="560px"),
                                 placeholder="full path of a project folder")
         self.open_button = W.Button(description="Open", icon="folder-open")
+        self.recent = W.Dropdown(description="Recent projects", style=style, layout=W.Layout(width="560px"))
+        self.recent_button = W.Button(description="Open", icon="folder-open", tooltip="Open the chosen project")
         self.new_name = W.Text(description="Name", style=style, layout=W.Layout(width="360px"),
                                placeholder="e.g. liver-nuclei")
         self.new_folder = W.Text(value=str(projects_dir), description="Inside folder", style=style,
@@ -123,6 +125,7 @@ class ProjectSetupPanel:
         self.remove_button = W.Button(description="Remove image", icon="trash", button_style="warning")
 
         self.open_button.on_click(lambda _b: self.open(self.open_path.value))
+        self.recent_button.on_click(lambda _b: self.open(self.recent.value or ""))
         self.create_button.on_click(lambda _b: self.create(self.new_name.value, folder=self.new_folder.value,
                                                            mode=self.new_mode.value, classes=self.new_classes.value))
         self.upload.observe(self._uploaded, names="value")
@@ -150,7 +153,9 @@ class ProjectSetupPanel:
         self.sections = W.Accordion(children=[images, new, opening], selected_index=0)
         for index, title in enumerate(["Images of this project", "Start a new project", "Open another project"]):
             self.sections.set_title(index, title)
-        self.widget = W.VBox([self.current, self.status, self.sections], layout=W.Layout(padding="4px"))
+        self.recent_row = W.HBox([self.recent, self.recent_button])
+        self.widget = W.VBox([self.current, self.recent_row, self.status, self.sections],
+                             layout=W.Layout(padding="4px"))
         self.widget.add_class("wb-project")
         self._show_project()
 
@@ -271,6 +276,7 @@ class ProjectSetupPanel:
 
     def _switch(self, project: Project, message: str) -> None:
         self.project = project
+        remember_project(project)
         self.error = None
         self._set_status("success", message)
         self._show_project()
@@ -294,7 +300,17 @@ class ProjectSetupPanel:
             if len(names) != 2:
                 self.new_classes.value = "background, " + (names[1] if len(names) > 1 else "object")
 
+    def _show_recent(self) -> None:
+        """The recent projects other than the current one (newest first); the row hides when there are none."""
+        current = str(self.project.path.resolve()) if self.project is not None else None
+        entries = [e for e in recent_projects() if e["path"] != current]
+        self.recent.options = [(f"{e['name']}  —  {e['path']}", e["path"]) for e in entries]
+        self.recent.value = entries[0]["path"] if entries else None
+        self.recent_row.layout.display = "flex" if entries else "none"
+
     def _show_project(self) -> None:
+        if hasattr(self, "recent_row"):
+            self._show_recent()
         project = self.project
         if project is None:
             self.starter_row.layout.display = "none"

@@ -272,6 +272,10 @@ class ReviewPanel:
                                                                            info["class_fractions"][1:])]
             found = ", ".join(parts) + "<br>"
         version = info.get("model_version")
+        warnings = "".join(
+            f'<div class="wb-result-warning" style="color:#7a4f00;background:#fff4db;border-left:3px solid '
+            f'#7a4f00;padding:2px 5px;margin-top:3px">&#9888; {html.escape(text[0].upper() + text[1:])}.</div>'
+            for text in info.get("warnings") or [])
         return (f'<figure class="wb-figure" style="margin:0;width:{THUMBNAIL}px;font-size:12px">'
                 f'<img alt="{html.escape(name)} prediction" src="{_data_url(_png_bytes(picture), "image/png")}" '
                 f'style="width:{THUMBNAIL}px;image-rendering:pixelated;border:1px solid #ccc">'
@@ -279,7 +283,7 @@ class ReviewPanel:
                 f'{f" · model v{version}" if version is not None else ""}<br>{found}'
                 f'labelled: {100 * labelled:.1f} % of pixels<br>'
                 f'uncertainty {info["mean_uncertainty"]:.2f}: <span style="color:{color}">{html.escape(words)}'
-                f'</span></figcaption></figure>')
+                f'</span>{warnings}</figcaption></figure>')
 
     def _action(self, callback: Callable[[], Any] | None, what: str, hint: str) -> None:
         if callback is None:
@@ -409,7 +413,9 @@ class SegmentPanel:
             self.status.value = _status_html(
                 "success", f"Done: {len(self.outputs.labels)} image(s) segmented, "
                            f"{_plural(n_objects, 'object')} measured. "
-                           f"Files are in {self.outputs.folder}.")
+                           f"Files are in {self.outputs.folder}.") + "".join(
+                _status_html("warning", f"Check {name}: {text}.")
+                for name, texts in self.outputs.warnings.items() for text in texts)
             self.results.value = self._downloads_html()
         except BaseException as exc:  # noqa: BLE001 - the thread reports every failure on the page
             self._fail(_user_message(exc, "segmenting"))

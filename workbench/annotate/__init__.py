@@ -1,4 +1,5 @@
-"""What the painting annotator stands on: the image pyramid, the viewport mapping, the label editor."""
+"""What the painting annotator stands on: the image pyramid, the viewport mapping, the label editor,
+the instance-mode painting convention checked per stroke."""
 
 from workbench.annotate._pyramid import (
     Pyramid,
@@ -26,6 +27,11 @@ from workbench.annotate._painting import (
     rasterize_lasso,
     DEFAULT_SAVE_DELAY,
 )
+from workbench.annotate._convention import (
+    PART_OF_OBJECT,
+    looks_like_part_of_an_object,
+    stroke_window,
+)
 
 __all__ = [
     "Pyramid",
@@ -48,4 +54,7 @@ __all__ = [
     "rasterize_stroke",
     "rasterize_lasso",
     "DEFAULT_SAVE_DELAY",
+    "PART_OF_OBJECT",
+    "looks_like_part_of_an_object",
+    "stroke_window",
 ]

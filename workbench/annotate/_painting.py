@@ -16,6 +16,8 @@ from typing import Callable
 import numpy as np
 from skimage.draw import polygon as _polygon
 
+from workbench.annotate._convention import PART_OF_OBJECT, looks_like_part_of_an_object, stroke_window
+from workbench.conventions import OBJECT
 from workbench.errors import WorkbenchError
 from workbench.store import label_statistics, statistics_from_counts
 
@@ -117,12 +119,17 @@ def rasterize_lasso(points, shape: tuple[int, int]):
 
 @dataclass
 class Edit:
-    """One undoable change: a region of one z-plane before and after."""
+    """One undoable change: a region of one z-plane before and after.
+
+    ``warning`` is a plain-language note on the stroke for the person painting (instance mode: the
+    stroke looks like part of an object, `PART_OF_OBJECT`), or None.
+    """
 
     z: int
     region: tuple[slice, slice]
     before: np.ndarray
     after: np.ndarray
+    warning: str | None = None
 
 
 @dataclass
@@ -183,6 +190,7 @@ class LabelEditor:
         self._edit_listeners: list[Callable[[Edit], None]] = []
         self._saved_listeners: list[Callable[[LabelsChanged], None]] = []
         self.save_errors: list[BaseException] = []
+        self._image = None  # the project's image, opened on the first check of a stroke
         self.counts = self._count_all()
 
     # ------------------------------------------------------------------ reading
@@ -274,12 +282,37 @@ class LabelEditor:
     def paint(self, points, value: int, diameter: float, z: int = 0) -> Edit | None:
         """Paint a round-brush stroke through `points` ((y, x) image coordinates) with `value`."""
         region, mask = rasterize_stroke(points, diameter, self.shape)
-        return self.apply(region, mask, value, z)
+        return self._checked(self.apply(region, mask, value, z), mask)
 
     def fill(self, points, value: int, z: int = 0) -> Edit | None:
         """Fill the closed outline through `points` with `value`."""
         region, mask = rasterize_lasso(points, self.shape)
-        return self.apply(region, mask, value, z)
+        return self._checked(self.apply(region, mask, value, z), mask)
+
+    def _checked(self, edit: Edit | None, mask: np.ndarray) -> Edit | None:
+        """Instance mode: note on `edit` when its object paint stops inside an object (the convention)."""
+        if edit is None or self.project.mode != "instance" or int(edit.after[mask].max()) < OBJECT:
+            return edit
+        edit.warning = self.part_of_object_warning(edit.region, mask, edit.z)
+        return edit
+
+    def part_of_object_warning(self, region: tuple[slice, slice], mask: np.ndarray, z: int = 0) -> str | None:
+        """`PART_OF_OBJECT` when the object paint under `mask` (in `region`) covers only part of an object.
+
+        Judged on the current labels and the image around the stroke by
+        `looks_like_part_of_an_object`; None when it looks whole (or cannot be judged).
+        """
+        window = stroke_window(region, self.shape)
+        if window is None:
+            return None
+        labels = self.read(window[0], window[1], z)
+        painted = np.zeros(labels.shape, bool)
+        oy, ox = region[0].start - window[0].start, region[1].start - window[1].start
+        painted[oy:oy + mask.shape[0], ox:ox + mask.shape[1]] = mask
+        if self._image is None:
+            self._image = self.project.image(self.name)
+        pixels = np.asarray(self._image.plane(z)[:, window[0], window[1]])
+        return PART_OF_OBJECT if looks_like_part_of_an_object(labels, pixels, painted) else None
 
     def _commit(self, edit: Edit, new: np.ndarray, old: np.ndarray) -> None:
         self._put(edit.z, edit.region, new)

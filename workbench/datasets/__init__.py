@@ -22,6 +22,7 @@ from workbench.datasets._sample import (
     build_sample_project,
     default_project_path,
     open_default_project,
+    is_sample_project,
 )
 
 __all__ = [
@@ -40,4 +41,5 @@ __all__ = [
     "build_sample_project",
     "default_project_path",
     "open_default_project",
+    "is_sample_project",
 ]

@@ -14,9 +14,15 @@ from workbench.datasets._partial import simulate_partial_labels
 from workbench.store import Project
 
 __all__ = ["sample_image_path", "sample_ground_truth", "build_sample_project", "default_project_path",
-           "open_default_project"]
+           "open_default_project", "is_sample_project", "SAMPLE_PROJECT_NAME"]
 
 SAMPLE_NAME = "nuclei"
+SAMPLE_PROJECT_NAME = "Nuclei sample"
+
+
+def is_sample_project(project: Project) -> bool:
+    """Whether `project` is the bundled sample project (built by `build_sample_project`)."""
+    return project.name == SAMPLE_PROJECT_NAME and SAMPLE_NAME in project.image_names
 
 
 def sample_image_path() -> Path:
@@ -45,7 +51,7 @@ def build_sample_project(path, *, object_fraction: float = 0.2, seed: int = 0, o
         if not overwrite:
             return Project.open(path)
         shutil.rmtree(path)
-    project = Project.create(path, mode="instance", classes=["background", "nucleus"], name="Nuclei sample")
+    project = Project.create(path, mode="instance", classes=["background", "nucleus"], name=SAMPLE_PROJECT_NAME)
     name = project.add_image(sample_image_path(), name=SAMPLE_NAME)
     labels = simulate_partial_labels(sample_ground_truth(), object_fraction=object_fraction, seed=seed)
     project.write_labels(name, labels)

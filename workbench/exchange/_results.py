@@ -45,7 +45,9 @@ def export_instances(project, name: str, out: str | os.PathLike, *, z: int | Non
         raise WorkbenchError("outlines and instance label images need an instance-mode project")
     stored = project.prediction(name, "instances")
     if stored is None:
-        raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path} {name}`")
+        raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path} {name}`",
+                             in_app=f"image {name!r} has no prediction yet; open step 4 (Review): it predicts every "
+                                    "image with the latest model")
     pixel_size = project.image_info(name).pixel_size
     suffix = out.suffix.lower()
     if suffix in (".tif", ".tiff"):

@@ -22,6 +22,7 @@ from workbench.store._io import (
 )
 from workbench.store._manifest import ClassRecord, ImageRecord, Manifest, ManifestError
 from workbench.store._lock import ProjectBusyError
+from workbench.store._recent import recent_projects, remember_project, last_project
 from workbench.store._labels import (
     UNLABELLED,
     BACKGROUND,
@@ -64,6 +65,9 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "ProjectBusyError",
+    "recent_projects",
+    "remember_project",
+    "last_project",
     "UNLABELLED",
     "BACKGROUND",
     "OBJECT",

@@ -23,7 +23,7 @@ import numpy as np
 
 from workbench.conventions import PLAIN_IMAGE_SUFFIXES, TIFF_SUFFIXES
 from workbench.errors import WorkbenchError
-from workbench.store._vendor import VENDOR_SUFFIXES, open_vendor
+from workbench.store._vendor import VENDOR_SUFFIXES, open_vendor, unreadable
 
 CANONICAL_AXES = ("YX", "CYX", "ZYX", "ZCYX")
 # Non-spatial axes of at most this length without a name are taken as channels, longer ones as z.
@@ -271,7 +271,7 @@ def _open_tiff(path: Path, stack: contextlib.ExitStack):
             raw = raw["0"]
         return raw, axes, pixel_size, z_spacing, [tif, store]
     except (tifffile.TiffFileError, ValueError, KeyError, IndexError, OSError) as exc:
-        raise WorkbenchError(f"cannot read TIFF file {path}: {exc}; is it a complete TIFF file?") from exc
+        raise unreadable(path, "TIFF") from exc
 
 
 def _tiff_pixel_size(tif) -> tuple[float, float] | None:
@@ -324,7 +324,7 @@ def _open_zarr(path: Path):
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as exc:
-        raise WorkbenchError(f"cannot open Zarr store {path}: {exc}") from exc
+        raise unreadable(path, "Zarr") from exc
     if hasattr(node, "shape"):
         return node, None, None, None
     attrs = dict(node.attrs)
@@ -410,17 +410,14 @@ def open_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageSour
         try:
             raw = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
-            raise WorkbenchError(
-                f"cannot read {path} as a numpy array: {exc or type(exc).__name__}; is the file complete "
-                "(saved with numpy.save)?"
-            ) from exc
+            raise unreadable(path, "NumPy .npy") from exc
     elif lower.endswith(PLAIN_IMAGE_SUFFIXES):
         import imageio.v3 as iio
 
         try:
             raw = np.asarray(iio.imread(path))
         except Exception as exc:
-            raise WorkbenchError(f"cannot read image {path}: {exc}; is the file complete?") from exc
+            raise unreadable(path, path.suffix.lstrip(".").upper() or "image") from exc
         if raw.ndim == 3 and raw.shape[-1] == 4:
             raw = raw[..., :3]  # alpha carries no signal
         file_axes = "YXC" if raw.ndim == 3 else "YX"

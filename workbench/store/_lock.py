@@ -30,7 +30,7 @@ import filelock
 
 from workbench.errors import WorkbenchError
 
-__all__ = ["ProjectBusyError", "manifest_lock", "job_slot", "owner_tmp", "clean_dead_tmp", "OWNER"]
+__all__ = ["ProjectBusyError", "manifest_lock", "job_slot", "job_holder", "owner_tmp", "clean_dead_tmp", "OWNER"]
 
 STATE_DIR = ".workbench"
 MANIFEST_WAIT_S = 60.0
@@ -113,6 +113,17 @@ def job_slot(project_path: Path, what: str) -> Iterator[None]:
     finally:
         info.unlink(missing_ok=True)
         lock.release()
+
+
+def job_holder(project_path: Path) -> str | None:
+    """Who holds the project's job slot ("training since 12:03 in process 4711"), or None when it is free."""
+    lock = filelock.FileLock(state_dir(project_path) / "job.lock")
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        return _holder(project_path)
+    lock.release()
+    return None
 
 
 def owner_tmp(project_path: Path) -> Path:

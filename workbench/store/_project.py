@@ -107,9 +107,7 @@ def _read_manifest(path: Path) -> tuple[Manifest, bool]:
     try:
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise WorkbenchError(
-            f"{path} is not a workbench project (no {MANIFEST}); create one with `workbench new {path}`"
-        ) from exc
+        raise _not_a_project(path) from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ManifestError(f"the project manifest {manifest_path} is damaged ({exc}); restore project.json from "
                             "a backup") from exc
@@ -143,6 +141,19 @@ def _signature(path: Path) -> tuple | None:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
+
+
+def _not_a_project(path) -> WorkbenchError:
+    return WorkbenchError(
+        f"{path} is not a workbench project (no {MANIFEST}); create one with `workbench new {path}`",
+        in_app=f"{path} is not a workbench project (it has no {MANIFEST}); choose a project's folder, or create "
+               "a new project")
+
+
+def _remove_and_add_again(name: str, what: str) -> str:
+    """The app's fix for an image whose stored parts are gone: what to click."""
+    return (f"the {what} of image {name!r} are missing from the project; remove the image in step 1 "
+            "(Project & images: Remove) and add it again")
 
 class Project:
     """A segmentation project on local disk.
@@ -254,9 +265,7 @@ class Project:
         if not (path / MANIFEST).exists():
             if path.is_file():
                 raise WorkbenchError(f"{path} is a file, not a project folder; give the project's folder")
-            raise WorkbenchError(
-                f"{path} is not a workbench project (no {MANIFEST}); create one with `workbench new {path}`"
-            )
+            raise _not_a_project(path)
         manifest, migrated = _read_manifest(path)
         writable = os.access(path, os.W_OK)
         if migrated and writable:
@@ -445,8 +454,8 @@ class Project:
         except KeyError as exc:
             raise WorkbenchError(
                 f"the data of image {name!r} is missing from {self.path / STORE}; remove it "
-                f"(`workbench remove {self.path} {name}`) and add the image again"
-            ) from exc
+                f"(`workbench remove {self.path} {name}`) and add the image again",
+                in_app=_remove_and_add_again(name, "data")) from exc
 
     def _staging(self) -> Path:
         folder = owner_tmp(self.path) / uuid.uuid4().hex
@@ -455,7 +464,7 @@ class Project:
 
     def add_image(self, source, *, name: str | None = None, axes: str | None = None,
                   pixel_size: tuple[float, float] | None = None, z_spacing: float | None = None,
-                  progress: Callable[[float, str], None] | None = None) -> str:
+                  progress: Callable[[float, str], None] | None = None, source_name: str | None = None) -> str:
         """Copy an image into the project, block by block, and return its name.
 
         The copy goes into a staging folder and is moved into the project, with its manifest
@@ -474,6 +483,12 @@ class Project:
             Pixel size (y, x) in micrometres, overriding the file's metadata.
         z_spacing : float, optional
             Distance between z-planes in micrometres, overriding the file's metadata.
+        progress : callable, optional
+            ``progress(fraction, message)`` while the pixels are copied.
+        source_name : str, optional
+            Where the image came from, as the manifest records it (default: the file read). A file
+            read from a temporary copy (an upload) gives e.g. ``"uploaded: cells.tif"``, so that no
+            temporary folder is recorded as the image's source.
 
         Raises
         ------
@@ -525,7 +540,8 @@ class Project:
                 os.rename(staging / "image-group", self.path / STORE / "images" / final)
                 manifest.images.append(ImageRecord(
                     name=final, axes=src.axes, shape=tuple(int(v) for v in src.shape), dtype=str(src.dtype),
-                    channels=src.n_channels, slices=src.n_slices, source=src.source,
+                    channels=src.n_channels, slices=src.n_slices,
+                    source=str(source_name) if source_name is not None else src.source,
                     pixel_size=tuple(float(v) for v in pixel) if pixel else None, added=_now(),
                     z_spacing=float(z_spacing or src.z_spacing) if "Z" in src.axes and (z_spacing or src.z_spacing)
                     else None,
@@ -580,7 +596,8 @@ class Project:
             array = self._group(name)["image"]
         except KeyError as exc:
             raise WorkbenchError(f"the pixels of image {name!r} are missing from {self.path / STORE}; remove it "
-                                 f"(`workbench remove {self.path} {name}`) and add the image again") from exc
+                                 f"(`workbench remove {self.path} {name}`) and add the image again",
+                                 in_app=_remove_and_add_again(name, "pixels")) from exc
         return ImageSource(array, info.axes, name=name, pixel_size=info.pixel_size, source=info.source)
 
     def zarr_group(self, name: str) -> zarr.Group:
@@ -596,8 +613,8 @@ class Project:
         except KeyError as exc:
             raise WorkbenchError(
                 f"the labels of image {name!r} are missing from {self.path / STORE}; import them again "
-                f"(`workbench labels {self.path} {name} --from FILE`) or remove the image"
-            ) from exc
+                f"(`workbench labels {self.path} {name} --from FILE`) or remove the image",
+                in_app=_remove_and_add_again(name, "labels")) from exc
 
     def read_labels(self, name: str, z: int | None = None) -> np.ndarray:
         """The label layer (or one z-plane of it) as a numpy array."""
@@ -782,8 +799,9 @@ class Project:
         if not samples:
             raise WorkbenchError(
                 "nothing is annotated yet: paint some background and some objects (or import labels with "
-                "`workbench labels`) before training"
-            )
+                "`workbench labels`) before training",
+                in_app="nothing is annotated yet: paint some background and some objects in step 2 (Annotate) "
+                       "before training")
         if 0 not in seen_classes or len(seen_classes) < 2:
             painted = sorted(self.class_names[c] if self.mode == "semantic" else _labels.INSTANCE_CLASSES[c]
                              for c in seen_classes)
@@ -849,8 +867,15 @@ class Project:
     def models(self) -> list[ModelRecord]:
         return list(self._current().models)
 
-    def _next_version(self, manifest: Manifest) -> int:
+    def _next_version(self, manifest: Manifest, *, own: int | None = None) -> int:
+        """The lowest version above every recorded model, model folder and live training's reservation
+        (except `own`: the caller's reservation)."""
+        from workbench.store._jobs import live_reserved_version
+
         taken = {m.version for m in manifest.models}
+        reserved = live_reserved_version(self.path)
+        if reserved is not None and reserved != own:
+            taken.add(reserved)
         models = self.path / MODELS
         if models.is_dir():
             for folder in models.iterdir():
@@ -858,6 +883,12 @@ class Project:
                 if match:
                     taken.add(int(match.group(1)))
         return max(taken, default=0) + 1
+
+    def _version_taken(self, manifest: Manifest, version: int) -> bool:
+        """Whether `version` is recorded, or has a folder under models/ (a model saved there by hand)."""
+        models = self.path / MODELS
+        folder = models.is_dir() and any(models.glob(f"v{int(version):03d}-*"))
+        return version < 1 or any(m.version == version for m in manifest.models) or bool(folder)
 
     def new_model_dir(self, method: str) -> tuple[int, Path]:
         """The likely next model version and a fresh staging folder to save the model into.
@@ -893,7 +924,8 @@ class Project:
             models.mkdir(exist_ok=True)
             inside = directory.resolve().parent == models.resolve()
             if not inside:
-                record.version = max(record.version, self._next_version(manifest))
+                if self._version_taken(manifest, record.version):
+                    record.version = self._next_version(manifest, own=record.version)
                 final = models / f"v{record.version:03d}-{_safe_name(method)}"
                 os.rename(directory, final)
             else:  # already in models/ (a caller that saved there itself)
@@ -902,14 +934,40 @@ class Project:
             manifest.models = [m for m in manifest.models if m.version != record.version] + [record]
         return record
 
+    def begin_training_record(self, writer) -> int:
+        """Allocate the model version a training will write and publish it in the training record, in one step.
+
+        Under the manifest lock: the version is the next free one (recorded models, model folders,
+        a live training's reservation), and `writer` (a ``TrainingJobWriter``) writes the record
+        holding it before the lock is released, so no other allocation can hand it out again.
+        """
+        with self._lock, manifest_lock(self.path):
+            manifest, _ = _read_manifest(self.path)
+            version = self._next_version(manifest)
+            writer.update(version=version)
+        return version
+
+    def training_job(self) -> dict | None:
+        """The record of the project's current or last training (`workbench.store._jobs`), or None."""
+        from workbench.store._jobs import read_training_job
+
+        return read_training_job(self.path)
+
+    def request_training_stop(self) -> bool:
+        """Ask the project's running training (in any process) to stop; False when none runs."""
+        from workbench.store._jobs import request_training_stop
+
+        return request_training_stop(self.path)
+
     def model_record(self, version: int | None = None, *, method: str | None = None) -> ModelRecord:
         """A model version's record (the latest, or the latest of one method, by default)."""
         candidates = [m for m in self.models if method is None or m.method == method]
         if not candidates:
             raise WorkbenchError(
                 f"project {self.path} has no {method + ' ' if method else ''}model yet; train one first "
-                f"(`workbench train {self.path}`)"
-            )
+                f"(`workbench train {self.path}`)",
+                in_app=f"this project has no {method + ' ' if method else ''}model yet; train one first in step "
+                       "3 (Train)")
         if version is None:
             return max(candidates, key=lambda m: m.version)
         for m in candidates:

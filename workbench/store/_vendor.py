@@ -123,7 +123,7 @@ def _open_czi(path: Path) -> VendorImage:
     try:
         reader = pyczi.CziReader(str(path))
     except Exception as exc:  # libCZI raises plain RuntimeErrors for damaged files
-        raise WorkbenchError(f"cannot read CZI file {path}: {_one_line(exc)}; is it a complete .czi file?") from exc
+        raise unreadable(path, "ZEISS .czi") from exc
     array = CziArray(reader)
     pixel_size, names = _czi_metadata(reader.raw_metadata)
     if names is not None and len(names) != array.shape[1]:
@@ -137,7 +137,7 @@ def _open_nd2(path: Path) -> VendorImage:
     try:
         handle = nd2.ND2File(str(path))
     except Exception as exc:  # nd2 raises several types for damaged files
-        raise WorkbenchError(f"cannot read ND2 file {path}: {_one_line(exc)}; is it a complete .nd2 file?") from exc
+        raise unreadable(path, "Nikon .nd2") from exc
     axes = "".join(handle.sizes)
     array = handle.to_dask()
     voxel = handle.voxel_size()
@@ -157,7 +157,7 @@ def _open_lif(path: Path) -> VendorImage:
         image = handle.images[0]
         array = image.asarray(out="memmap")  # uncompressed in the file: mapped, not read
     except Exception as exc:  # liffile raises several types for damaged files
-        raise WorkbenchError(f"cannot read LIF file {path}: {_one_line(exc)}; is it a complete .lif file?") from exc
+        raise unreadable(path, "Leica .lif") from exc
     axes = "".join(image.dims)
     pixel_size = None
     coords = image.coords
@@ -185,6 +185,13 @@ def open_vendor(path: str | Path) -> VendorImage:
     return opener(path)
 
 
-def _one_line(exc: Exception) -> str:
-    """Readers' messages can span lines; the command line prints one."""
-    return " ".join(str(exc).split())
+def unreadable(path, kind: str) -> WorkbenchError:
+    """The error for a file that does not read as an image of `kind` ("TIFF", ".czi"...), in plain words.
+
+    The reader's own words (e.g. "not a TIFF file: header=b'this'") stay on the error's cause, for a
+    log, not in the message.
+    """
+    return WorkbenchError(
+        f"{Path(path).name} is not an image the workbench can read (it is not a complete {kind} file); check "
+        "that it was copied or uploaded completely, or save the image again from the program that made it"
+    )
