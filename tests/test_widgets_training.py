@@ -178,6 +178,9 @@ def test_training_times_say_what_they_buy_on_this_computer(sample_project):
     panel = TrainingPanel(sample_project, seconds=120)
     panel.measure_speed(wait=True)
     assert panel.speed.source == "run" and panel.speed.steps_per_second == pytest.approx(9.0)
+    assert panel.start_from.value == "starter"  # an instance project starts from the shipped starter
+    assert 30.0 in [v for _, v in panel.duration.options]
+    panel.start_from.value = "scratch"
     labels = dict((v, k) for k, v in panel.duration.options)
     assert 30.0 not in labels
     assert labels[120.0] == "2 minutes — about 1,080 training steps on this computer"

@@ -121,7 +121,7 @@ def default_start(project: Project, method: str = "unet") -> str:
     """The training start a person gets unless they choose: the last model of `method` when there is
     one, else the starter for instance projects it fits, else scratch (see `TrainingChoices.start`)."""
     check_method(method)
-    if any(m["method"] == method for m in project.models):
+    if any(m.method == method for m in project.models):
         return "last"
     if method == "unet" and starter_reason(project) is None:
         return "starter"

@@ -41,10 +41,11 @@ __all__ = ["Speed", "MIN_STEPS", "ASSUMED_STEPS_PER_SECOND", "assumed_speed", "t
 
 SPEED_FILE = "training-speed.json"
 
-MIN_STEPS = {"scratch": 300, "pretrained": 100, "last": 0}
+MIN_STEPS = {"scratch": 300, "pretrained": 100, "starter": 100, "last": 0}
 """Optimiser steps a training needs to give a usable model, by where it starts: from scratch the
 U-Net needs about 300 (measured on the sample project: fewer give one blob or '1 object found');
-pretrained weights start from useful features; continuing the last model can add any amount."""
+pretrained weights (ImageNet encoder, or the whole U-Net from the shipped starter) start from
+useful features; continuing the last model can add any amount."""
 
 ASSUMED_STEPS_PER_SECOND = {"fast": 9.0, "small": 4.5, "mobilenet_v2": 2.0}
 """Steps per second assumed before anything was measured here: an idle 2-core laptop CPU (about
