@@ -279,7 +279,7 @@ class _CodeModel(torch.nn.Module):
     """
 
     #: background; interior; the contact between two touching nuclei (a faint boundary); the outer edge.
-    PROBABILITIES = np.array([[0.96, 0.02, 0.02], [0.02, 0.96, 0.02], [0.05, 0.75, 0.20], [0.30, 0.20, 0.50]],
+    PROBABILITIES = np.array([[0.96, 0.02, 0.02], [0.02, 0.96, 0.02], [0.05, 0.73, 0.22], [0.30, 0.20, 0.50]],
                              np.float32)
 
     def __init__(self, codes):
@@ -318,7 +318,7 @@ def test_calibration_chooses_thresholds_that_split_touching_nuclei(nuclei_labels
 
     assert calibration.objects == len(held) >= 20
     assert calibration.options in THRESHOLD_CANDIDATES
-    assert calibration.options["boundary_threshold"] < 0.2  # below the faint contact: the seeds separate
+    assert calibration.options["boundary_threshold"] < 0.22  # below the faint contact: the seeds separate
     assert calibration.score > calibration.default_score + 0.02
 
 

@@ -36,11 +36,11 @@ _FOUR_CONNECTED = ndi.generate_binary_structure(2, 1)
 #: Post-processing thresholds a model may choose on its held-out objects; the first is the default.
 THRESHOLD_CANDIDATES: tuple[dict[str, float], ...] = tuple(
     {"boundary_threshold": boundary, "foreground_threshold": foreground}
-    for boundary, foreground in [(0.3, 0.5)] + [(b, f) for b in (0.1, 0.15, 0.2, 0.3) for f in (0.5, 0.6, 0.7)
+    for boundary, foreground in [(0.3, 0.5)] + [(b, f) for b in (0.1, 0.15, 0.2, 0.25, 0.3) for f in (0.5, 0.6, 0.7)
                                                 if (b, f) != (0.3, 0.5)]
 )
-#: Another pair of thresholds must beat the defaults' held-out object IoU by this much to be chosen.
-CALIBRATION_MARGIN = 0.002
+#: Candidates whose held-out object IoU is within this of the best count as equally good.
+CALIBRATION_TOLERANCE = 0.002
 
 
 @dataclass(frozen=True)
@@ -252,8 +252,8 @@ def calibrate_instances(model, samples, held: Sequence[HeldOut], normalizer, str
     fixed pair of thresholds serves some models and not others. Each candidate of
     `THRESHOLD_CANDIDATES` is scored like `validate` scores the model (mean IoU of each held-out
     object with its best-matching instance, the neighbourhood included so merges and splits
-    count); the best wins, and the defaults keep their place unless another pair is better by
-    more than `CALIBRATION_MARGIN`. With `tta` (the default, as the product predicts a U-Net) the
+    count); of the pairs within `CALIBRATION_TOLERANCE` of the best, the middle one (sorted by
+    boundary, then foreground threshold) wins. With `tta` (the default, as the product predicts a U-Net) the
     held-out windows are predicted averaged over the eight symmetries of the square.
 
     Returns
@@ -272,9 +272,13 @@ def calibrate_instances(model, samples, held: Sequence[HeldOut], normalizer, str
         scores[tuple(sorted(options.items()))] = float(np.mean(
             [_best_match_iou(probabilities, truth, min_size, options) for probabilities, truth in windows]))
     default_key = tuple(sorted(THRESHOLD_CANDIDATES[0].items()))
-    best_key = max(scores, key=lambda key: (scores[key], key == default_key))
-    if scores[best_key] <= scores[default_key] + CALIBRATION_MARGIN:
-        best_key = default_key
+    best = max(scores.values())
+    # Isolated held-out objects cannot tell thresholds that only matter between touching nuclei
+    # apart, so several often tie: take the middle of the tied range, not its edge (measured: on
+    # the nuclei half split boundary thresholds of 0.1 and 0.3 both merge nuclei that 0.15-0.2 keep
+    # apart, while the held-out objects scored all four the same).
+    tied = sorted(key for key, score in scores.items() if score >= best - CALIBRATION_TOLERANCE)
+    best_key = tied[len(tied) // 2]
     return InstanceCalibration(options=dict(best_key), score=scores[best_key], default_score=scores[default_key],
                                objects=len(windows))
 
