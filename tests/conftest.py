@@ -61,22 +61,6 @@ def trained_small_project(tmp_path_factory, nuclei_image, nuclei_labels):
     return folder
 
 
-def copy_project(source: Path, target: Path) -> Path:
-    """A copy of a project folder (without its lock and staging state) to change in a test."""
-    import shutil
-
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".workbench"))
-    return target
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    """Every file under `folder` (except the lock folder) with a hash of its bytes: "unchanged" means equal digests."""
-    import hashlib
-
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file() and ".workbench" not in p.relative_to(folder).parts}
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _user_folders(tmp_path_factory):
     """Tests never read or write the user's own workbench folders (recent projects, new projects)."""

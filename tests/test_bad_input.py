@@ -11,7 +11,7 @@ import pytest
 import tifffile
 import zarr
 
-from conftest import copy_project, tree_digest
+from project_copies import copy_project, tree_digest
 from workbench.cli import main
 from workbench.store import Project
 

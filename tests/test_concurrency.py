@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import copy_project
+from project_copies import copy_project
 from workbench.store import Project, ProjectBusyError
 
 REPO_ROOT = str(Path(__file__).resolve().parents[1])

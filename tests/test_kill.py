@@ -14,7 +14,7 @@ import pytest
 import tifffile
 import zarr
 
-from conftest import copy_project
+from project_copies import copy_project
 from workbench.cli import main
 from workbench.store import Project, labels_from_instances
 from workbench.store._lock import OWNER

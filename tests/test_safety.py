@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import copy_project, tree_digest
+from project_copies import copy_project, tree_digest
 from workbench.classic import ForestModel
 from workbench.cli import main
 from workbench.errors import WorkbenchError

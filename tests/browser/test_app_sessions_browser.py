@@ -12,7 +12,7 @@ from workbench.datasets import build_sample_project
 from workbench.store import Project
 from workbench.store._lock import job_holder
 
-from conftest import open_app, wait_for
+from voila_app import browser, open_app, start_app, wait_for  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

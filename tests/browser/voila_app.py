@@ -1,16 +1,22 @@
-"""What the app's browser tests share: Voila on the app notebook over a project, Chromium, waiting."""
+"""What the app's browser tests share: Voila on the app notebook over a project, Chromium, waiting.
+
+A plain module, not a conftest.py: a second conftest.py beside tests/conftest.py breaks the collection of
+both under --doctest-modules (two modules named `conftest`). Test files import the fixtures from here.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
+
+import urllib.request
 
 import psutil
 import pytest
 
 from workbench_widgets.launch import app_notebook, free_port, voila_command, voila_environment
+
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
