@@ -898,6 +898,8 @@ def _predict_project(project, names, model_version, tile_size, overlap, tta, dev
             labels = postprocess(_ClassesFirst(probs), project.mode, spacing=project.voxel_size(name),
                                  **volume_options)
             labels_out[...] = labels
+        # Checked while the staged layer is still where `labels_out` points: completing moves it.
+        warnings = sanity_warnings(labels_out[...], project.mode, painted_areas=painted)
         project.mark_prediction_complete(name)
         info = plane_summaries[0] if len(plane_summaries) == 1 else {
             "mean_uncertainty": float(np.mean([s["mean_uncertainty"] for s in plane_summaries])),
@@ -906,7 +908,7 @@ def _predict_project(project, names, model_version, tile_size, overlap, tta, dev
         if volume:
             info["objects"] = int(labels.max())
         info["model_version"] = segmenter.record.version
-        info["warnings"] = sanity_warnings(labels_out[...], project.mode, painted_areas=painted)
+        info["warnings"] = warnings
         summary[name] = info
     if progress:
         progress(1.0, "done")
