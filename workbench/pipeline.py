@@ -647,16 +647,7 @@ SIZE_RATIO_WARNING = 4.0     # typical object this many times larger or smaller 
 
 def painted_object_areas(project: Project) -> np.ndarray:
     """Areas in pixels of the objects painted in the project's 2-D label planes (instance mode)."""
-    from workbench.store import painted_objects
-
-    areas = []
-    for name in project.image_names:
-        labels = project.labels(name)[...]
-        for plane in (labels if labels.ndim == 3 else [labels]):
-            objects, count = painted_objects(plane)
-            if count:
-                areas.append(np.bincount(objects.ravel())[1:])
-    return np.concatenate(areas) if areas else np.zeros(0, np.int64)
+    return project.painted_object_areas()
 
 
 def sanity_warnings(labels, mode: str, *, painted_areas=None, class_names: Sequence[str] = ()) -> list[str]:

@@ -373,8 +373,15 @@ class Project:
             return int(setting)
         if self.mode != "instance":
             return _labels.DEFAULT_BOUNDARY_WIDTH  # unused: semantic targets have no boundary class
+        return _labels.auto_boundary_width(self.painted_object_areas())
+
+    def painted_object_areas(self) -> np.ndarray:
+        """Pixel areas of the objects painted (label value 2) in every image, plane by plane.
+
+        Kept per image until its labels change, so asking again (every redraw) reads nothing.
+        """
         areas = [self._painted_areas(name) for name in self.image_names]
-        return _labels.auto_boundary_width(np.concatenate(areas) if areas else [])
+        return np.concatenate(areas) if areas else np.zeros(0, np.int64)
 
     @property
     def boundary_width_setting(self) -> int | str:
