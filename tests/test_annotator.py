@@ -178,6 +178,27 @@ def test_instance_mode_shows_derived_boundaries(annotator, nuclei_project):
     assert not annotator.frames["labels"][..., 3].any()
 
 
+def test_shown_boundary_follows_the_painted_objects_size(annotator, nuclei_project):
+    """A small painted nucleus gets a 1-px outline and keeps its interior on screen; a large one 3 px."""
+    annotator.set_view((100.0, 100.0), 4.0)
+    annotator.opacity = 0.5
+    annotator.paint([(100, 100)], class_value=2, diameter=11)
+    assert nuclei_project.boundary_width == 1
+    frame = annotator.frames["labels"]
+    left = int(np.flatnonzero(stored(nuclei_project)[100] == 2)[0])
+    colours = [tuple(frame[int(y), int(x), :3]) for x, y in
+               (annotator.viewport.image_to_canvas(left + i + 0.5, 100.5) for i in range(3))]
+    assert colours[0] == BOUNDARY_COLOR and colours[1] == colours[2] == hex_to_rgb(nuclei_project.class_colors[1])
+    annotator.paint([(300, 300)], class_value=2, diameter=45)
+    annotator.paint([(300, 400)], class_value=2, diameter=45)
+    assert nuclei_project.boundary_width == 4  # median of 11, 45, 45 px discs: 45 / 12 rounds to 4
+    annotator.set_view((100.0, 100.0), 4.0)
+    frame = annotator.frames["labels"]
+    colours = [tuple(frame[int(y), int(x), :3]) for x, y in
+               (annotator.viewport.image_to_canvas(left + i + 0.5, 100.5) for i in range(3))]
+    assert colours == [BOUNDARY_COLOR] * 3
+
+
 def test_prediction_overlays_toggle(annotator, nuclei_project, nuclei_labels):
     assert annotator.controls.prediction.options == (("none", "none"),)
     probs = nuclei_project.create_prediction("nuclei", "probabilities", (3, 512, 512), np.float32)

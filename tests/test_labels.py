@@ -84,3 +84,50 @@ def test_validate_and_statistics(nuclei_labels):
     stats = label_statistics(labels, ["background", "nucleus"], "instance")
     assert stats["pixels"]["nucleus"] == (labels == 2).sum()
     assert stats["annotated_fraction"] == 1.0 and stats["objects"] >= 125
+
+
+# ---------------------------------------------------------------- the boundary width follows object size
+
+def test_auto_boundary_width_is_two_for_the_dsb_nuclei_and_one_at_half_size(nuclei_labels):
+    """The DSB nuclei (median area 440 px) keep the 2-px boundary; the same nuclei at half size get 1 px."""
+    from workbench.store import auto_boundary_width, painted_object_areas
+
+    full = painted_object_areas(labels_from_instances(nuclei_labels))
+    assert np.median(full) == 440 and auto_boundary_width(full) == 2
+    half = labels_from_instances(nuclei_labels[::2, ::2])
+    assert auto_boundary_width(painted_object_areas(half)) == 1
+    assert auto_boundary_width([]) == 2 and auto_boundary_width([60 ** 2]) == 4  # nothing painted; huge cells
+
+
+def test_new_projects_derive_the_width_from_painted_objects_and_old_ones_keep_theirs(
+        tmp_path, nuclei_image, nuclei_labels):
+    import json
+
+    from workbench.store import Project
+
+    project = Project.create(tmp_path / "p", mode="instance", classes=["background", "nucleus"])
+    assert project.boundary_width_setting == "auto" and project.boundary_width == 2  # nothing painted yet
+    small_image, small_nuclei = nuclei_image[::2, ::2], nuclei_labels[::2, ::2]
+    project.add_image(small_image, name="small")
+    project.import_labels("small", small_nuclei, instances=True)
+    assert project.boundary_width == 1
+    # The targets training learns from keep an interior in (nearly) every small nucleus.
+    (_plane, targets, _tag), = project.training_samples()
+    interior = [np.any(targets[small_nuclei == i] == 1) for i in np.unique(small_nuclei)[1:]]
+    assert np.mean(interior) > 0.95, np.mean(interior)
+    two_px = training_targets(project.read_labels("small"), "instance", 2)
+    assert np.mean([np.any(two_px[small_nuclei == i] == 1) for i in np.unique(small_nuclei)[1:]]) < np.mean(interior)
+    # The full-size nuclei instead: back to 2 px.
+    project.remove_image("small")
+    project.add_image(nuclei_image, name="full")
+    project.import_labels("full", nuclei_labels, instances=True)
+    assert Project.open(project.path).boundary_width == 2 and project.boundary_width == 2
+    # A number set by the project (or kept by an older project) is used as it is.
+    project.set_boundary_width(3)
+    assert Project.open(project.path).boundary_width == 3
+    manifest = json.loads((project.path / "project.json").read_text())
+    assert manifest["boundary_width"] == 3
+    project.set_boundary_width("auto")
+    assert project.boundary_width == 2
+    with pytest.raises(WorkbenchError, match="whole number of pixels"):
+        project.set_boundary_width("wide")

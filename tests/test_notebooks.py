@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -131,3 +132,46 @@ def test_launch_builds_the_sample_project_and_serves_the_app(notebook_env, tmp_p
         process.terminate()
         process.wait(timeout=30)
     assert process.returncode is not None
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_launcher_and_voila_cleanly(notebook_env, tmp_path):
+    """Ctrl-C in the terminal (SIGINT to the launcher's whole process group) ends the launcher,
+    Voila and the page's kernel within seconds, exit code 0, no traceback."""
+    import psutil
+
+    from workbench_widgets.launch import free_port
+
+    port = free_port()
+    env = dict(notebook_env, WORKBENCH_HOME=str(tmp_path / "home"),
+               PYTHONPATH=os.pathsep.join([str(CHECKOUT), str(CHECKOUT / "widgets"), notebook_env["PYTHONPATH"]]))
+    # A session of its own, as a terminal gives the command it runs: the group is what Ctrl-C reaches.
+    process = subprocess.Popen([sys.executable, "-m", "workbench_widgets.launch", "--project", str(tmp_path / "proj"),
+                                "--port", str(port)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        page = None
+        while page is None and time.monotonic() < deadline and process.poll() is None:
+            try:  # the page: Voila starts a kernel for it
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=60) as response:
+                    page = response.read().decode()
+            except OSError:
+                time.sleep(0.5)
+        assert page is not None, "the app was not served"
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert any("voila" in " ".join(c.cmdline()) for c in children)
+        started = time.monotonic()
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert process.returncode == 0, output[-3000:]
+    assert took < 15, f"stopping took {took:.1f} s"
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
+    assert "The workbench has stopped." in output
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"left running: {[' '.join(p.cmdline())[:100] for p in alive]}"

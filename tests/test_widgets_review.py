@@ -290,3 +290,58 @@ def test_a_whole_image_object_warns_in_review_and_in_the_export(trained_project,
         tiny[10 + 12 * i % 500, 10 + (i * 37) % 500] = i + 1
     assert "times smaller than the ones you painted" in " ".join(pipeline.result_warnings(project, tiny))
     assert pipeline.result_warnings(project, np.zeros((64, 64), np.int32))[0].startswith("no objects were found")
+
+
+def test_review_and_segment_count_the_same_objects_and_pictures_enlarge(trained_project, tmp_path):
+    """Same model, same image: Review's gallery and Segment's summary give one count (Segment used to
+    predict with 512-px tiles and Review with the model's own, and found a different number)."""
+    project = _copy(trained_project, tmp_path)
+    review = ReviewPanel(project, regions=2)
+    assert review.predict(background=False) and review.error is None, review.error
+    found = int(re.search(r"(\d+) objects? found", review.gallery.value).group(1))
+    assert found > 20
+    # The warnings are checked on the result itself (they were read after it moved: "no objects were found").
+    assert not any(text.startswith("no objects") for text in review.summary[SAMPLE_NAME]["warnings"])
+
+    segment = SegmentPanel(project, output_dir=tmp_path / "results")
+    assert segment.tile_size.value is None  # the model's own tile size, as Review predicts
+    assert segment.run(background=False) and segment.error is None, segment.error
+    table = pd.read_csv(segment.outputs.measurements)
+    assert segment.outputs.counts == {SAMPLE_NAME: found} == {SAMPLE_NAME: int((table["image"] == SAMPLE_NAME).sum())}
+    assert f"{SAMPLE_NAME}: {found}" in segment.status.value
+    review.refresh()  # an earlier session's result, read back: still the same count
+    assert f"{found} objects found" in review.gallery.value
+
+    # A thumbnail opens at full size in the Review view, and closes again.
+    assert review.full_view.layout.display == "none"
+    (button,) = review.enlarge_buttons.children
+    button.click()
+    assert review.full_view.layout.display == "flex" and review.shown_full_size == SAMPLE_NAME
+    assert iio.imread(bytes(review.full_image.value)).shape == (512, 512, 3)  # the thumbnail is 256 px
+    review.close_full_button.click()
+    assert review.full_view.layout.display == "none" and review.shown_full_size is None
+
+
+def test_unsure_regions_are_hatched_black_and_white_visible_on_every_object_colour(trained_project, tmp_path):
+    """The 'unsure' mark is not a colour (object colours use every hue): stripes of light and dark."""
+    from matplotlib.colors import hsv_to_rgb
+
+    from workbench.results import hatch_unsure, region_picture
+
+    hues = (hsv_to_rgb(np.stack([np.linspace(0, 1, 64, endpoint=False), np.ones(64), np.ones(64)], -1)) * 255)
+    picture = np.repeat(hues[None], 16, axis=0).astype(np.uint8)  # every hue an object may be drawn in
+    marked = hatch_unsure(picture, np.ones(picture.shape[:2])).astype(float)
+    luminance = marked @ [0.299, 0.587, 0.114]
+    light, dark = luminance[0, :], luminance[4, :]  # rows in neighbouring stripes (period 8)
+    assert np.all(np.abs(light - dark) > 100), "the stripes stand out on every hue"
+    assert np.array_equal(hatch_unsure(picture, np.zeros(picture.shape[:2])), picture), "sure pixels are untouched"
+
+    project = _copy(trained_project, tmp_path)
+    from workbench import pipeline
+
+    pipeline.predict_project(project)
+    region = least_certain_regions(project, count=1)[0]
+    shown = region_picture(project, region, side=224).astype(int)
+    # Where the model is most unsure, neighbouring stripes differ in brightness (light over dark).
+    gray = shown.mean(axis=2)
+    assert (np.abs(gray[:, :-4] - gray[:, 4:]) > 60).mean() > 0.02

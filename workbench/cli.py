@@ -32,6 +32,18 @@ def _classes(text: str) -> list[str]:
     return names
 
 
+def _boundary_width(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        width = int(text)
+    except ValueError:
+        width = 0
+    if width < 1:
+        raise argparse.ArgumentTypeError(f"give a whole number of pixels (at least 1) or 'auto'; got {text!r}")
+    return width
+
+
 def _weights(text: str) -> str:
     # "none" stays a string so that "not given" (the preset's default) differs from "no weights".
     return "none" if text.lower() == "none" else text
@@ -86,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="semantic: one class per pixel; instance: separate touching objects (default: semantic)")
     p.add_argument("--classes", type=_classes, default=["background", "foreground"],
                    help="comma-separated class names, background first (default: background,foreground)")
-    p.add_argument("--boundary-width", type=int, default=2,
-                   help="width in pixels of the automatic boundary class in instance mode (default: 2)")
+    p.add_argument("--boundary-width", type=_boundary_width, default="auto",
+                   help="width in pixels of the automatic boundary class in instance mode, or 'auto': "
+                        "from the size of the painted objects, 1 to 4 px (default: auto)")
     p.add_argument("--boundaries", choices=["3d", "per-plane"], default="3d",
                    help="z-stacks: objects as volumes with boundaries derived in 3-D (default), or each "
                         "plane on its own (for stacks of separate sections)")
@@ -419,7 +432,8 @@ def _cmd_info(args) -> None:
 
     project = Project.open(args.dir)
     print(f"project {project.path} ({project.mode}; classes {', '.join(project.class_names)}; "
-          f"boundary width {project.boundary_width}; z-stacks: boundaries {project.boundaries})")
+          f"boundary width {project.boundary_width}"
+          f"{' (auto)' if project.boundary_width_setting == 'auto' else ''}; z-stacks: boundaries {project.boundaries})")
     for name in project.image_names:
         info = project.image_info(name)
         stats = project.label_stats(name, objects=False)  # from the chunks on disk: no whole image in memory

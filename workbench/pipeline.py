@@ -647,16 +647,7 @@ SIZE_RATIO_WARNING = 4.0     # typical object this many times larger or smaller 
 
 def painted_object_areas(project: Project) -> np.ndarray:
     """Areas in pixels of the objects painted in the project's 2-D label planes (instance mode)."""
-    from workbench.store import painted_objects
-
-    areas = []
-    for name in project.image_names:
-        labels = project.labels(name)[...]
-        for plane in (labels if labels.ndim == 3 else [labels]):
-            objects, count = painted_objects(plane)
-            if count:
-                areas.append(np.bincount(objects.ravel())[1:])
-    return np.concatenate(areas) if areas else np.zeros(0, np.int64)
+    return project.painted_object_areas()
 
 
 def sanity_warnings(labels, mode: str, *, painted_areas=None, class_names: Sequence[str] = ()) -> list[str]:
@@ -898,6 +889,8 @@ def _predict_project(project, names, model_version, tile_size, overlap, tta, dev
             labels = postprocess(_ClassesFirst(probs), project.mode, spacing=project.voxel_size(name),
                                  **volume_options)
             labels_out[...] = labels
+        # Checked while the staged layer is still where `labels_out` points: completing moves it.
+        warnings = sanity_warnings(labels_out[...], project.mode, painted_areas=painted)
         project.mark_prediction_complete(name)
         info = plane_summaries[0] if len(plane_summaries) == 1 else {
             "mean_uncertainty": float(np.mean([s["mean_uncertainty"] for s in plane_summaries])),
@@ -906,7 +899,7 @@ def _predict_project(project, names, model_version, tile_size, overlap, tta, dev
         if volume:
             info["objects"] = int(labels.max())
         info["model_version"] = segmenter.record.version
-        info["warnings"] = sanity_warnings(labels_out[...], project.mode, painted_areas=painted)
+        info["warnings"] = warnings
         summary[name] = info
     if progress:
         progress(1.0, "done")

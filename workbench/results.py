@@ -5,7 +5,9 @@ images were predicted with `workbench.pipeline.predict_project` (or are predicte
 
 - `least_certain_regions`: the squares most worth painting next (active learning).
 - `stored_summary`: how sure the model is over an image predicted earlier.
-- `prediction_picture`, `region_picture`: RGB pictures of a prediction and of one region.
+- `prediction_picture`, `region_picture`: RGB pictures of a prediction and of one region, where
+  the model is unsure hatched black and white (`hatch_unsure`): no object colour hides it.
+- `count_objects`: the objects of a stored result, the one count Review and Segment both show.
 - `segment_and_measure`: labels, overlays, measurements and a zip for project images and files.
 - `list_inputs`: the images of a folder, a file or a Zarr given by a person.
 """
@@ -28,7 +30,7 @@ from workbench.validate import whole_number
 
 __all__ = [
     "UncertainRegion", "ResultFiles", "least_certain_regions", "stored_summary", "prediction_picture",
-    "region_picture", "segment_and_measure", "list_inputs", "MAX_READ",
+    "region_picture", "hatch_unsure", "count_objects", "segment_and_measure", "list_inputs", "MAX_READ",
 ]
 
 MAX_READ = 1024       # uncertainty is computed on at most this many pixels a side
@@ -78,6 +80,8 @@ class ResultFiles:
         ``results.zip`` holding all of the above.
     objects : int
         Rows of the measurements table.
+    counts : dict of str to int
+        Objects (or regions) per image, as in the table and as Review shows them (`count_objects`).
     warnings : dict of str to list of str
         Per image, what looks wrong with its result and the likely cause (`workbench.pipeline.sanity_warnings`);
         also in ``warnings.txt`` and the measurements' ``warning`` column.
@@ -89,6 +93,7 @@ class ResultFiles:
     measurements: Path
     zip: Path
     objects: int
+    counts: dict[str, int] = field(default_factory=dict)
     warnings: dict = field(default_factory=dict)
 
 
@@ -171,7 +176,7 @@ def stored_summary(project: Project, name: str) -> dict[str, Any] | None:
         plane = np.asarray(labels[(0,) * (labels.ndim - 2) + (slice(None, None, step), slice(None, None, step))])
         painted = pipeline.painted_object_areas(project) / step ** 2 if project.mode == "instance" else None
         if project.mode == "instance":
-            info["objects"] = int(len(np.unique(plane[plane > 0])))
+            info["objects"] = count_objects(project, name)
         info["warnings"] = pipeline.sanity_warnings(plane, project.mode, painted_areas=painted)
     return info
 
@@ -201,8 +206,49 @@ def prediction_picture(project: Project, name: str, *, max_side: int = DOWNLOAD_
     return _overlay(project, image, np.asarray(prediction[((z,) if stacked else ()) + step]))
 
 
+#: Period in screen pixels of the hatching that marks where the model is unsure (`hatch_unsure`).
+HATCH_PERIOD = 8
+#: How strongly a completely unsure pixel (uncertainty 1) is hatched, 0..1.
+HATCH_STRENGTH = 0.7
+
+
+def hatch_unsure(picture: np.ndarray, unsure: np.ndarray, *, period: int = HATCH_PERIOD) -> np.ndarray:
+    """Mark uncertainty on an RGB picture with black-and-white diagonal hatching.
+
+    Object colours use every hue, so a colour tint would vanish on objects of that colour; the
+    black and white stripes differ from every object colour. A pixel is hatched as strongly as
+    the model is unsure there (0 = not at all, 1 = `HATCH_STRENGTH`).
+
+    Parameters
+    ----------
+    picture : (Y, X, 3) array
+        RGB, 0..255.
+    unsure : (Y, X) array
+        Uncertainty in [0, 1] (`workbench.pipeline.uncertainty`), at the picture's size.
+
+    Returns
+    -------
+    (Y, X, 3) uint8 array
+
+    Examples
+    --------
+    >>> marked = hatch_unsure(np.full((8, 8, 3), 200, np.uint8), np.ones((8, 8)))
+    >>> sorted(np.unique(marked).tolist())
+    [60, 239]
+    """
+    picture = np.asarray(picture, np.float32)
+    unsure = np.clip(np.asarray(unsure, np.float32), 0, 1)
+    if unsure.shape != picture.shape[:2]:
+        raise WorkbenchError(f"`unsure` (shape {unsure.shape}) must have the picture's size {picture.shape[:2]}")
+    rows, cols = np.indices(unsure.shape)
+    stripes = np.where(((rows + cols) // max(1, int(period) // 2)) % 2 == 0, 255.0, 0.0)[..., None]
+    weight = (HATCH_STRENGTH * unsure)[..., None]
+    return ((1 - weight) * picture + weight * stripes).round().clip(0, 255).astype(np.uint8)
+
+
 def region_picture(project: Project, region: UncertainRegion, *, side: int = 224) -> np.ndarray:
-    """The prediction around a region, with the uncertainty tinted red, scaled to `side` pixels (RGB uint8).
+    """The prediction around a region, scaled to `side` pixels, hatched black and white where the
+    model is unsure (`hatch_unsure`) (RGB uint8).
 
     The window is shifted (not cut) at the image border, so the picture stays square.
     """
@@ -217,14 +263,44 @@ def region_picture(project: Project, region: UncertainRegion, *, side: int = 224
     ys, xs = slice(y0, min(y0 + window, height)), slice(x0, min(x0 + window, width))
     lead = (region.z,) if prediction.ndim == 3 else ()
     image = np.asarray(project.image(region.name).plane(region.z)[(slice(None), ys, xs)])
-    picture = _overlay(project, image, np.asarray(prediction[lead + (ys, xs)])).astype(np.float32)
-    unsure = pipeline.uncertainty(np.asarray(probabilities[lead + (slice(None), ys, xs)]))[..., None]
-    picture = (1 - 0.55 * unsure) * picture + 0.55 * unsure * np.array([255, 40, 40], np.float32)
+    picture = _overlay(project, image, np.asarray(prediction[lead + (ys, xs)]))
+    unsure = pipeline.uncertainty(np.asarray(probabilities[lead + (slice(None), ys, xs)]))
     # Nearest-neighbour scaling keeps pixels crisp: people should see the pixels they will paint.
+    # The hatching is drawn after scaling, so its stripes are as fine on screen whatever the zoom.
     scale = side / max(picture.shape[:2])
     rows = (np.arange(round(picture.shape[0] * scale)) / scale).astype(int)
     cols = (np.arange(round(picture.shape[1] * scale)) / scale).astype(int)
-    return picture[rows[:, None], cols[None, :]].clip(0, 255).astype(np.uint8)
+    return hatch_unsure(picture[rows[:, None], cols[None, :]], unsure[rows[:, None], cols[None, :]])
+
+
+def count_objects(project: Project, name: str) -> int | None:
+    """How many objects the stored result of image `name` holds; None before it is predicted.
+
+    The one count Review and Segment show: distinct object ids (through a z-stack segmented as
+    volumes, else summed over its planes), read block by block, never the whole image at once.
+    Semantic mode: the connected regions of the classes other than background, as measured.
+    """
+    from scipy import ndimage as ndi
+
+    kind = "instances" if project.mode == "instance" else "classes"
+    stored = project.prediction(name, kind)
+    if stored is None:
+        return None
+    if project.mode != "instance":
+        planes = [stored[z] for z in range(stored.shape[0])] if stored.ndim == 3 else [stored[...]]
+        return int(sum(ndi.label(np.asarray(plane) == c)[1] for plane in planes for c in range(1, project.n_classes)))
+    through = stored.ndim == 2 or pipeline.segments_volumes(project, name)
+    groups = [()] if through else [(z,) for z in range(stored.shape[0])]
+    total = 0
+    for lead in groups:
+        ids: set[int] = set()
+        shape = stored.shape[len(lead):]
+        rows = max(1, (MAX_READ * MAX_READ) // max(int(np.prod(shape[1:], dtype=np.int64)), 1))
+        for start in range(0, shape[0], rows):
+            block = np.asarray(stored[lead + (slice(start, min(start + rows, shape[0])),)])
+            ids.update(np.unique(block[block > 0]).tolist())
+        total += len(ids)
+    return total
 
 
 def list_inputs(path) -> list[Path]:
@@ -327,6 +403,10 @@ def segment_and_measure(project: Project, *, names: Sequence[str] = (), files: S
         picture = _overlay(project, np.asarray(source.plane(middle)[...]), plane_labels)
         overlay_paths.append(write_image(folder / "overlays" / f"{stem}_overlay.png", picture))
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    # Project images: the count Review shows for them; files: the rows measured.
+    counts = {image_stem(path): int((table["image"] == image_stem(path)).sum()) if len(table) else 0
+              for path in files}
+    counts.update({name: count_objects(project, name) or 0 for name in names})
     if len(table):
         table["warning"] = [" | ".join(warnings.get(str(image), [])) for image in table["image"]]
     measurements = write_table(table, folder / "measurements.csv")
@@ -342,4 +422,4 @@ def segment_and_measure(project: Project, *, names: Sequence[str] = (), files: S
     report(1.0)
     return ResultFiles(folder=folder, labels=[Path(p) for p in labels_paths],
                        overlays=[Path(p) for p in overlay_paths], measurements=Path(measurements),
-                       zip=archive, objects=int(len(table)), warnings={k: v for k, v in warnings.items() if v})
+                       zip=archive, objects=int(len(table)), counts=counts, warnings={k: v for k, v in warnings.items() if v})

@@ -107,3 +107,34 @@ def test_a_recent_project_reopens_after_a_reload(start_app, browser, tmp_path):
     recent = page.locator(".wb-project select").first
     assert str(project.path.resolve()) in recent.inner_text()
     page.screenshot(path=str(tmp_path / "reopened.png"), full_page=True)
+
+
+def test_a_whole_image_object_warns(start_app, browser, tmp_path):
+    """An image of another kind (the sample inverted: dark nuclei on a bright ground) segmented with a
+    real forest trained on the sample comes out as one object over most of the image: Review says so,
+    with the likely cause, and the painted image's result carries no such warning."""
+    import numpy as np
+
+    from workbench import pipeline
+
+    project = build_sample_project(tmp_path / "sample")
+    project.update_settings(forest={"n_estimators": 8, "max_depth": 8, "n_jobs": 1})
+    pipeline.train_model(project, method="forest")
+    image = project.image("nuclei")[...]
+    project.add_image(np.squeeze(image.max() - image)[:256, :256], name="inverted")
+    app = start_app(project.path)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    open_app(page, app)
+    page.get_by_role("tab", name="4 · Review").click()
+    page.get_by_role("button", name="Predict all images").click()
+    warning = page.locator(".wb-gallery .wb-result-warning")
+    warning.first.wait_for(state="visible", timeout=180_000)
+    page.screenshot(path=str(tmp_path / "whole-image-object.png"), full_page=True)
+    figures = page.locator(".wb-gallery figure")
+    inverted = figures.filter(has=page.locator('img[alt="inverted prediction"]'))
+    text = inverted.locator(".wb-result-warning").first.inner_text()
+    assert text.startswith("⚠ One object covers") and "took the background for an object" in text, text
+    assert "another kind of image" in text
+    painted = figures.filter(has=page.locator('img[alt="nuclei prediction"]'))
+    assert painted.locator(".wb-result-warning").count() == 0, painted.inner_text()
+    assert "Traceback" not in page.inner_text("body")

@@ -96,6 +96,7 @@ class Annotator:
         self.channels: list[ChannelDisplay] = []
         self._labels_pyramid: NearestPyramid | None = None
         self._z_window: dict[int, NearestPyramid] = {}  # label planes around z for the 3-D boundary
+        self._shown_boundary_width: int | None = None  # the derived boundary's width on screen now
         self._prediction_planes: dict = {}
         self._preview: tuple[RegionPlane, str] | None = None  # set_preview's overlay, over the stored one
         # Another source (the live preview's thread) may draw the prediction layer: one drawer at a time.
@@ -394,7 +395,8 @@ class Annotator:
             return np.zeros((self.viewport.height, self.viewport.width, 4), np.uint8)
         width = None
         if self.project.mode == "instance" and self.controls.show_boundaries.value:
-            width = self.project.boundary_width
+            width = self.project.boundary_width  # follows the painted objects' size unless the project fixes it
+        self._shown_boundary_width = width
         window = sorted(self._z_window) if width else []
         return label_overlay(self._labels_pyramid, self.viewport, factor, self.project.class_colors,
                              self.controls.opacity.value, boundary_width=width,
@@ -632,6 +634,10 @@ class Annotator:
 
     def _after_save(self, event: LabelsChanged) -> None:
         self._update_stats(count_objects=True)
+        shown = self._shown_boundary_width
+        if shown is not None and self.project.boundary_width != shown:
+            self._z_window = self._boundary_planes(self.z)  # a z-stack's band may now reach more planes
+            self._render_layers(LABELS)  # the new paint changed the objects' typical size, and so the outline
         for callback in list(self._label_callbacks):
             callback(event)
 

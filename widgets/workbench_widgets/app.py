@@ -42,8 +42,9 @@ INTRO = {
     TRAIN: "The model learns from your painted pixels. Pick a training time and press <b>Start</b>. The curves "
            "should go down; the red one (pixels kept aside for checking) tells you when more training stops "
            "helping. You can stop at any time: the best model so far is kept.",
-    REVIEW: "The latest model on all your images: each object outlined, and red where the model is unsure. If "
-            "it is not good enough yet, paint where it is unsure, add images, or train longer — then come back.",
+    REVIEW: "The latest model on all your images: each object outlined (press <b>Full size</b> under a picture to "
+            "enlarge it); below, the places where the model is least sure, hatched black and white. If it is not "
+            "good enough yet, paint where it is unsure, add images, or train longer — then come back.",
     SEGMENT: "Happy with the model? Segment your images (any size, tile by tile) and download the label images, "
              "a table of measurements per object and overlay pictures.",
 }

@@ -1,7 +1,8 @@
 """Start the guided app: ``python -m workbench_widgets.launch [--project DIR] [--port 8866] [--ip 127.0.0.1]``.
 
 Builds the sample project when the folder holds no project yet, then runs Voila on
-``notebooks/app.ipynb`` (no browser opened) and prints the address to open. Ctrl-C stops it.
+``notebooks/app.ipynb`` (no browser opened) and prints the address to open. Ctrl-C (or SIGTERM)
+stops Voila and its kernels and exits with 0 (`serve`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from workbench import config
 from workbench.errors import WorkbenchError
 from workbench.store import remember_project
 
-__all__ = ["main", "app_notebook", "voila_command", "voila_environment", "free_port"]
+__all__ = ["main", "serve", "app_notebook", "voila_command", "voila_environment", "free_port"]
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -103,6 +105,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Build the sample project if needed, start Voila and wait for it; return its exit code."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before Voila started (e.g. while the sample project is built)
+        print("\nStopped.", file=sys.stderr)
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     from workbench.datasets import open_default_project
 
@@ -134,18 +144,58 @@ def main(argv: list[str] | None = None) -> int:
     if args.ip not in ("127.0.0.1", "localhost", "::1"):
         print(f"(listening on {args.ip}: other computers on the network can reach it too)")
     print("Press Ctrl-C here to stop it.", flush=True)
-    process = subprocess.Popen(command, env=env, cwd=str(notebook.parent))
-    # A service manager stops the launcher with SIGTERM: pass it on so no Voila is left behind.
-    signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate())
+    return serve(command, env=env, cwd=notebook.parent)
+
+
+# After Ctrl-C, Voila has this long to shut its kernels down before it is killed.
+STOP_GRACE_SECONDS = 20
+
+
+def serve(command: list[str], *, env: dict[str, str] | None = None, cwd=None,
+          grace_seconds: float = STOP_GRACE_SECONDS) -> int:
+    """Run the Voila `command` until it ends or the launcher is asked to stop; return the exit code.
+
+    Voila runs in a process group of its own, so the terminal's Ctrl-C (sent to the whole
+    foreground group) reaches the launcher alone, which passes on one SIGTERM: Voila shuts its
+    kernels down and ends, and the launcher returns 0, with no traceback from either. SIGTERM (a
+    service manager) is handled the same way. A second Ctrl-C, or `grace_seconds` without an end,
+    kills Voila (its kernels stop by themselves once their parent is gone).
+    """
+    asked: list[float] = []
+    running: list[subprocess.Popen] = []
+
+    def stop(signum, frame) -> None:
+        if running and running[0].poll() is not None:
+            return
+        if not asked:
+            print("\nStopping the workbench ...", flush=True)
+        asked.append(time.monotonic())
+        if running and len(asked) == 1:
+            running[0].terminate()  # Voila shuts its kernels down on SIGTERM
+        elif running:
+            running[0].kill()  # asked again: do not wait for the kernels
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.send_signal(signal.SIGINT)
-        try:
-            return process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+        running.append(subprocess.Popen(command, env=env, cwd=None if cwd is None else str(cwd),
+                                        start_new_session=True))
+        process = running[0]
+        if asked:  # stopped while Voila was being started
             process.terminate()
-            return process.wait()
+        while True:
+            try:
+                code = process.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if asked and time.monotonic() - asked[0] > grace_seconds:
+                    process.kill()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if asked:
+        print("The workbench has stopped.", flush=True)
+        return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Review a model and use it: a gallery of predictions, where it is unsure, and the results to download.
 
 `ReviewPanel` predicts every project image with the latest model and shows, per image, the
-overlay, how much of it is labelled and how sure the model is; then the regions where the model
-is least certain, each with a button that opens the annotator there, and the three ways forward
+overlay (enlarged to full size by the button under it), how much of it is labelled, how sure the
+model is and how many objects it found (`workbench.results.count_objects`, the count Segment shows
+too); then the regions where the model is least certain (hatched black and white where it is unsure), each with a button that opens the annotator there, and the three ways forward
 when the result is not good enough (add annotations, add images, train longer).
 
 `SegmentPanel` accepts a model: it segments chosen project images or the images of a folder / a
@@ -35,6 +36,7 @@ from workbench_widgets.training import METHOD_NAMES, _data_url, _plural, _png_by
 __all__ = ["ReviewPanel", "SegmentPanel", "quality_hint"]
 
 THUMBNAIL = 256       # gallery picture side, pixels
+FULL_SIZE = 2048      # an enlarged gallery picture is the whole result, at most this many pixels a side
 REGION_VIEW = 224     # side of a region picture, pixels
 DOWNLOAD_LIMIT = 60 * 2**20  # bigger files are offered by their path on this computer instead
 
@@ -100,6 +102,19 @@ class ReviewPanel:
         self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="300px", visibility="hidden"))
         self.gallery = W.HTML()
         self.gallery.add_class("wb-gallery")
+        # Under the gallery: one button per picture that shows it at full size, in this view.
+        self.enlarge_buttons = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        self.enlarge_buttons.add_class("wb-enlarge")
+        self.full_title = W.HTML()
+        self.full_image = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.close_full_button = W.Button(description="Close", icon="times", layout=W.Layout(width="100px"))
+        self.close_full_button.on_click(lambda _b: self.close_full_size())
+        self.full_view = W.VBox([W.HBox([self.full_title, self.close_full_button],
+                                        layout=W.Layout(align_items="center")), self.full_image],
+                                layout=W.Layout(display="none", border="1px solid #ccc", padding="4px",
+                                                overflow="auto", max_height="90vh"))
+        self.full_view.add_class("wb-full-size")
+        self.shown_full_size: str | None = None
         self.status = W.HTML()
         self._region_images = [W.Image(format="png", layout=W.Layout(width=f"{REGION_VIEW}px"))
                                for _ in range(regions)]
@@ -131,6 +146,8 @@ class ReviewPanel:
             W.HBox([self.predict_button, self.progress], layout=W.Layout(align_items="center")),
             self.status,
             self.gallery,
+            self.enlarge_buttons,
+            self.full_view,
             self.regions_title,
             W.HBox(self._region_boxes, layout=W.Layout(flex_flow="row wrap")),
             W.HTML("<b>Not good enough yet?</b> As often as needed:"),
@@ -208,13 +225,36 @@ class ReviewPanel:
         except Exception as exc:  # noqa: BLE001 - shown, not raised into the button's callback
             self._fail(_user_message(exc, "opening the annotator"))
 
+    def show_full_size(self, name: str) -> None:
+        """Show image `name`'s result at full size (up to `FULL_SIZE` pixels a side) in this view."""
+        try:
+            picture = results.prediction_picture(self.project, name, max_side=FULL_SIZE, z=0)
+        except Exception as exc:  # noqa: BLE001 - shown, not raised into the button's callback
+            self._fail(_user_message(exc, "enlarging the picture"))
+            return
+        if picture is None:
+            self._fail(f"Image {name!r} has no prediction yet: press 'Predict all images' first.")
+            return
+        self.full_image.value = _png_bytes(picture)
+        self.full_image.layout.width = f"{picture.shape[1]}px"
+        self.full_title.value = (f'<b>{html.escape(name)}</b> at full size ({picture.shape[1]} x {picture.shape[0]} '
+                                 'pixels shown)&nbsp;')
+        self.full_view.layout.display = "flex"
+        self.shown_full_size = name
+
+    def close_full_size(self) -> None:
+        """Hide the enlarged picture."""
+        self.full_view.layout.display = "none"
+        self.full_image.value = b""
+        self.shown_full_size = None
+
     # ------------------------------------------------------------------ machinery
     def _predict(self) -> None:
         try:
             self.summary = pipeline.predict_project(self.project, progress=self._progress)
             self._show_results()
-            self.status.value = _status_html("success", "Predictions are ready. Red tint = where the model is "
-                                                        "unsure.")
+            self.status.value = _status_html("success", "Predictions are ready. Black-and-white hatching = where "
+                                                        "the model is unsure.")
         except BaseException as exc:  # noqa: BLE001 - the thread reports every failure on the page
             self._fail(_user_message(exc, "predicting"))
         finally:
@@ -234,6 +274,12 @@ class ReviewPanel:
                 continue
             predicted.append(name)
             figures.append(self._figure(name, picture))
+        self.enlarge_buttons.children = [self._enlarge_button(name) for name in predicted]
+        if self.shown_full_size is not None:
+            if self.shown_full_size in predicted:
+                self.show_full_size(self.shown_full_size)  # a new prediction: show the new result
+            else:
+                self.close_full_size()
         if not figures:
             self.gallery.value = ""
             self.regions = []
@@ -244,7 +290,8 @@ class ReviewPanel:
         self.gallery.value = ('<div style="display:flex;flex-wrap:wrap;gap:10px;margin:6px 0">'
                               + "".join(figures) + "</div>")
         self.regions = results.least_certain_regions(self.project, predicted, count=len(self._region_boxes))
-        self.regions_title.value = ("<b>Where the model is least sure</b> (red): labels here help most."
+        self.regions_title.value = ("<b>Where the model is least sure</b> (hatched black and white): labels "
+                                    "here help most."
                                     if self.regions else "")
         for index, box in enumerate(self._region_boxes):
             if index < len(self.regions):
@@ -258,6 +305,12 @@ class ReviewPanel:
             else:
                 box.layout.display = "none"
 
+    def _enlarge_button(self, name: str) -> W.Button:
+        button = W.Button(description=f"Full size: {name}", icon="search-plus", tooltip=f"Show {name} at full size",
+                          layout=W.Layout(width=f"{THUMBNAIL}px", margin="0 10px 0 0"))
+        button.on_click(lambda _b, _name=name: self.show_full_size(_name))
+        return button
+
     def _figure(self, name: str, picture: np.ndarray) -> str:
         info = self.summary.get(name)
         if info is None:  # predicted in an earlier session: summarise what is stored
@@ -265,8 +318,8 @@ class ReviewPanel:
         labelled = self.project.label_stats(name)["annotated_fraction"]
         words, color = quality_hint(info["mean_uncertainty"])
         found = ""
-        if "objects" in info:
-            found = f"{_plural(info['objects'], 'object')} found<br>"
+        if self.project.mode == "instance":  # the count Segment shows for the same result
+            found = f"{_plural(results.count_objects(self.project, name) or 0, 'object')} found<br>"
         elif "class_fractions" in info:
             parts = [f"{html.escape(c)} {100 * f:.0f} %" for c, f in zip(self.project.class_names[1:],
                                                                            info["class_fractions"][1:])]
@@ -331,8 +384,10 @@ class SegmentPanel:
                                        layout=W.Layout(width="480px"))
         self.folder = W.Text(description="Or a folder / Zarr", style=style, layout=W.Layout(width="640px"),
                              placeholder="full path on this computer, e.g. /data/experiment-12 (optional)")
-        self.tile_size = W.Dropdown(description="Tile size", style=style, value=512,
-                                    options=[("256 px (least memory)", 256), ("512 px", 512), ("1024 px (GPU)", 1024)])
+        # The model's own tile size by default: what Review predicts with, so both show the same objects.
+        self.tile_size = W.Dropdown(description="Tile size", style=style, value=None,
+                                    options=[("the model's (as in Review)", None), ("256 px (least memory)", 256),
+                                             ("512 px", 512), ("1024 px (GPU)", 1024)])
         self.run_button = W.Button(description="Segment and measure", icon="check", button_style="success",
                                    layout=W.Layout(width="220px"))
         self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="300px", visibility="hidden"))
@@ -389,7 +444,8 @@ class SegmentPanel:
         self.progress.layout.visibility = "visible"
         self.results.value = ""
         self.status.value = _status_html("info", f"Segmenting {len(names) + len(files)} image(s) …")
-        args = (int(version), names, files, int(self.tile_size.value))
+        tile_size = None if self.tile_size.value is None else int(self.tile_size.value)
+        args = (int(version), names, files, tile_size)
         if not background:
             self._run(*args)
             return True
@@ -403,7 +459,7 @@ class SegmentPanel:
         return self.outputs
 
     # ------------------------------------------------------------------ machinery
-    def _run(self, version: int, names: list[str], files: list[Path], tile_size: int) -> None:
+    def _run(self, version: int, names: list[str], files: list[Path], tile_size: int | None) -> None:
         try:
             self.outputs = results.segment_and_measure(self.project, names=names, files=files, model_version=version,
                                                tile_size=tile_size,
@@ -412,8 +468,10 @@ class SegmentPanel:
             n_objects = self.outputs.objects
             self.status.value = _status_html(
                 "success", f"Done: {len(self.outputs.labels)} image(s) segmented, "
-                           f"{_plural(n_objects, 'object')} measured. "
-                           f"Files are in {self.outputs.folder}.") + "".join(
+                           f"{_plural(n_objects, 'object')} measured"
+                           + (f" ({', '.join(f'{n}: {c}' for n, c in self.outputs.counts.items())})"
+                              if self.outputs.counts else "")
+                           + f". Files are in {self.outputs.folder}.") + "".join(
                 _status_html("warning", f"Check {name}: {text}.")
                 for name, texts in self.outputs.warnings.items() for text in texts)
             self.results.value = self._downloads_html()

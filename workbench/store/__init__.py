@@ -41,6 +41,9 @@ from workbench.store._labels import (
     label_statistics,
     statistics_from_counts,
     n_training_classes,
+    AUTO_BOUNDARY_WIDTH,
+    painted_object_areas,
+    auto_boundary_width,
 )
 
 __all__ = [
@@ -85,4 +88,7 @@ __all__ = [
     "label_statistics",
     "statistics_from_counts",
     "n_training_classes",
+    "AUTO_BOUNDARY_WIDTH",
+    "painted_object_areas",
+    "auto_boundary_width",
 ]

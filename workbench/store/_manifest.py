@@ -18,6 +18,7 @@ import numpy as np
 from workbench.conventions import METHODS, MODES
 from workbench.errors import WorkbenchError
 from workbench.records import ModelRecord
+from workbench.store._labels import AUTO_BOUNDARY_WIDTH
 
 __all__ = ["SCHEMA_VERSION", "MODES", "METHODS", "ClassRecord", "ImageRecord", "Manifest", "ManifestError",
            "parse_manifest", "SAFE_NAME", "LABELS_ARRAY"]
@@ -82,7 +83,8 @@ class Manifest:
 
     mode: str
     classes: list[ClassRecord]
-    boundary_width: int = 2
+    #: Pixels, or "auto": derived from the painted objects (new projects; see `Project.boundary_width`).
+    boundary_width: int | str = 2
     name: str = ""
     created: str = ""
     images: list[ImageRecord] = field(default_factory=list)
@@ -144,6 +146,10 @@ def _int(minimum: int) -> Callable[[Any], int]:
             raise ValueError
         return value
     return check
+
+
+def _boundary_width(value: Any) -> int | str:
+    return value if value == AUTO_BOUNDARY_WIDTH else _int(1)(value)
 
 
 def _text(value: Any) -> str:
@@ -280,8 +286,8 @@ def parse_manifest(data: Any, source: str = "project.json") -> Manifest:
         created=read.get(data, "created", "", _text, "a date as text", default=""),
         mode=mode,
         classes=classes,
-        boundary_width=read.get(data, "boundary_width", "", _int(1), "a whole number of pixels (at least 1)",
-                                default=2),
+        boundary_width=read.get(data, "boundary_width", "", _boundary_width,
+                                f'a whole number of pixels (at least 1) or "{AUTO_BOUNDARY_WIDTH}"', default=2),
         images=images,
         models=models,
         settings=read.get(data, "settings", "", _dict, "an object of settings", default=dict),

@@ -179,6 +179,7 @@ class Project:
         self._manifest = manifest
         self._signature = _signature(self.path)
         self._lock = threading.RLock()
+        self._areas_cache: dict[str, tuple[tuple, np.ndarray]] = {}
         if not (self.path / STORE).is_dir() and not manifest.images:
             zarr.open_group(str(self.path / STORE), mode="a").require_group("images")  # nothing to lose: start one
         if not (self.path / STORE).is_dir():
@@ -191,7 +192,8 @@ class Project:
     # ------------------------------------------------------------------ creation and opening
     @classmethod
     def create(cls, path, *, mode: str = "semantic", classes: Iterable[str] = ("background", "foreground"),
-               colors: Iterable[str] | None = None, boundary_width: int = 2, name: str | None = None) -> "Project":
+               colors: Iterable[str] | None = None, boundary_width: int | str = _labels.AUTO_BOUNDARY_WIDTH,
+               name: str | None = None) -> "Project":
         """Create a new, empty project folder.
 
         Parameters
@@ -203,8 +205,9 @@ class Project:
             objects via an automatically derived boundary class.
         classes : list of str
             Class names; the first is the background. Instance mode takes exactly two.
-        boundary_width : int
-            Width in pixels of the derived boundary (instance mode).
+        boundary_width : int or "auto"
+            Width in pixels of the derived boundary (instance mode), or ``"auto"`` (the default):
+            derived from the painted objects' size (see `Project.boundary_width`).
         """
         path = Path(path)
         if (path / MANIFEST).exists():
@@ -223,15 +226,14 @@ class Project:
                 f"an instance project has a background and one object class, got {len(classes)} classes "
                 f"{classes!r}; use semantic mode for several classes"
             )
-        if isinstance(boundary_width, bool) or int(boundary_width) < 1:
-            raise WorkbenchError(f"boundary width must be at least 1 pixel, got {boundary_width}")
+        boundary_width = _boundary_width_setting(boundary_width)
         colors = list(colors) if colors else DEFAULT_COLORS
         manifest = Manifest(
             name=name or path.absolute().name,
             created=_now(),
             mode=mode,
             classes=[ClassRecord(c, colors[i % len(colors)]) for i, c in enumerate(classes)],
-            boundary_width=int(boundary_width),
+            boundary_width=boundary_width,
         )
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -360,7 +362,49 @@ class Project:
 
     @property
     def boundary_width(self) -> int:
-        return int(self._current().boundary_width)
+        """Width in pixels of the derived instance boundary, as training and the annotator use it.
+
+        The project's number when it sets one; with ``"auto"`` (new projects), derived from the
+        painted objects by `auto_boundary_width` (2 px for nuclei of about 24 px, 1 px for nuclei of
+        about 10 px, 2 px while nothing is painted), so small objects keep an interior.
+        """
+        setting = self._current().boundary_width
+        if setting != _labels.AUTO_BOUNDARY_WIDTH:
+            return int(setting)
+        if self.mode != "instance":
+            return _labels.DEFAULT_BOUNDARY_WIDTH  # unused: semantic targets have no boundary class
+        return _labels.auto_boundary_width(self.painted_object_areas())
+
+    def painted_object_areas(self) -> np.ndarray:
+        """Pixel areas of the objects painted (label value 2) in every image, plane by plane.
+
+        Kept per image until its labels change, so asking again (every redraw) reads nothing.
+        """
+        areas = [self._painted_areas(name) for name in self.image_names]
+        return np.concatenate(areas) if areas else np.zeros(0, np.int64)
+
+    @property
+    def boundary_width_setting(self) -> int | str:
+        """The boundary width as the project sets it: a number of pixels, or ``"auto"``."""
+        return self._current().boundary_width
+
+    def _painted_areas(self, name: str) -> np.ndarray:
+        """Areas of the objects painted in one image (plane by plane), kept until its labels change."""
+        arr = self.labels(name)
+        key = (self.image_info(name).labels, _chunk_files_signature(arr))
+        cached = self._areas_cache.get(name)
+        if key[1] is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        chunks = list(_written_chunks(arr))
+        if not chunks:
+            areas = np.zeros(0, np.int64)
+        else:  # only the chunks on disk can hold paint: read their bounding box
+            keys = np.array(chunks)
+            region = tuple(slice(int(lo) * c, min((int(hi) + 1) * c, s)) for lo, hi, c, s in
+                           zip(keys.min(0), keys.max(0), arr.chunks, arr.shape))
+            areas = _labels.painted_object_areas(arr[region])
+        self._areas_cache[name] = (key, areas)
+        return areas
 
     @property
     def boundaries(self) -> str:
@@ -426,11 +470,11 @@ class Project:
         with self._edit() as manifest:
             manifest.mode = mode
 
-    def set_boundary_width(self, width: int) -> None:
-        if isinstance(width, bool) or int(width) < 1:
-            raise WorkbenchError(f"boundary width must be at least 1 pixel, got {width}")
+    def set_boundary_width(self, width: int | str) -> None:
+        """Set the boundary width in pixels, or ``"auto"`` to derive it from the painted objects."""
+        width = _boundary_width_setting(width)
         with self._edit() as manifest:
-            manifest.boundary_width = int(width)
+            manifest.boundary_width = width
 
     def __repr__(self) -> str:
         return f"Project({str(self.path)!r}, mode={self.mode!r}, images={len(self.image_names)})"
@@ -991,6 +1035,36 @@ def _jsonable(value: Any) -> Any:
     if converted is value:
         raise TypeError(f"{type(value).__name__} is not JSON")
     return converted
+
+
+def _boundary_width_setting(width: Any) -> int | str:
+    """A boundary width as given (a whole number of pixels, or "auto"), checked."""
+    if width == _labels.AUTO_BOUNDARY_WIDTH:
+        return width
+    try:
+        if isinstance(width, bool) or int(width) != float(width) or int(width) < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise WorkbenchError(f'boundary width must be a whole number of pixels (at least 1) or '
+                             f'"{_labels.AUTO_BOUNDARY_WIDTH}", got {width!r}') from None
+    return int(width)
+
+
+def _chunk_files_signature(arr: zarr.Array) -> tuple | None:
+    """(path, inode, size, mtime) of every chunk file of a local label array; None when it cannot be told."""
+    store_path = getattr(arr.store, "root", None)
+    if store_path is None:
+        return None
+    folder = Path(store_path) / arr.path / "c"
+    found = []
+    for root, _dirs, files in os.walk(folder):
+        for leaf in files:
+            try:
+                stat = os.stat(os.path.join(root, leaf))
+            except OSError:
+                continue
+            found.append((os.path.join(root, leaf), stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(found))
 
 
 def _written_chunk_counts(arr: zarr.Array, n_classes: int) -> np.ndarray:
