@@ -193,7 +193,8 @@ def _targets(rows: list[dict[str, Any]], spread: list[dict[str, Any]], config: B
         per_draw = {d: [r["ap50"] for r in spread if r["draw"] == d] for d in draws}
         targets.append(Target(
             goal=f"default U-Net: spread (max − min) of AP@0.5 at {config.spread_budget_s:.0f} s over "
-                 f"{len(config.spread_seeds)} seeds × {len(draws)} label draws ≤ {SPREAD_GOAL:.2f}",
+                 f"{len(config.spread_seeds)} seeds × {len(config.spread_draws)} label draws ≤ {SPREAD_GOAL:.2f} "
+                 f"(measured: {len(spread)} runs, {len({r['seed'] for r in spread})} seeds × {len(draws)} draws)",
             measured=f"{width:.3f} (AP@0.5 {min(values):.3f}–{max(values):.3f}, mean {np.mean(values):.3f})",
             met=met,
             why="" if met else ("spread within a draw (seeds): " + ", ".join(
