@@ -10,11 +10,12 @@ the project (`stop_training`).
 
 Examples
 --------
->>> job = start_training(project, pipeline.plan_training(project, choices))   # doctest: +SKIP
->>> job.poll()["state"], job.poll()["progress"]                              # doctest: +SKIP
-('running', 0.12)
->>> stop_training(project)                                                   # doctest: +SKIP
-True
+With a project and the person's choices (it trains for real, so not run as a doctest; tests/test_jobs.py
+does)::
+
+    job = start_training(project, pipeline.plan_training(project, choices))
+    job.poll()["state"], job.poll()["progress"]     # ('running', 0.12)
+    stop_training(project)                          # True
 """
 
 from __future__ import annotations
