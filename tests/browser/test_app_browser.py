@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from voila_app import wait_until_serving
 from workbench_widgets.launch import app_notebook, free_port, voila_command, voila_environment
 from workbench.store import Project
 from workbench.datasets._sample import SAMPLE_NAME, build_sample_project
@@ -51,16 +51,7 @@ def app_server(tmp_path):
         process = subprocess.Popen(voila_command(app_notebook(), port=port), env=env, cwd=app_notebook().parent,
                                    stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"Voila did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    wait_until_serving(url, process, log_path)
     try:
         yield url, project.path, log_path
     finally:

@@ -67,18 +67,7 @@ def start_app(tmp_path):
                                        cwd=app_notebook().parent, stdout=log, stderr=subprocess.STDOUT)
         started.append(process)
         url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "voila/static/favicon.ico", timeout=5).close()
-                break
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    pytest.fail(f"Voila did not start:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
+        wait_until_serving(url, process, log_path)
         return VoilaApp(url, process, log_path)
 
     yield start
@@ -100,6 +89,22 @@ def browser():
             yield chromium
         finally:
             chromium.close()
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, log_path: Path, timeout: float = 120) -> None:
+    """Wait until the Voila server at `url` answers (any HTTP answer counts); fail with its log if it died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url + "voila/static/favicon.ico", timeout=5).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"Voila did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
 
 
 def wait_for(condition, timeout: float, what: str, app: VoilaApp | None = None):
