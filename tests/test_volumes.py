@@ -16,7 +16,8 @@ from scipy import ndimage as ndi
 from workbench import pipeline
 from workbench.cli import main
 from workbench.datasets import simulate_partial_labels
-from workbench.predict import average_precision, instances_from_probabilities, match_instances, measure_objects
+from workbench.predict import (average_precision, calibrate_volume_instances, instances_from_probabilities,
+                               match_instances, measure_objects, painted_region, painted_shape)
 from workbench.store import (BACKGROUND, OBJECT, Project, derive_boundaries, labels_from_instances, open_image,
                              painted_objects, plane_training_targets, training_targets, write_image)
 
@@ -161,6 +162,59 @@ def test_two_class_split_follows_the_voxel_size():
     assert average_precision(gt, physical)["ap50"] == 1.0
     with pytest.raises(ValueError, match="spacing"):
         instances_from_probabilities(probabilities, spacing=(2.0, -1.0, 1.0))
+
+
+def _stacked_nuclei():
+    """Two nuclei stacked along z, touching, as a 2-D model predicts them: interior through both
+    (it cannot see where one ends along z), boundary only around their sides."""
+    z, y, x = np.mgrid[:20, :30, :30]
+    ball = lambda cz: (((z - cz) * 2.0) ** 2 + (y - 15) ** 2 + (x - 15) ** 2) <= 81  # noqa: E731 - 9 px wide
+    gt = np.zeros(z.shape, np.int32)
+    gt[ball(5.5)] = 1
+    gt[ball(13.5) & (gt == 0)] = 2
+    per_plane = np.stack([derive_boundaries(labels_from_instances(plane), 1) for plane in gt])
+    probabilities = np.zeros((3,) + gt.shape, np.float32)
+    probabilities[2] = per_plane
+    probabilities[1] = (gt > 0) & ~per_plane
+    probabilities[0] = gt == 0
+    return gt, ndi.gaussian_filter(probabilities, (0, 0.7, 0.7, 0.7))
+
+
+def test_shape_seeds_split_nuclei_stacked_along_z_that_boundary_seeds_merge():
+    gt, probabilities = _stacked_nuclei()
+    merged = instances_from_probabilities(probabilities, min_size=10)
+    assert merged.max() == 1  # one interior through both: boundary seeds cannot split them
+    split = instances_from_probabilities(probabilities, seeds="shape", spacing=(2.0, 1.0, 1.0), min_distance=3,
+                                         min_size=10)
+    assert average_precision(gt, split)["ap50"] == 1.0
+    with pytest.raises(ValueError, match="seeds"):
+        instances_from_probabilities(probabilities, seeds="peaks")
+
+
+def test_painted_shape_of_the_real_volume_and_its_calibration(volume):
+    """The painted nuclei (left half) say how flat nuclei are in voxels; their fit picks the threshold."""
+    _, gt = volume
+    labels = simulate_partial_labels(gt, object_fraction=0.8, region=TRAIN_HALF, seed=0, stroke_width=3,
+                                     stroke_length=40)
+    shape = painted_shape([labels])
+    # Whole nuclei here are about 17 px wide and 8 planes deep; the painted ones of the left half say 16 / 9.
+    assert shape.objects == painted_objects(labels)[1]
+    assert 1.5 <= shape.z_scale <= 2.5 and 12 <= shape.diameter <= 20
+    options = {**shape.options(), "min_size": 20}
+    assert options["seeds"] == "shape" and options["min_distance"] == 4
+    assert painted_shape([labels[:, :, 27:]]) is None  # a sliver of painted objects says nothing
+    # Probabilities whose foreground reaches 2 px beyond the nuclei: a higher threshold fits the
+    # painted objects better, and is chosen on them alone.
+    region = painted_region(labels, 8)
+    foreground = ndi.distance_transform_edt(gt == 0) <= 2
+    blurred = ndi.gaussian_filter(foreground.astype(np.float32), 1.5)
+    probabilities = np.stack([1 - blurred, blurred, np.zeros_like(blurred)])
+    calibration = calibrate_volume_instances([(probabilities[(slice(None),) + region], labels[region])], options)
+    assert calibration.objects == shape.objects
+    assert calibration.scores[calibration.foreground_threshold] == max(calibration.scores.values())
+    assert calibration.foreground_threshold >= 0.6 > calibration.scores[0.4]
+    assert calibrate_volume_instances([(probabilities[(slice(None),) + region], np.ones_like(labels[region]))],
+                                      options) is None
 
 
 def test_3d_matching_counts_a_plane_shifted_object_once():

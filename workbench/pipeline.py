@@ -29,6 +29,7 @@ __all__ = [
     "model_card", "find_local_weights", "check_resume", "plan_training", "train_model", "predict_project",
     "predict_file", "export_prediction", "postprocess", "training_summary", "instance_options", "auto_min_size",
     "min_size_from_labels", "measure_labels", "measure_project", "run_demo", "uncertainty", "segments_volumes",
+    "volume_instance_options",
     "STARTER", "starter_reason", "default_weights", "default_start", "starter_model", "resolve_model_version",
     "try_starter",
     "sanity_warnings", "result_warnings", "painted_object_areas",
@@ -575,6 +576,49 @@ def instance_options(project: Project, *, volume: bool = False, segmenter: Segme
     return options
 
 
+#: In-plane context predicted around the painted objects when the volume threshold is chosen.
+_CALIBRATION_CONTEXT = 32
+
+
+def volume_instance_options(project: Project, segmenter: Segmenter, *, tile_size: int | None = None,
+                            overlap: float = 0.25, tta: bool | None = None) -> dict:
+    """Settings of 3-D instances for z-stacks segmented by this project's model.
+
+    With at least three objects painted whole in the project's stacks, volumes are split by those
+    objects' shape (distance-transform seeds with their z-scale and width, see
+    `workbench.predict.painted_shape`) and the foreground threshold is the one whose instances fit
+    the painted objects best: the model predicts the painted regions (with context) and each
+    candidate is scored. The project's own ``instances`` settings win over both; with fewer
+    painted objects the boundary-seeded watershed of 2-D stays.
+    """
+    from workbench.predict import calibrate_volume_instances, painted_region, painted_shape
+
+    options = instance_options(project, volume=True, segmenter=segmenter)
+    stacks = [(name, project.labels(name)[...]) for name in project.image_names
+              if "Z" in project.image_info(name).axes]
+    shape = painted_shape([labels for _, labels in stacks])
+    if shape is None:
+        return options
+    own = project.settings.get("instances", {})
+    options = {**options, **shape.options(), **own}
+    if "foreground_threshold" in own:
+        return options
+    windows = []
+    for name, labels in stacks:
+        region = painted_region(labels, _CALIBRATION_CONTEXT)
+        if region is None:
+            continue
+        source = project.image(name)
+        zs, ys, xs = region
+        planes = [_predict_plane(segmenter, np.asarray(source.plane(z)[:, ys, xs]), None, tile_size=tile_size,
+                                 overlap=overlap, tta=tta, progress=None) for z in range(zs.start, zs.stop)]
+        windows.append((np.stack(planes, axis=1), labels[region]))
+    calibration = calibrate_volume_instances(windows, options)
+    if calibration is not None:
+        options["foreground_threshold"] = calibration.foreground_threshold
+    return options
+
+
 def auto_min_size(project: Project, *, volume: bool = False) -> int:
     """A tenth of the median painted object's area over the project (at least 16 pixels); with
     `volume`, of the median volume of the objects painted in the project's z-stacks (in voxels)."""
@@ -857,7 +901,8 @@ def _predict_project(project, names, model_version, tile_size, overlap, tta, dev
         stacked = "Z" in source.axes
         volume = segments_volumes(project, name)
         if volume and volume_options is None:
-            volume_options = instance_options(project, volume=True, segmenter=segmenter)
+            volume_options = volume_instance_options(project, segmenter, tile_size=tile_size, overlap=overlap,
+                                                     tta=tta)
         prob_shape = ((n_slices,) if stacked else ()) + (segmenter.n_outputs, *spatial)
         probs = project.create_prediction(name, "probabilities", prob_shape, np.float32,
                                           model_version=segmenter.record.version)
@@ -886,8 +931,9 @@ def _predict_project(project, names, model_version, tile_size, overlap, tta, dev
                 labels_out[...] = labels
             plane_summaries.append(_summary(plane_probs, labels, project.mode))
         if volume:
-            labels = postprocess(_ClassesFirst(probs), project.mode, spacing=project.voxel_size(name),
-                                 **volume_options)
+            # The painted objects' z-scale, when known, overrides the voxel size for splitting.
+            labels = postprocess(_ClassesFirst(probs), project.mode,
+                                 **{"spacing": project.voxel_size(name), **volume_options})
             labels_out[...] = labels
         # Checked while the staged layer is still where `labels_out` points: completing moves it.
         warnings = sanity_warnings(labels_out[...], project.mode, painted_areas=painted)
@@ -932,7 +978,10 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
     model_version = resolve_model_version(project, model_version)
     segmenter = load_segmenter(project, model_version, device=device, backend=backend)
     volume = "Z" in source.axes and segments_volumes(project)
-    options = instance_options(project, volume=volume, segmenter=segmenter) if project.mode == "instance" else {}
+    if volume:
+        options = volume_instance_options(project, segmenter, tile_size=tile_size, overlap=overlap, tta=tta)
+    else:
+        options = instance_options(project, segmenter=segmenter) if project.mode == "instance" else {}
     voxel_size = _file_voxel_size(project, source) if "Z" in source.axes else None
     stacked = "Z" in source.axes
     _check_memory(source, segmenter.n_outputs)
@@ -956,7 +1005,7 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
             else:
                 labels[...] = plane_labels
         if volume:
-            labels[...] = postprocess(_ClassesFirst(probs), project.mode, spacing=voxel_size, **options)
+            labels[...] = postprocess(_ClassesFirst(probs), project.mode, **{"spacing": voxel_size, **options})
         write_image(out, labels, axes="ZYX" if stacked else "YX", voxel_size=voxel_size, registry=registry)
         if probabilities is not None:
             write_image(probabilities, probs, axes="ZCYX" if stacked else "CYX", voxel_size=voxel_size,

@@ -19,6 +19,10 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+# Candidates whose held-out object IoU is within CALIBRATION_TOLERANCE of the best count as equally
+# good: the one tolerance and tie rule of every threshold choice, 2-D and 3-D.
+from workbench.predict._volumes import CALIBRATION_TOLERANCE, choose_middle_of_best
+
 __all__ = ["HeldOut", "InstanceCalibration", "hold_out", "validate", "calibrate_instances", "training_hint",
            "HINT_IMPROVING", "HINT_PLATEAU", "THRESHOLD_CANDIDATES"]
 
@@ -39,8 +43,6 @@ THRESHOLD_CANDIDATES: tuple[dict[str, float], ...] = tuple(
     for boundary, foreground in [(0.3, 0.5)] + [(b, f) for b in (0.1, 0.15, 0.2, 0.25, 0.3) for f in (0.5, 0.6, 0.7)
                                                 if (b, f) != (0.3, 0.5)]
 )
-#: Candidates whose held-out object IoU is within this of the best count as equally good.
-CALIBRATION_TOLERANCE = 0.002
 
 
 @dataclass(frozen=True)
@@ -272,13 +274,11 @@ def calibrate_instances(model, samples, held: Sequence[HeldOut], normalizer, str
         scores[tuple(sorted(options.items()))] = float(np.mean(
             [_best_match_iou(probabilities, truth, min_size, options) for probabilities, truth in windows]))
     default_key = tuple(sorted(THRESHOLD_CANDIDATES[0].items()))
-    best = max(scores.values())
     # Isolated held-out objects cannot tell thresholds that only matter between touching nuclei
     # apart, so several often tie: take the middle of the tied range, not its edge (measured: on
     # the nuclei half split boundary thresholds of 0.1 and 0.3 both merge nuclei that 0.15-0.2 keep
     # apart, while the held-out objects scored all four the same).
-    tied = sorted(key for key, score in scores.items() if score >= best - CALIBRATION_TOLERANCE)
-    best_key = tied[len(tied) // 2]
+    best_key = choose_middle_of_best(scores, CALIBRATION_TOLERANCE)
     return InstanceCalibration(options=dict(best_key), score=scores[best_key], default_score=scores[default_key],
                                objects=len(windows))
 

@@ -14,6 +14,14 @@ from workbench.predict._instances import (
     instances_from_probabilities,
     semantic_from_probabilities,
 )
+from workbench.predict._volumes import (
+    PaintedShape,
+    VolumeCalibration,
+    calibrate_volume_instances,
+    choose_middle_of_best,
+    painted_region,
+    painted_shape,
+)
 from workbench.predict._blockwise import (
     BlockGrid,
     BlockRecord,
@@ -51,6 +59,12 @@ from workbench.predict._overlay import (
 )
 
 __all__ = [
+    "PaintedShape",
+    "VolumeCalibration",
+    "calibrate_volume_instances",
+    "choose_middle_of_best",
+    "painted_region",
+    "painted_shape",
     "predict_symmetries",
     "DEFAULT_WINDOW",
     "EDGES",

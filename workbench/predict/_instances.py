@@ -42,7 +42,11 @@ from skimage.segmentation import relabel_sequential, watershed
 from workbench.errors import WorkbenchError
 from workbench.validate import whole_number
 
-__all__ = ["InstancesError", "instances_from_probabilities", "semantic_from_probabilities"]
+__all__ = ["InstancesError", "instances_from_probabilities", "semantic_from_probabilities", "SEEDS"]
+
+#: How three-class probabilities are seeded: connected interiors away from boundaries, or the
+#: object's shape (peaks of the distance to the background, as for two classes).
+SEEDS = ("boundaries", "shape")
 
 
 class InstancesError(WorkbenchError, ValueError):
@@ -162,9 +166,9 @@ def _peak_footprint(min_distance: int, spacing: tuple[float, ...]) -> np.ndarray
     return np.ones([2 * r + 1 for r in reach], dtype=bool)
 
 
-def _from_two_classes(probabilities: Any, foreground_threshold: float, min_size: int,
-                      min_distance: int, spacing: tuple[float, ...]) -> np.ndarray:
-    foreground = _channel(probabilities, 1) > foreground_threshold
+def _split_by_shape(foreground: np.ndarray, min_size: int, min_distance: int,
+                    spacing: tuple[float, ...]) -> np.ndarray:
+    """Objects of a foreground mask, one per peak of its (smoothed) distance to the background."""
     # Distances in units of the finest axis, so a coarse z counts for what it is.
     relative = tuple(s / min(spacing) for s in spacing)
     distance = ndi.distance_transform_edt(foreground, sampling=relative).astype(np.float32)
@@ -192,6 +196,7 @@ def instances_from_probabilities(
     min_seed_size: int = 4,
     min_distance: int = 4,
     spacing: Any = None,
+    seeds: str = "boundaries",
 ) -> np.ndarray:
     """Turn per-pixel class probabilities into an instance label image or volume.
 
@@ -215,11 +220,15 @@ def instances_from_probabilities(
     min_seed_size : int, optional
         (3 classes) Seeds with fewer pixels are ignored as noise.
     min_distance : int, optional
-        (2 classes) Minimum distance in pixels (of the finest axis) between
+        (2 classes, or ``seeds="shape"``) Minimum distance in pixels (of the finest axis) between
         two object centres found on the distance transform.
     spacing : float or sequence of float, optional
         Pixel / voxel size per spatial axis ((y, x) or (z, y, x), any unit);
-        isotropic by default. Distances of the two-class split follow it.
+        isotropic by default. Distances of the two-class (or shape) split follow it.
+    seeds : {"boundaries", "shape"}, optional
+        (3 classes) Seed objects at their interiors away from predicted boundaries (the
+        default), or at the peaks of the distance to the background, as two classes are:
+        for volumes from a 2-D model, whose boundaries miss the top and bottom of objects.
 
     Returns
     -------
@@ -247,12 +256,17 @@ def instances_from_probabilities(
     min_seed_size = _count(min_seed_size, "min_seed_size")
     min_distance = _count(min_distance, "min_distance")
     spacing = _spacing(spacing, len(shape) - 1)
+    if seeds not in SEEDS:
+        raise InstancesError(f"seeds must be one of {', '.join(SEEDS)}, got {seeds!r}")
+    if shape[0] == 3 and seeds == "shape":
+        foreground = (1 - _channel(probabilities, 0)) > foreground_threshold
+        return _split_by_shape(foreground, min_size, min_distance, spacing)
     if shape[0] == 3:
         return _from_three_classes(
             probabilities, interior_threshold, boundary_threshold, foreground_threshold, min_size,
             min_seed_size,
         )
-    return _from_two_classes(probabilities, foreground_threshold, min_size, min_distance, spacing)
+    return _split_by_shape(_channel(probabilities, 1) > foreground_threshold, min_size, min_distance, spacing)
 
 
 def semantic_from_probabilities(probabilities: Any) -> np.ndarray:
