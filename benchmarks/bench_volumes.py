@@ -4,16 +4,18 @@ Accuracy: the real StarDist nuclei volume (``shared/data/stardist_nuclei_3d``,
 31 x 61 x 57, 51 nuclei). Simulated partial labels on the left half (a minority
 of the whole nuclei lying there, painted through the stack, plus background
 strokes on every plane); scored on the right half, which training never sees.
-The same 2-D U-Net (trained on every annotated plane) is run through
+For three label draws (each also the training seed), a 2-D U-Net and a forest
+(trained on every annotated plane, 3-D boundary targets) are run through
 
-* the 3-D path (``boundaries: 3d``: targets with 3-D boundaries, one seeded
-  watershed through the stack, one id per nucleus), and
-* the per-plane path (``boundaries: per-plane``: what the workbench did before,
-  one set of instances per plane),
+* the product's 3-D path: one watershed through the stack seeded by the painted
+  objects' shape, foreground threshold chosen on the painted objects
+  (`pipeline.volume_instance_options`),
+* the boundary-seeded 3-D watershed of before, on the same probabilities, and
+* per-plane instances (one set per plane, as before volumes existed),
 
-and both are scored with the 2018 DSB matching in 3-D (a per-plane result gets
-a new id per plane, so a nucleus over ten planes is ten objects); the mean
-per-plane 2-D AP of the per-plane path is given as well.
+all scored with the 2018 DSB matching in 3-D (a per-plane result gets a new id
+per plane, so a nucleus over ten planes is ten objects); the mean per-plane 2-D
+AP of the per-plane path is given as well.
 
 Scale: ``nuclei_volume`` generates a synthetic volume; the 3-D
 post-processing (3-D boundaries, seeded watershed, measurements) is timed on
@@ -83,11 +85,11 @@ def mean_plane_ap(gt: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def train_project(folder: Path, image, labels, boundaries: str, epochs: int, boundary_width: int, seed: int):
+def train_project(folder: Path, image, labels, boundaries: str, epochs: int, boundary_width: int, seed: int,
+                  method: str = "unet"):
     """A project on the volume with `labels`, trained for `epochs` (of 10 steps), predicted; returns its instances.
 
-    Epochs, not minutes: the shared CPU this was measured on is too busy for a time budget to mean
-    the same training twice."""
+    Epochs, not minutes: optimiser steps, so the result does not depend on how busy the CPU is."""
     from workbench import pipeline
     from workbench.store import Project
 
@@ -97,8 +99,9 @@ def train_project(folder: Path, image, labels, boundaries: str, epochs: int, bou
     name = project.add_image(image, name="nuclei3d", axes="ZYX")
     project.import_labels(name, labels)
     started = time.perf_counter()
-    record = pipeline.train_model(project, settings={"minutes": None, "epochs": epochs, "seed": seed,
-                                                     "patch_size": 64})
+    settings = ({"minutes": None, "epochs": epochs, "seed": seed, "patch_size": 64} if method == "unet"
+                else {"seed": seed})
+    record = pipeline.train_model(project, method=method, settings=settings)
     train_s = time.perf_counter() - started
     started = time.perf_counter()
     pipeline.predict_project(project)
@@ -106,38 +109,49 @@ def train_project(folder: Path, image, labels, boundaries: str, epochs: int, bou
     return project, project.prediction(name, "instances")[...], record, train_s, predict_s
 
 
-def accuracy_rows(epochs: int, object_fraction: float, boundary_width: int, seed: int = 0,
-                  trainings=("3d",)) -> tuple[list, dict]:
+def accuracy_rows(epochs: int, object_fraction: float, boundary_width: int, seeds=(0, 1, 2),
+                  methods=("unet", "forest")) -> tuple[list, dict]:
+    """Per label draw and training seed (the same number), per method: the product's 3-D instances
+    (shape seeds, threshold chosen on the painted objects), the boundary-seeded 3-D watershed of
+    before on the same probabilities, and per-plane instances; with the means over the draws."""
+    from workbench import pipeline
     from workbench.datasets import labelled_fraction
     from workbench.store import painted_objects
 
-    image, gt, labels = volume_task(object_fraction, seed)
-    info = {"painted": painted_objects(labels)[1], "n_nuclei": int(len(np.unique(gt)) - 1),
-            "labelled_fraction": labelled_fraction(labels, TRAIN_REGION)}
-    from workbench import pipeline
-
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-volumes-") as tmp:
-        for boundaries in trainings:
-            project, pred, record, train_s, predict_s = train_project(Path(tmp) / boundaries, image, labels,
-                                                                      boundaries, epochs, boundary_width, seed)
-            common = {"train_s": round(train_s, 1), "epochs": record.metrics.epochs}
-            if boundaries == "3d":
-                rows.append({"path": "3-D: targets with 3-D boundaries, 3-D watershed", **score(gt, pred),
-                             "predict_s": round(predict_s, 1), **common})
-                # The same model's probabilities, post-processed plane by plane as before this change.
-                started = time.perf_counter()
-                probabilities = project.prediction("nuclei3d", "probabilities")
-                options = pipeline.instance_options(project)
-                pred = np.stack([pipeline.postprocess(probabilities[z], "instance", **options)
-                                 for z in range(probabilities.shape[0])])
-                rows.append({"path": "same model, per-plane instances", **score(gt, planes_as_objects(pred)),
-                             "plane_ap50": mean_plane_ap(gt, pred), "predict_s": round(time.perf_counter() - started, 1),
+    rows, info = [], {"draws": []}
+    for seed in seeds:
+        image, gt, labels = volume_task(object_fraction, seed)
+        info["n_nuclei"] = int(len(np.unique(gt)) - 1)
+        info["draws"].append({"seed": seed, "painted": painted_objects(labels)[1],
+                              "labelled_fraction": labelled_fraction(labels, TRAIN_REGION)})
+        for method in methods:
+            with tempfile.TemporaryDirectory(prefix="bench-volumes-") as tmp:
+                project, pred, record, train_s, predict_s = train_project(Path(tmp) / "p", image, labels, "3d",
+                                                                          epochs, boundary_width, seed, method)
+                segmenter = pipeline.load_segmenter(project)
+                chosen = pipeline.volume_instance_options(project, segmenter)
+                common = {"method": method, "draw": seed, "train_s": round(train_s, 1),
+                          "steps": record.metrics.get("steps") if method == "unet" else None}
+                rows.append({"path": "3-D, shape seeds (product default)", **score(gt, pred),
+                             "z_scale": chosen.get("spacing", (None,))[0],
+                             "foreground": chosen.get("foreground_threshold"), "predict_s": round(predict_s, 1),
                              **common})
-            else:
-                rows.append({"path": "per-plane: per-plane targets and instances (before this change)",
-                             **score(gt, planes_as_objects(pred)), "plane_ap50": mean_plane_ap(gt, pred),
-                             "predict_s": round(predict_s, 1), **common})
+                probabilities = project.prediction("nuclei3d", "probabilities")
+                before = pipeline.instance_options(project, volume=True, segmenter=segmenter)
+                pred = pipeline.postprocess(pipeline._ClassesFirst(probabilities), "instance", **before)
+                rows.append({"path": "3-D, boundary seeds (before)", **score(gt, pred), **common})
+                per_plane = np.stack([pipeline.postprocess(probabilities[z], "instance",
+                                                           **pipeline.instance_options(project, segmenter=segmenter))
+                                      for z in range(probabilities.shape[0])])
+                rows.append({"path": "per-plane instances", **score(gt, planes_as_objects(per_plane)),
+                             "plane_ap50": mean_plane_ap(gt, per_plane), **common})
+    for method in methods:
+        for path in dict.fromkeys(row["path"] for row in rows):
+            picked = [row for row in rows if row["method"] == method and row["path"] == path and "draw" in row]
+            if picked:
+                rows.append({"path": path, "method": method, "draw": "mean",
+                             "ap50": float(np.mean([row["ap50"] for row in picked])),
+                             "map": float(np.mean([row["map"] for row in picked]))})
     return rows, info
 
 
@@ -193,34 +207,34 @@ def scale_row(shape: tuple[int, int, int]) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny budgets and sizes (numbers mean nothing)")
-    parser.add_argument("--epochs", type=int, default=40, help="training epochs (10 steps each) per path (default 40)")
+    parser.add_argument("--epochs", type=int, default=30, help="U-Net training epochs of 10 steps (default 30)")
     parser.add_argument("--object-fraction", type=float, default=0.8,
                         help="share of the left half's whole nuclei painted (default 0.8)")
     parser.add_argument("--boundary-width", type=int, default=1)
     parser.add_argument("--large", default="128,1024,1024", help="Z,Y,X of the synthetic scale volume")
     parser.add_argument("--skip-accuracy", action="store_true")
-    parser.add_argument("--train-per-plane", action="store_true",
-                        help="also train a second model on per-plane targets (the whole pre-volume path)")
+    parser.add_argument("--seeds", default="0,1,2", help="label draws (and training seeds) of the accuracy runs")
     parser.add_argument("--skip-scale", action="store_true")
     args = parser.parse_args(argv)
     epochs = 1 if args.quick else args.epochs
     large = (16, 128, 128) if args.quick else tuple(int(v) for v in args.large.split(","))
     if not args.skip_accuracy:
         rows, info = accuracy_rows(epochs, args.object_fraction, args.boundary_width,
-                                   trainings=("3d", "per-plane") if args.train_per_plane else ("3d",))
-        print(f"Real volume `stardist_nuclei_3d` (31 × 61 × 57, {info['n_nuclei']} nuclei): "
-              f"{info['painted']} whole nuclei painted through the stack in the left half (x < 28) plus "
-              f"background strokes on its planes ({info['labelled_fraction']:.1%} of the left half's voxels); "
-              f"scored in 3-D on the right half (x ≥ 28). 2-D U-Net, {epochs} epochs of 10 steps (batch 8, 64² patches), "
-              f"boundary width {args.boundary_width}.\n")
-        print(markdown_table(rows, ["path", "ap50", "map", "plane_ap50", "n_gt", "n_pred", "train_s", "predict_s",
-                                    "epochs"],
+                                   seeds=(0,) if args.quick else tuple(int(v) for v in args.seeds.split(",")))
+        draws = "; ".join(f"draw {d['seed']}: {d['painted']} nuclei, {d['labelled_fraction']:.1%}" for d in info["draws"])
+        print(f"Real volume `stardist_nuclei_3d` (31 × 61 × 57, {info['n_nuclei']} nuclei): whole nuclei painted "
+              f"through the stack in the left half (x < 28) plus background strokes on its planes ({draws} of the "
+              f"left half's voxels); scored in 3-D on the right half (x ≥ 28, never seen in training). 2-D U-Net, "
+              f"{epochs} epochs of 10 steps (batch 8, 64² patches), the draw's number as its seed; forest with "
+              f"its defaults; boundary width {args.boundary_width}.\n")
+        print(markdown_table(rows, ["method", "draw", "path", "ap50", "map", "plane_ap50", "n_pred", "z_scale",
+                                    "foreground", "steps", "train_s", "predict_s"],
                              {"ap50": "3-D AP@0.5", "map": "3-D mAP", "plane_ap50": "mean per-plane 2-D AP@0.5",
-                              "n_gt": "GT nuclei", "n_pred": "objects", "train_s": "train s",
-                              "predict_s": "predict s"}))
-        best = rows[0]["ap50"]
-        print(f"\nTarget 3-D AP@0.5 ≥ {AP50_GOAL}: {'met' if best >= AP50_GOAL else 'missed'} "
-              f"({best:.3f}, {'+' if best >= AP50_GOAL else ''}{best - AP50_GOAL:.3f}).\n")
+                              "n_pred": "objects", "z_scale": "z-scale", "foreground": "foreground threshold",
+                              "train_s": "train s", "predict_s": "predict s"}))
+        best = max(row["ap50"] for row in rows if row["draw"] == "mean")
+        print(f"\nTarget 3-D AP@0.5 ≥ {AP50_GOAL} (mean over the draws, best method): "
+              f"{'met' if best >= AP50_GOAL else 'missed'} ({best:.3f}, {best - AP50_GOAL:+.3f}).\n")
     if not args.skip_scale:
         row = scale_row(large)
         print("Scale: synthetic volume (`nuclei_volume`, voxel 2 × 1 × 1 µm) with 3-class probabilities made "
