@@ -604,23 +604,14 @@ def _write_container(job: _Job, project, final: Path, with_probabilities: bool) 
     import dask.array as da
     import zarr
 
-    from workbench.pipeline import _output_classes
-    from workbench.store._omezarr import LabelLayer, write_ome_zarr
+    from workbench.pipeline import _label_layers, _output_classes
+    from workbench.store._omezarr import write_ome_zarr
 
     container = job.scratch_path / "result.ome.zarr"
     if container.exists():
         shutil.rmtree(container)  # a container half-written by a killed run
     labels = da.from_zarr(zarr.open_array(str(job.scratch_path / "labels.zarr"), mode="r"))
-    colors = project.class_colors
-    names = project.class_names
-    if job.mode == "instance":
-        layers = {
-            "instances": LabelLayer(labels),
-            "classes": LabelLayer((labels > 0).astype(np.uint8), {1: colors[1]}, {1: {"class": names[1]}}),
-        }
-    else:
-        layers = {"classes": LabelLayer(labels, {c: colors[c] for c in range(1, len(names))},
-                                        {c: {"class": names[c]} for c in range(len(names))})}
+    layers = _label_layers(project, labels)
     probabilities = da.from_zarr(zarr.open_array(str(job.scratch_path / "probabilities.zarr"), mode="r")) \
         if with_probabilities else None
     write_ome_zarr(container, _lazy_image(job, job.block), image_axes="cyx", labels=layers,

@@ -15,7 +15,7 @@ import threading
 import traceback
 from pathlib import Path
 
-from workbench.conventions import METHODS, MODES
+from workbench.conventions import METHODS, MODES, OUTPUT_SUFFIXES
 from workbench.errors import WorkbenchError
 
 __all__ = ["main", "build_parser"]
@@ -148,9 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", metavar="INPUT",
                    help="image names in the project or image files / Zarr paths "
                         "(default: every image of the project, into the project)")
-    p.add_argument("--out", type=Path, help="output label image (.tif or .zarr) for one input, or a folder: "
-                                            "NAME.ome.zarr (image, labels, probabilities) and NAME.csv per input")
-    p.add_argument("--probabilities", type=Path, help="also write class probabilities (.tif or .zarr; one input)")
+    p.add_argument("--out", type=Path, help="output label image (.tif or .zarr) for one input, or NAME.ome.zarr: "
+                                            "the image with its labels (2-D or z-stack, with the pixel or voxel "
+                                            "size); or a folder: NAME.ome.zarr (image, labels, probabilities) and "
+                                            "NAME.csv per input")
+    p.add_argument("--probabilities", type=Path, nargs="?", const=True, metavar="FILE",
+                   help="also write class probabilities (.tif or .zarr; one input); with no FILE, into the "
+                        "--out NAME.ome.zarr container")
     p.add_argument("--model",
                    help="model version (default: the latest), or 'starter': the model shipped with the workbench, "
                         "no labels needed (instance projects)")
@@ -308,14 +312,11 @@ def _cmd_train(args) -> None:
         print(summary)
 
 
-_SINGLE_OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr", ".png")
-
-
 def _is_batch(args) -> bool:
     """A folder --out, several inputs or a dask option: the blockwise batch engine."""
     if len(args.images) > 1 or args.scheduler or args.halo is not None or args.block_size != 1024:
         return True
-    if args.out is None or args.out.name.lower().endswith(_SINGLE_OUTPUT_SUFFIXES):
+    if args.out is None or args.out.name.lower().endswith(OUTPUT_SUFFIXES):
         return False
     # A name with another suffix (x.jpg) is a mistaken file name, which the single-output path
     # refuses with the list of suffixes; a folder has no suffix or already exists as one.
@@ -330,7 +331,7 @@ def _cmd_predict_batch(args, project) -> None:
     if args.probabilities:
         raise WorkbenchError("--probabilities is for one output file; a folder output holds the probabilities "
                              "inside each NAME.ome.zarr")
-    if args.out.name.lower().endswith(_SINGLE_OUTPUT_SUFFIXES):
+    if args.out.name.lower().endswith(OUTPUT_SUFFIXES):
         raise WorkbenchError(f"--out {args.out} names a file, but this run writes a folder (several inputs or "
                              "dask options); give a folder such as --out results/")
     from dataclasses import replace
@@ -354,7 +355,7 @@ def _cmd_predict_batch(args, project) -> None:
 
 def _cmd_predict(args) -> None:
     from workbench import pipeline
-    from workbench.store import Project, check_output_path
+    from workbench.store import Project
 
     args.model = _model_version(args.model)
     project = Project.open(args.dir)
@@ -368,12 +369,10 @@ def _cmd_predict(args) -> None:
     if not 0 <= args.overlap < 1:
         raise WorkbenchError(f"--overlap is a fraction of the tile from 0 to below 1 (e.g. 0.25), got {args.overlap}")
     label_dtype = "int32" if project.mode == "instance" else "uint8"
+    if args.probabilities and not args.out:
+        raise WorkbenchError("--probabilities goes with --out; give the label output file too")
     if args.out:  # before any work, so a wrong name never costs a prediction (or the stored one)
-        check_output_path(args.out, dtype=label_dtype)
-    if args.probabilities:
-        if not args.out:
-            raise WorkbenchError("--probabilities goes with --out; give the label output file too")
-        check_output_path(args.probabilities, dtype="float32")
+        pipeline._check_outputs(args.out, args.probabilities, label_dtype=label_dtype)
     if image is None or image in project.image_names:
         names = [image] if image else project.image_names
         if args.out and len(names) != 1:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 __all__ = [
     "MODES", "METHODS", "UNLABELLED", "BACKGROUND", "OBJECT", "IGNORE", "INSTANCE_CLASSES",
-    "TIFF_SUFFIXES", "PLAIN_IMAGE_SUFFIXES", "IMAGE_SUFFIXES", "OUTPUT_SUFFIXES",
-    "check_mode", "check_method", "is_image_path", "image_stem",
+    "TIFF_SUFFIXES", "PLAIN_IMAGE_SUFFIXES", "IMAGE_SUFFIXES", "OME_ZARR_SUFFIX", "OUTPUT_SUFFIXES",
+    "check_mode", "check_method", "is_image_path", "is_ome_zarr_path", "image_stem",
 ]
 
 MODES = ("semantic", "instance")
@@ -50,8 +50,12 @@ PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".npy", ".zarr")
 """Files a folder of images is read for (the app's folder inputs)."""
 
-OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr", ".png")
-"""Files a label image or a probability map may be written to."""
+OME_ZARR_SUFFIX = ".ome.zarr"
+"""An output of this name is an OME-Zarr container: the image, its labels and probabilities."""
+
+OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr", OME_ZARR_SUFFIX, ".png")
+"""Files a label image or a probability map may be written to (an `OME_ZARR_SUFFIX` name gets a
+container that holds the image with them)."""
 
 _COMPOUND_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr")
 
@@ -77,6 +81,15 @@ def check_method(method: str) -> str:
 def is_image_path(path) -> bool:
     """Whether a file or folder name ends in one of `IMAGE_SUFFIXES` (case-insensitive)."""
     return Path(path).name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def is_ome_zarr_path(path) -> bool:
+    """Whether an output name asks for an OME-Zarr container (``NAME.ome.zarr``, case-insensitive).
+
+    >>> is_ome_zarr_path("cells.ome.zarr"), is_ome_zarr_path("cells.zarr")
+    (True, False)
+    """
+    return Path(path).name.lower().endswith(OME_ZARR_SUFFIX)
 
 
 def image_stem(path) -> str:

@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from workbench import config, speed
-from workbench.conventions import INSTANCE_CLASSES, METHODS, OUTPUT_SUFFIXES, check_method  # noqa: F401 - METHODS is public here
+from workbench.conventions import (INSTANCE_CLASSES, METHODS, OUTPUT_SUFFIXES, check_method,  # noqa: F401 - METHODS is public here
+                                   image_stem, is_ome_zarr_path)
 from workbench.errors import WorkbenchError, app_message
 from workbench.records import ModelCardInfo, ModelRecord, TrainingChoices, TrainingPlan
 from workbench.store import Project
@@ -958,7 +959,9 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
     """Segment an image file that is not part of the project (any size: read and written tile by tile).
 
     `out` gets instances (instance mode) or the class map (semantic); `probabilities`, when given,
-    the class probabilities. Outputs are written into temporary siblings and renamed into place
+    the class probabilities. An `out` named ``NAME.ome.zarr`` is an OME-Zarr container of the
+    image with its labels (see `export_prediction`), which holds the probabilities too with
+    ``probabilities=True``. Outputs are written into temporary siblings and renamed into place
     when whole: an existing output stays until then, and a kill leaves no partial output.
     """
     import zarr
@@ -967,12 +970,7 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
     from workbench.store._lock import owner_tmp
 
     label_dtype = np.int32 if project.mode == "instance" else np.uint8
-    out = Path(out)
-    _check_output_suffix(out, dtype=label_dtype)
-    if probabilities is not None:
-        _check_output_suffix(Path(probabilities), dtype=np.float32)
-        if Path(probabilities).absolute() == out.absolute():
-            raise WorkbenchError(f"--probabilities and --out both name {out}; give two different files")
+    out, probabilities, probabilities_inside = _check_outputs(out, probabilities, label_dtype=label_dtype)
     _check_tile_size(tile_size)
     source = open_image(path, axes=axes)
     model_version = resolve_model_version(project, model_version)
@@ -1006,7 +1004,11 @@ def predict_file(project: Project, path, out, *, probabilities=None, model_versi
                 labels[...] = plane_labels
         if volume:
             labels[...] = postprocess(_ClassesFirst(probs), project.mode, **{"spacing": voxel_size, **options})
-        write_image(out, labels, axes="ZYX" if stacked else "YX", voxel_size=voxel_size, registry=registry)
+        if is_ome_zarr_path(out):
+            _write_container(project, out, source, labels, probs if probabilities_inside else None,
+                             size=voxel_size if stacked else source.pixel_size, registry=registry)
+        else:
+            write_image(out, labels, axes="ZYX" if stacked else "YX", voxel_size=voxel_size, registry=registry)
         if probabilities is not None:
             write_image(probabilities, probs, axes="ZCYX" if stacked else "CYX", voxel_size=voxel_size,
                         registry=registry)
@@ -1063,17 +1065,133 @@ def _check_output_suffix(path: Path, *, dtype=None) -> None:
     check_output_path(path, dtype=dtype)
 
 
+def _check_outputs(out, probabilities, *, label_dtype) -> tuple[Path, Path | None, bool]:
+    """Check the output names of a prediction before any work is done.
+
+    Parameters
+    ----------
+    out : path-like
+        The label output; ``NAME.ome.zarr`` is a container of the image with its labels.
+    probabilities : path-like, True or None
+        A file of their own for the probabilities, or True: into the container `out`.
+
+    Returns
+    -------
+    out : Path
+    probabilities_file : Path or None
+        Where the probabilities go as a file of their own.
+    probabilities_inside : bool
+        Whether they go into the container `out`.
+    """
+    out = Path(out)
+    _check_output_suffix(out, dtype=label_dtype)
+    if probabilities is None or probabilities is False:
+        return out, None, False
+    if probabilities is True:
+        if not is_ome_zarr_path(out):
+            raise WorkbenchError(f"the probabilities go into the output only when it is an OME-Zarr container: name "
+                                 f"it NAME.ome.zarr (not {out.name}), or give the probabilities a file of their own")
+        return out, None, True
+    probabilities = Path(probabilities)
+    _check_output_suffix(probabilities, dtype=np.float32)
+    if is_ome_zarr_path(probabilities):
+        raise WorkbenchError(f"probabilities output {probabilities}: an .ome.zarr output is a container of the image "
+                             "with its labels; put the probabilities inside the label output NAME.ome.zarr "
+                             "(--probabilities with no file name; probabilities=True from Python) or write them "
+                             "to a .tif or .zarr file")
+    if probabilities.absolute() == out.absolute():
+        raise WorkbenchError(f"--probabilities and --out both name {out}; give two different files")
+    return out, probabilities, False
+
+
+def _label_layers(project: Project, labels) -> dict:
+    """The label images of a result container, in the project's class colours.
+
+    Instance mode: ``instances`` (the ids) and ``classes`` (1 on every object); semantic mode:
+    ``classes`` (the class index, 0 = background).
+    """
+    import dask.array as da
+
+    from workbench.store._omezarr import LabelLayer
+
+    colors, names = project.class_colors, project.class_names
+    if project.mode == "instance":
+        ids = labels if isinstance(labels, da.Array) else da.from_array(labels, name=False)
+        return {"instances": LabelLayer(ids),
+                "classes": LabelLayer((ids > 0).astype(np.uint8), {1: colors[1]}, {1: {"class": names[1]}})}
+    return {"classes": LabelLayer(labels, {c: colors[c] for c in range(1, len(names))},
+                                  {c: {"class": names[c]} for c in range(len(names))})}
+
+
+def _channels_first(array, axes: str):
+    """A stored array (canonical axes: ``YX``, ``CYX``, ``ZYX`` or ``ZCYX``) as a lazy dask array in
+    NGFF's order, channels before the spatial axes, with those axes in lower case."""
+    import dask.array as da
+
+    ngff = "".join(a for a in "CZYX" if a in axes)
+    chunks = tuple(1 if a == "Z" else n if a == "C" else min(n, 1024) for a, n in zip(axes, array.shape))
+    # name=False: dask would otherwise hash the whole source to name it.
+    lazy = da.from_array(array, chunks=chunks, name=False, meta=np.empty((0,) * len(axes), array.dtype))
+    return lazy.transpose([axes.index(a) for a in ngff]), ngff.lower()
+
+
+def _write_container(project: Project, out: Path, image, labels, probabilities, *, size, registry) -> None:
+    """Write `image` (an `ImageSource`), its labels and (optionally) probabilities as the OME-Zarr
+    container `out`, into a temporary sibling renamed into place when whole.
+
+    `size` is the voxel size (z, y, x) of a z-stack or the pixel size (y, x) of a 2-D image, in µm.
+    """
+    from workbench.store import atomic_output
+    from workbench.store._omezarr import write_ome_zarr
+
+    volume = "Z" in image.axes
+    pixels, image_axes = _channels_first(image, image.axes)
+    if probabilities is not None:
+        probabilities, _ = _channels_first(probabilities, ("Z" if volume else "") + "CYX")
+    with atomic_output(out, registry=registry) as tmp:
+        write_ome_zarr(tmp, pixels, image_axes=image_axes, labels=_label_layers(project, labels),
+                       probabilities=probabilities, probability_names=_output_classes(project),
+                       pixel_size=None if volume else size, voxel_size=size if volume else None,
+                       name=image_stem(out))
+
+
 def export_prediction(project: Project, name: str, out, *, probabilities=None) -> Path:
-    """Write a stored prediction of a project image to a file (.tif, .png or .zarr)."""
+    """Write a stored prediction of a project image to a file (.tif, .png, .zarr or .ome.zarr).
+
+    A z-stack goes to TIFF as an ImageJ hyperstack with its voxel size. An `out` named
+    ``NAME.ome.zarr`` is an OME-Zarr (NGFF 0.4) container: the image as its root, the
+    instances and classes under ``labels/``, and, with ``probabilities=True``, the class
+    probabilities under ``probabilities/``, with the pixel or voxel size as their scale. It is
+    written into a temporary sibling and renamed into place when whole.
+
+    Parameters
+    ----------
+    project : Project
+    name : str
+        The project image.
+    out : path-like
+        The label output.
+    probabilities : path-like or True, optional
+        A file for the class probabilities, or True: into the container `out`.
+
+    Returns
+    -------
+    pathlib.Path
+        `out`.
+
+    Raises
+    ------
+    WorkbenchError
+        For an output name of an unknown type, probabilities=True with an output that is not
+        ``.ome.zarr``, or an image that has no prediction (or no probabilities, when asked) yet.
+    """
     from workbench.store import write_image
 
     from workbench.store._lock import owner_tmp
 
     kind = "instances" if project.mode == "instance" else "classes"
-    out = Path(out)
-    _check_output_suffix(out, dtype=np.int32 if kind == "instances" else np.uint8)
-    if probabilities is not None:
-        _check_output_suffix(Path(probabilities), dtype=np.float32)
+    out, probabilities, probabilities_inside = _check_outputs(
+        out, probabilities, label_dtype=np.int32 if kind == "instances" else np.uint8)
     labels = project.prediction(name, kind)
     if labels is None:
         raise WorkbenchError(f"image {name!r} has no prediction yet; run `workbench predict {project.path} {name}`",
@@ -1081,9 +1199,19 @@ def export_prediction(project: Project, name: str, out, *, probabilities=None) -
                                     "image with the latest model")
     registry = owner_tmp(project.path) / "outside.json"
     voxel_size = project.voxel_size(name)
-    write_image(out, labels, axes="ZYX" if labels.ndim == 3 else "YX", voxel_size=voxel_size, registry=registry)
-    if probabilities is not None:
+    probs = None
+    if probabilities is not None or probabilities_inside:
         probs = project.prediction(name, "probabilities")
+        if probs is None:
+            raise WorkbenchError(f"image {name!r} has a stored {kind} prediction but no probabilities; predict it "
+                                 f"again (`workbench predict {project.path} {name}`) to have them")
+    if is_ome_zarr_path(out):
+        image = project.image(name)
+        _write_container(project, out, image, labels, probs if probabilities_inside else None,
+                         size=voxel_size if "Z" in image.axes else image.pixel_size, registry=registry)
+    else:
+        write_image(out, labels, axes="ZYX" if labels.ndim == 3 else "YX", voxel_size=voxel_size, registry=registry)
+    if probabilities is not None:
         write_image(probabilities, probs, axes="ZCYX" if probs.ndim == 4 else "CYX", voxel_size=voxel_size,
                     registry=registry)
     return out

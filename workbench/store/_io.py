@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from workbench.conventions import PLAIN_IMAGE_SUFFIXES, TIFF_SUFFIXES
+from workbench.conventions import OUTPUT_SUFFIXES, PLAIN_IMAGE_SUFFIXES, TIFF_SUFFIXES
 from workbench.errors import WorkbenchError
 from workbench.store._vendor import VENDOR_SUFFIXES, open_vendor, unreadable
 
@@ -696,9 +696,6 @@ def _write_tiff(tmp: Path, data: np.ndarray, axes: str | None, voxel_size) -> No
                      bigtiff=data.nbytes > 2**31 and not imagej)
 
 
-OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr", ".png")
-
-
 def check_output_path(path: str | os.PathLike, *, dtype=None) -> Path:
     """Check an output name before any work is done: a known type that can hold `dtype`.
 
@@ -713,7 +710,8 @@ def check_output_path(path: str | os.PathLike, *, dtype=None) -> Path:
     if lower.endswith((".jpg", ".jpeg")):
         raise WorkbenchError(f"output {path}: JPEG is lossy and would change label values; use .tif, .png or .zarr")
     if not lower.endswith(OUTPUT_SUFFIXES):
-        raise WorkbenchError(f"output {path} must end in .tif, .tiff, .zarr or .png")
+        raise WorkbenchError(f"output {path} must end in .tif, .tiff, .zarr, .png or .ome.zarr (a container of "
+                             "the image with its labels and probabilities)")
     if lower.endswith(".png") and dtype is not None and np.dtype(dtype).itemsize > 2:
         raise WorkbenchError(
             f"output {path}: PNG holds at most 16 bits per pixel but these values are {np.dtype(dtype)} "
