@@ -244,17 +244,23 @@ def forest_rows(task: SegmentationTask) -> list[dict[str, Any]]:
 
 
 def deep_settings(variant: str, budget_s: float | None, device: str, **overrides: Any):
-    """TrainSettings of a deep variant in instance mode: "scratch" (default preset) or "pretrained"."""
-    from workbench.deep import TrainSettings
+    """TrainSettings of a deep variant in instance mode: "scratch" (default preset, random init),
+    "starter" (default preset from the shipped starter model: what a new instance project starts
+    from) or "pretrained" (ImageNet MobileNetV2)."""
+    from workbench.deep import TrainSettings, starter_dir
 
     if variant == "scratch":
         base = {}
+    elif variant == "starter":
+        if starter_dir() is None:
+            raise FileNotFoundError("no starter model in this installation (workbench/deep/starter/)")
+        base = {"weights": str(starter_dir())}
     elif variant == "pretrained":
         if not MOBILENET_V2_WEIGHTS.is_file():
             raise FileNotFoundError(f"pretrained weights missing: expected {MOBILENET_V2_WEIGHTS}.")
         base = {"preset": "mobilenet_v2", "weights": str(MOBILENET_V2_WEIGHTS)}
     else:
-        raise ValueError(f"unknown deep variant {variant!r}; expected 'scratch' or 'pretrained'.")
+        raise ValueError(f"unknown deep variant {variant!r}; expected 'scratch', 'starter' or 'pretrained'.")
     minutes = None if budget_s is None else budget_s / 60.0
     return TrainSettings(mode="instance", minutes=minutes, device=device, **{"seed": 0, **base, **overrides})
 
@@ -265,6 +271,8 @@ def deep_label(variant: str) -> str:
 
     if variant == "scratch":
         return f"workbench U-Net, scratch ('{DEFAULT_PRESET}': {PRESETS[DEFAULT_PRESET]['encoder']})"
+    if variant == "starter":
+        return f"workbench U-Net, from the starter ('{DEFAULT_PRESET}')"
     return "workbench U-Net, ImageNet MobileNetV2 encoder"
 
 

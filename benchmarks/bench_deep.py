@@ -290,17 +290,19 @@ def run_throughput(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",)
 
 
 def _one_curve(argv: Sequence[str]) -> None:
-    """``--curve DRAW SEED BUDGETS``: one default U-Net run scored at each budget, as JSON lines.
+    """``--curve DRAW SEED BUDGETS [VARIANT]``: one U-Net run scored at each budget, as JSON lines.
 
     The pieces of the full benchmark one at a time (a machine shared by many can run them side
-    by side), e.g. ``python -m benchmarks.bench_deep --curve 0 1 30,60,120``.
+    by side), e.g. ``python -m benchmarks.bench_deep --curve 0 1 30,60,120``; VARIANT is
+    ``scratch`` (the default) or ``starter`` (what a new instance project starts from).
     """
     import json
 
     draw, seed, budgets = int(argv[0]), int(argv[1]), [float(b) for b in argv[2].split(",")]
+    variant = argv[3] if len(argv) > 3 else "scratch"
     task = nuclei_split(FULL.object_fraction, seed=draw)
-    for row in train_and_score_deep_curve(task, "scratch", budgets, "cpu", FULL, seed=seed):
-        print(json.dumps({key: value for key, value in dict(row, draw=draw).items()
+    for row in train_and_score_deep_curve(task, variant, budgets, "cpu", FULL, seed=seed):
+        print(json.dumps({key: value for key, value in dict(row, draw=draw, variant=variant).items()
                           if isinstance(value, (int, float, str, dict, type(None)))}), flush=True)
 
 

@@ -135,9 +135,16 @@ def style_task(style: str, shape: tuple[int, int], object_fraction: float):
 # ----------------------------------------------------------------------------- the benchmark
 
 
+PARTS = ("curves", "zero-shot", "styles")
+
+
 def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",), *, starter: str | Path | None = None,
-        styles: Sequence[str] | None = None) -> BenchmarkResult:
-    """Fine-tuning curves, zero-shot and per-style fine-tuning of the starter (see the module docstring)."""
+        styles: Sequence[str] | None = None, variants: Sequence[str] = VARIANTS,
+        parts: Sequence[str] = PARTS) -> BenchmarkResult:
+    """Fine-tuning curves, zero-shot and per-style fine-tuning of the starter (see the module docstring).
+
+    `variants` limits the curves to some starts, `parts` the measurements to some of `PARTS`
+    (e.g. one missing curve or the styles alone, when the others were measured before)."""
     from workbench.datasets import CORPUS_STYLES
     from workbench.deep import starter_dir, starter_info
     from workbench.pipeline import min_size_from_labels
@@ -149,8 +156,10 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",), *, starte
     info = starter_info(starter)
     device = devices[0]
     budgets = CURVE_BUDGETS_S if config.name == "full" else tuple(config.train_budgets_s)
-    variants = [v for v in VARIANTS if v != "imagenet" or ("pretrained" in config.deep_variants
+    variants = [v for v in variants if v != "imagenet" or ("pretrained" in config.deep_variants
                                                             and MOBILENET_V2_WEIGHTS.is_file())]
+    if "curves" not in parts:
+        variants = []
     rows: list[dict[str, Any]] = []
 
     task = nuclei_split(config.object_fraction)
@@ -161,13 +170,14 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",), *, starte
                           device=device):
             rows.append({"part": "nuclei half split", "method": LABELS[variant], "variant": variant, "style": "nuclei",
                          "channels": 1, "device": device, **row})
-    zero = zero_shot(task.test_image, task.test_gt, starter, device)
-    rows.append({"part": "zero-shot, right half", "method": "starter, no labels", "variant": "zero-shot",
-                 "style": "nuclei", "channels": 1, "device": device, "budget_s": 0.0, "steps": 0, **zero})
+    if "zero-shot" in parts:
+        zero = zero_shot(task.test_image, task.test_gt, starter, device)
+        rows.append({"part": "zero-shot, right half", "method": "starter, no labels", "variant": "zero-shot",
+                     "style": "nuclei", "channels": 1, "device": device, "budget_s": 0.0, "steps": 0, **zero})
 
     style_short, style_long = ((STYLE_STARTER_S, STYLE_SCRATCH_S) if config.name == "full"
                                else (min(budgets), max(budgets)))
-    for style in (styles or tuple(CORPUS_STYLES)):
+    for style in (styles or tuple(CORPUS_STYLES)) if "styles" in parts else ():
         train_image, labels, targets, test_image, test_gt = style_task(style, tuple(config.synthetic_shape),
                                                                        config.object_fraction)
         style_min = min_size_from_labels([labels])
@@ -178,7 +188,8 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",), *, starte
             rows.append({"part": "synthetic style", "method": LABELS[variant], "variant": variant, "style": style,
                          "channels": int(_as_cyx(train_image).shape[0]), "device": device, **row})
 
-    plot = _plot(rows, config)
+    # A partial run (some curves, or none) must not replace the plot of all three.
+    plot = _plot(rows, config) if "curves" in parts and len(variants) == len(VARIANTS) else None
     description = (
         f"Starter: `{starter}` ({info.get('training', {}).get('steps')} steps in "
         f"{info.get('training', {}).get('minutes')} min on {info.get('training', {}).get('device')}; "
@@ -321,10 +332,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--starter", type=Path, help="starter folder to measure (default: the shipped one)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--record", action="store_true", help="write the scores into the starter's starter.json")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="curves to run (default: all)")
+    parser.add_argument("--parts", default=",".join(PARTS), help="measurements to run (default: all)")
+    parser.add_argument("--jsonl", type=Path, help="also append every row as a JSON line to this file")
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     starter = args.starter or starter_dir()
-    result = run(config, (args.device,), starter=starter)
+    result = run(config, (args.device,), starter=starter, variants=args.variants.split(","),
+                 parts=args.parts.split(","))
+    if args.jsonl:
+        import json
+
+        with open(args.jsonl, "a") as handle:
+            for row in result.rows:
+                handle.write(json.dumps(row, default=str) + "\n")
     print(result.markdown())
     print("\n## Targets\n")
     for target in result.targets:
