@@ -157,6 +157,19 @@ def test_scheduler_names():
         parse_scheduler("slurm")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
+                    reason="glibc's mallopt")
+def test_this_process_returns_freed_block_memory_unless_the_user_tuned_malloc():
+    """The sync runner sets glibc's trim and mmap thresholds (as dask's nanny does for workers), so freed
+    block arrays leave the process; a user's own MALLOC_* settings win. In a child: it is process-wide."""
+    code = "from workbench.batch import _return_freed_memory; print(_return_freed_memory())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    run = [sys.executable, "-c", code]
+    assert subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout.strip() == "True"
+    env["MALLOC_ARENA_MAX"] = "2"
+    assert subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--scheduler", "banana"], "unknown scheduler"),
     (["--out-missing"], None),
