@@ -156,6 +156,7 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",), *, starte
     info = starter_info(starter)
     device = devices[0]
     budgets = CURVE_BUDGETS_S if config.name == "full" else tuple(config.train_budgets_s)
+    whole_run = "curves" in parts and set(variants) == set(VARIANTS)  # only a whole run replaces the plot
     variants = [v for v in variants if v != "imagenet" or ("pretrained" in config.deep_variants
                                                             and MOBILENET_V2_WEIGHTS.is_file())]
     if "curves" not in parts:
@@ -188,8 +189,7 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",), *, starte
             rows.append({"part": "synthetic style", "method": LABELS[variant], "variant": variant, "style": style,
                          "channels": int(_as_cyx(train_image).shape[0]), "device": device, **row})
 
-    # A partial run (some curves, or none) must not replace the plot of all three.
-    plot = _plot(rows, config) if "curves" in parts and len(variants) == len(VARIANTS) else None
+    plot = _plot(rows, config) if whole_run else None
     description = (
         f"Starter: `{starter}` ({info.get('training', {}).get('steps')} steps in "
         f"{info.get('training', {}).get('minutes')} min on {info.get('training', {}).get('device')}; "
