@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from voila_app import wait_until_serving
+from voila_app import VoilaApp, wait_for, wait_until_serving
 from workbench_widgets.launch import app_notebook, free_port, voila_command, voila_environment
 from workbench.store import Project
 from workbench.datasets._sample import SAMPLE_NAME, build_sample_project
@@ -41,7 +40,7 @@ CANVAS_PIXELS = """() => Array.from(document.querySelectorAll('canvas')).map(c =
 
 @pytest.fixture()
 def app_server(tmp_path):
-    """Voila on the app, over a fresh sample project; yields (url, project folder, log path)."""
+    """Voila on the app, over a fresh sample project; yields (the running app, project folder)."""
     project = build_sample_project(tmp_path / "sample-project")
     port = free_port()
     env = voila_environment(project.path, train_seconds=TRAIN_SECONDS)
@@ -53,7 +52,7 @@ def app_server(tmp_path):
     url = f"http://127.0.0.1:{port}/"
     wait_until_serving(url, process, log_path)
     try:
-        yield url, project.path, log_path
+        yield VoilaApp(url, process, log_path), project.path
     finally:
         process.terminate()
         try:
@@ -62,20 +61,10 @@ def app_server(tmp_path):
             process.kill()
 
 
-def _wait_for(condition, timeout: float, what: str, log_path: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\nVoila log:\n{log_path.read_text()[-3000:]}")
-
-
-def _assert_no_error_on_page(page, log_path: Path) -> None:
+def _assert_no_error_on_page(page, app: VoilaApp) -> None:
     text = page.inner_text("body")
     for marker in ("Traceback", "There was an error when executing", "did not work", "unexpected problem"):
-        assert marker not in text, f"{marker!r} on the page:\n{text[-2000:]}\nVoila log:\n{log_path.read_text()[-2000:]}"
+        assert marker not in text, f"{marker!r} on the page:\n{text[-2000:]}\nVoila log:\n{app.log(2000)}"
     assert page.locator(".wb-error").count() == 0
     assert page.locator('[data-mime-type="application/vnd.jupyter.stderr"]').count() == 0, \
         "something was printed to stderr on the page"
@@ -84,7 +73,8 @@ def _assert_no_error_on_page(page, log_path: Path) -> None:
 def test_first_visitor_paints_trains_reviews_and_downloads(app_server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    url, project_path, log_path = app_server
+    app, project_path = app_server
+    url = app.url
     SCREENSHOTS = tmp_path / "screenshots"
     SCREENSHOTS.mkdir()
     labels_before = Project.open(project_path).read_labels(SAMPLE_NAME).copy()
@@ -96,14 +86,14 @@ def test_first_visitor_paints_trains_reviews_and_downloads(app_server, tmp_path)
             page.get_by_text("Microscopy segmentation workbench").wait_for(timeout=180_000)
             page.get_by_text("512 × 512 (YX)").wait_for(timeout=60_000)
             page.screenshot(path=str(SCREENSHOTS / "app_1_project.png"), full_page=True)
-            _assert_no_error_on_page(page, log_path)
+            _assert_no_error_on_page(page, app)
 
             # --- 2 · Annotate: the canvas shows the image, and painting reaches the project on disk.
             page.get_by_role("tab", name="2 · Annotate").click()
             canvas = page.locator(".wb-app canvas").first
             canvas.wait_for(state="visible", timeout=60_000)
-            drawn = _wait_for(lambda: [c for c in page.evaluate(CANVAS_PIXELS) if c["drawn"] > 10_000 and c["levels"] > 50],
-                              60, "the image to be drawn on the canvas", log_path)
+            drawn = wait_for(lambda: [c for c in page.evaluate(CANVAS_PIXELS) if c["drawn"] > 10_000 and c["levels"] > 50],
+                              60, "the image to be drawn on the canvas", app)
             assert drawn[0]["width"] == 720 and drawn[0]["height"] == 520
             box = canvas.bounding_box()
             x0, y0 = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.55
@@ -116,7 +106,7 @@ def test_first_visitor_paints_trains_reviews_and_downloads(app_server, tmp_path)
             def painted():
                 labels = Project.open(project_path).read_labels(SAMPLE_NAME)
                 return int((labels != labels_before).sum())
-            changed = _wait_for(painted, 60, "the painted stroke to be saved into the project", log_path)
+            changed = wait_for(painted, 60, "the painted stroke to be saved into the project", app)
             assert changed > 100
             page.screenshot(path=str(SCREENSHOTS / "app_2_annotate.png"), full_page=True)
 
@@ -161,6 +151,6 @@ def test_first_visitor_paints_trains_reviews_and_downloads(app_server, tmp_path)
             download_info.value.save_as(labels_path)
             assert tifffile.imread(labels_path).shape == (512, 512)
             assert np.asarray(tifffile.imread(labels_path)).max() >= 0
-            _assert_no_error_on_page(page, log_path)
+            _assert_no_error_on_page(page, app)
         finally:
             browser.close()
