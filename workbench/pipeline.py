@@ -547,8 +547,8 @@ class _ClassesFirst:
         raise TypeError("read one class at a time, probabilities[k], or a window of all: probabilities[:, z, y, x]")
 
 
-#: Stacks with more voxels than this are post-processed block by block (3-D instances hold about
-#: 45 bytes a voxel in memory: 5.9 GB at 128 x 1024 x 1024, measured), so any size fits.
+#: Stacks with more voxels than this are post-processed block by block (the shape split holds about
+#: 68 bytes a voxel in memory: 9.2 GB at 128 x 1024 x 1024, measured), so any size fits.
 VOLUME_IN_MEMORY_VOXELS = 64 * 1024 * 1024
 #: In-plane core of a block of a large stack; its depth is the whole stack up to `_VOLUME_BLOCK_DEPTH`.
 _VOLUME_BLOCK_SIDE, _VOLUME_BLOCK_DEPTH = 512, 64
@@ -564,6 +564,7 @@ def volume_instances(probabilities, options: dict, *, out=None, scratch=None,
     array) receives the labels and `scratch` (a folder) keeps the blockwise id map on disk.
     """
     from workbench.predict import blockwise_instances, instances_from_probabilities
+    from workbench.predict._volumes import SEED_SPACING_FRACTION
 
     limit = VOLUME_IN_MEMORY_VOXELS if in_memory_voxels is None else in_memory_voxels
     shape = tuple(probabilities.shape[1:])
@@ -573,9 +574,10 @@ def volume_instances(probabilities, options: dict, *, out=None, scratch=None,
             return labels
         out[...] = labels
         return out
-    # The shape split's minimum distance is a quarter of the painted objects' width; without a
+    # The shape split's minimum distance is a fixed share of the painted objects' width; without a
     # painted shape, the 2-D batch engine's halo (64 px) serves.
-    width = 4.0 * float(options.get("min_distance", 4)) if options.get("seeds") == "shape" else 32.0
+    width = (float(options.get("min_distance", 4)) / SEED_SPACING_FRACTION if options.get("seeds") == "shape"
+             else 32.0)
     spacing = options.get("spacing") or (1.0, 1.0, 1.0)
     z_scale = float(spacing[0]) / float(spacing[1])
     halo = (min(shape[0], max(2, int(np.ceil(2 * width / z_scale)))), int(np.ceil(2 * width)),
@@ -989,16 +991,16 @@ def _predict_project(project, names, model_version, tile_size, overlap, tta, dev
                                  out=labels_out, scratch=scratch)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
-            labels = labels_out[...]
-        # Checked while the staged layer is still where `labels_out` points: completing moves it.
-        warnings = sanity_warnings(labels_out[...], project.mode, painted_areas=painted)
+        # Read while the staged layer is still where `labels_out` points: completing moves it.
+        result = labels_out[...]
+        warnings = sanity_warnings(result, project.mode, painted_areas=painted)
         project.mark_prediction_complete(name)
         info = plane_summaries[0] if len(plane_summaries) == 1 else {
             "mean_uncertainty": float(np.mean([s["mean_uncertainty"] for s in plane_summaries])),
             "slices": plane_summaries,
         }
         if volume:
-            info["objects"] = int(labels.max())
+            info["objects"] = int(result.max())
         info["model_version"] = segmenter.record.version
         info["warnings"] = warnings
         summary[name] = info
