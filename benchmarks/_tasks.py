@@ -227,17 +227,25 @@ def train_workbench_forest(image: np.ndarray, targets: np.ndarray):
 
 
 def forest_rows(task: SegmentationTask) -> list[dict[str, Any]]:
-    """Train and score both forests on ``task`` (rows with method, train_s, predict_s and scores)."""
-    rows = []
+    """Train and score both forests on ``task`` (rows with method, train_s, predict_s and scores, marked
+    ``forest``): with the default post-processing, then the same probabilities with seeds cut at their
+    necks (what a U-Net's calibration usually chooses, see `instances_from_probabilities`), so a forest
+    is never compared without a step the U-Net gets."""
+    from workbench.predict._instances import NECK_RATIO
+
+    rows, cut = [], []
     for method, fit in (("scikit-image forest (reference)",
                          lambda: SkimageForest().fit(task.train_image, task.train_targets)),
                         ("workbench forest (classic path)",
                          lambda: train_workbench_forest(task.train_image, task.train_targets))):
         train_s, model = best_of(1, fit)
         predict_s, probabilities = best_of(1, lambda: model.predict_proba(task.test_image))
-        rows.append({"method": method, "train_s": train_s, "predict_s": predict_s,
+        rows.append({"method": method, "train_s": train_s, "predict_s": predict_s, "forest": True,
                      **score_instances(task.test_gt, probabilities, min_size=task.min_object_size)})
-    return rows
+        cut.append({"method": method + ", seeds cut at necks", "train_s": train_s, "predict_s": predict_s,
+                    "forest": True, **score_instances(task.test_gt, probabilities, min_size=task.min_object_size,
+                                                      options={"neck_ratio": NECK_RATIO})})
+    return rows + cut
 
 
 # ----------------------------------------------------------------------------- deep path

@@ -127,7 +127,7 @@ def _plot(rows: list[dict[str, Any]], config: BenchConfig):
     for method in dict.fromkeys(r["method"] for r in rows if r.get("budget_s")):
         own = sorted((r for r in rows if r["method"] == method and r.get("budget_s")), key=lambda r: r["budget_s"])
         axis.plot([r["budget_s"] / 60 for r in own], [r["ap50"] for r in own], marker="o", label=method)
-    for style, row in zip(("--", ":"), (r for r in rows if not r.get("budget_s"))):
+    for style, row in zip(("--", ":", "-.", (0, (1, 3))), (r for r in rows if r.get("forest"))):
         axis.axhline(row["ap50"], linestyle=style, color="grey", label=row["method"])
     axis.axhline(AP50_GOAL, color="red", linewidth=0.8, label=f"goal AP@0.5 {AP50_GOAL:.2f} (≤ 2 min)")
     axis.set_xscale("log")
@@ -150,7 +150,7 @@ def _plot(rows: list[dict[str, Any]], config: BenchConfig):
 
 def _targets(rows: list[dict[str, Any]], spread: list[dict[str, Any]], config: BenchConfig) -> list[Target]:
     reference = rows[0]
-    forest_best = max(rows[:2], key=lambda r: r["ap50"])
+    forest_best = max((r for r in rows if r.get("forest")), key=lambda r: r["ap50"])
     targets = []
     for variant in config.deep_variants:
         label = deep_label(variant)

@@ -52,10 +52,10 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",)) -> Benchm
 
 
 def _targets(rows: list[dict[str, Any]], config: BenchConfig) -> list[Target]:
-    forests = rows[:2]
+    forests = [r for r in rows if r.get("forest")]
     best_forest = max(forests, key=lambda r: r["ap50"])
     targets = []
-    for row in rows[2:]:
+    for row in (r for r in rows if not r.get("forest")):
         lead = row["ap50_lead"]
         met = lead >= AP50_LEAD_GOAL
         why = "" if met else (

@@ -82,22 +82,24 @@ def test_nuclei_split_keeps_train_and_test_apart():
 
 def test_deep_benchmark_rows_and_targets(tiny, tmp_path):
     result = bench_deep.run(tiny, ["cpu"])
-    assert [row["method"] for row in result.rows][:2] == ["scikit-image forest (reference)",
-                                                          "workbench forest (classic path)"]
+    forests = ["scikit-image forest (reference)", "workbench forest (classic path)"]
+    # Each forest twice: default post-processing, and with seeds cut at their necks as a U-Net may.
+    assert [row["method"] for row in result.rows][:4] == forests + [f + ", seeds cut at necks" for f in forests]
+    assert all(row.get("forest") for row in result.rows[:4])
     curve = [row for row in result.rows if not row.get("spread") and not row.get("default_thresholds")]
     spread = [row for row in result.rows if row.get("spread")]
-    assert len(curve) == 2 + len(tiny.deep_variants) * len(tiny.train_budgets_s)
+    assert len(curve) == 4 + len(tiny.deep_variants) * len(tiny.train_budgets_s)
     # Each U-Net row is scored with the thresholds the model chose, and again with the defaults.
     defaults = [row for row in result.rows if row.get("default_thresholds")]
-    assert [row["ap50"] for row in defaults] == [row["ap50_default"] for row in curve[2:]]
-    assert all(row["thresholds"] for row in curve[2:])
+    assert [row["ap50"] for row in defaults] == [row["ap50_default"] for row in curve[4:]]
+    assert all(row["thresholds"] for row in curve[4:])
     assert len(spread) == len(tiny.spread_seeds) * len(tiny.spread_draws)
     _check_table(result, len(curve) + len(defaults))
     for row in result.rows:
         _check_scores(row)
         assert row["device"] == "cpu"
     # Budgets are run as their step equivalents, along one run per variant.
-    deep = curve[2:]
+    deep = curve[4:]
     assert [row["steps"] for row in deep] == [tiny.steps_for(b) for b in sorted(tiny.train_budgets_s)]
     assert all(row["train_s"] > 0 for row in deep)
     assert deep[-1]["hint"] is not None
@@ -119,12 +121,12 @@ def test_deep_benchmark_rows_and_targets(tiny, tmp_path):
 
 def test_synthetic_benchmark_reports_the_lead_over_the_best_forest(tiny):
     result = bench_synthetic.run(tiny, ["cpu"])
-    assert len(result.rows) == 3
-    _check_table(result, 3)
+    assert len(result.rows) == 5
+    _check_table(result, 5)
     for row in result.rows:
         _check_scores(row)
-    best_forest = max(row["ap50"] for row in result.rows[:2])
-    assert result.rows[2]["ap50_lead"] == pytest.approx(result.rows[2]["ap50"] - best_forest)
+    best_forest = max(row["ap50"] for row in result.rows[:4])  # both forests, seeds whole and cut
+    assert result.rows[4]["ap50_lead"] == pytest.approx(result.rows[4]["ap50"] - best_forest)
     assert len(result.targets) == 1
     _check_targets(result)
 

@@ -35,7 +35,7 @@ def probabilities_from_labels(labels: np.ndarray, *, noise: float = 0.05, seed: 
     foreground = labels > 0
     boundary = find_boundaries(labels, mode="inner") & foreground
     channels = np.stack([~foreground, foreground & ~boundary, boundary]).astype(np.float32)
-    channels = ndi.gaussian_filter(channels, sigma=(0, 1, 1))
+    channels = ndi.gaussian_filter(channels, sigma=(0,) + (1,) * labels.ndim)
     channels += np.random.default_rng(seed).normal(0, noise, channels.shape).astype(np.float32)
     channels = np.clip(channels, 1e-3, None)
     return channels / channels.sum(axis=0, keepdims=True)
@@ -76,6 +76,64 @@ def test_touching_nuclei_are_separated(gt, probabilities):
     assert matched_fraction(touching, labels) >= 0.9
     merged, _ = ndi.label(probabilities[0] < 0.5)
     assert matched_fraction(touching, merged) < matched_fraction(touching, labels)
+
+
+def _touching_ids(gt):
+    return np.unique(np.concatenate([
+        gt[:, 1:][(gt[:, 1:] != gt[:, :-1]) & (gt[:, 1:] > 0) & (gt[:, :-1] > 0)],
+        gt[1:, :][(gt[1:, :] != gt[:-1, :]) & (gt[1:, :] > 0) & (gt[:-1, :] > 0)],
+    ]))
+
+
+def test_faint_contacts_are_cut_at_the_seed_neck(gt):
+    """Where the model barely marks the contact of two touching nuclei, their seeds join through
+    the contact and the watershed merges them; cutting seeds at their necks keeps them apart and
+    leaves every isolated nucleus whole."""
+    contact = find_boundaries(gt, mode="inner") & (gt > 0)
+    others = np.where(gt > 0, gt, gt.max() + 1)
+    touching = contact & (ndi.maximum_filter(gt, size=3) != ndi.minimum_filter(others, size=3))
+    probabilities = probabilities_from_labels(gt, noise=0.0)
+    probabilities[:, touching] = np.array([0.05, 0.8, 0.15], np.float32)[:, None]  # a faint contact
+    touching_ids = _touching_ids(gt)
+    pairs = np.where(np.isin(gt, touching_ids), gt, 0)
+    alone = np.where(np.isin(gt, touching_ids), 0, gt)
+
+    whole = instances_from_probabilities(probabilities)
+    cut = instances_from_probabilities(probabilities, neck_ratio=0.5)
+
+    assert matched_fraction(pairs, whole) < 0.6  # merged...
+    assert matched_fraction(pairs, cut) >= 0.9  # ...kept apart
+    assert matched_fraction(alone, cut) == 1.0
+    # No isolated nucleus is cut that was whole before (one of the 99 is split either way, by
+    # a diagonal neighbour's faint contact).
+    assert _cut_in_two(alone, cut) == _cut_in_two(alone, whole) <= 1
+
+
+def _cut_in_two(truth, labels):
+    """How many objects of `truth` have more than one predicted id covering a fifth of them."""
+    count = 0
+    for index, where in enumerate(ndi.find_objects(truth), start=1):
+        if where is None:
+            continue
+        inside = labels[where][truth[where] == index]
+        ids, pixels = np.unique(inside[inside > 0], return_counts=True)
+        count += int((pixels > 0.2 * inside.size).sum() > 1)
+    return count
+
+
+def test_necks_are_cut_in_three_dimensions_with_the_voxel_size():
+    """Two touching balls in an anisotropic stack whose contact is not marked: one seed with a
+    neck, cut into two objects; one elongated (by the spacing, round) ball stays whole."""
+    z, y, x = np.ogrid[:12, :40, :64]
+    first = ((z - 6) * 3) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 <= 12 ** 2
+    second = ((z - 6) * 3) ** 2 + (y - 20) ** 2 + (x - 42) ** 2 <= 12 ** 2
+    truth = (first | second).astype(np.int32)
+    probabilities = probabilities_from_labels(truth, noise=0.0)
+    assert instances_from_probabilities(probabilities, spacing=(3, 1, 1)).max() == 1
+    cut = instances_from_probabilities(probabilities, spacing=(3, 1, 1), neck_ratio=0.5)
+    assert cut.max() == 2 and len(np.unique(cut[first & ~second])) == 2  # one id (and background)
+    one = probabilities_from_labels(first.astype(np.int32), noise=0.0)
+    assert instances_from_probabilities(one, spacing=(3, 1, 1), neck_ratio=0.5).max() == 1
 
 
 def test_synthetic_touching_squares_get_two_ids():
@@ -160,6 +218,8 @@ def test_semantic_is_the_argmax(probabilities):
         (np.full((3, 8, 8), np.nan, np.float32), {}, "NaN"),
         (np.zeros((3, 8, 8), np.float32), {"interior_threshold": 1.5}, "interior_threshold"),
         (np.zeros((3, 8, 8), np.float32), {"min_size": -1}, "min_size"),
+        (np.zeros((3, 8, 8), np.float32), {"neck_ratio": 1.0}, "neck_ratio"),
+        (np.zeros((3, 8, 8), np.float32), {"neck_ratio": float("nan")}, "neck_ratio"),
     ],
 )
 def test_bad_input_is_a_clear_error(array, kwargs, message):
