@@ -229,8 +229,8 @@ def train_workbench_forest(image: np.ndarray, targets: np.ndarray):
 def forest_rows(task: SegmentationTask) -> list[dict[str, Any]]:
     """Train and score both forests on ``task`` (rows with method, train_s, predict_s and scores, marked
     ``forest``): with the default post-processing, then the same probabilities with seeds cut at their
-    necks (what a U-Net's calibration usually chooses, see `instances_from_probabilities`), so a forest
-    is never compared without a step the U-Net gets."""
+    necks (``neck_ratio``, a project setting), so the deep path is compared with the forests at their
+    best, not only at their defaults."""
     from workbench.predict._instances import NECK_RATIO
 
     rows, cut = [], []

@@ -52,7 +52,7 @@ __all__ = ["InstancesError", "instances_from_probabilities", "semantic_from_prob
 SEEDS = ("boundaries", "shape")
 
 #: A seed is cut where it narrows to less than this fraction of the thinner part's width
-#: (`_split_at_necks`). Chosen on generated images (hard synthetic nuclei and the six corpus
+#: (`_split_at_necks`), when asked for (``neck_ratio``). Chosen on generated images (hard synthetic nuclei and the six corpus
 #: styles, where 0.6-0.8 began to cut brightfield and membrane cells), not on the real nuclei
 #: (benchmarks/RESULTS.md, issue 9).
 NECK_RATIO = 0.5
@@ -291,8 +291,9 @@ def instances_from_probabilities(
     neck_ratio : float, optional
         (3 classes, boundary seeds) A seed that narrows to less than this fraction of the
         width of its thinner part is cut there in two: touching objects whose predicted
-        boundary is faint stay apart. In [0, 1); 0 (the default) keeps every seed whole; a
-        U-Net's held-out calibration chooses `NECK_RATIO` unless that cuts its held-out objects.
+        boundary is faint stay apart. In [0, 1); 0 (the default) keeps every seed whole;
+        `NECK_RATIO` is the measured choice, set in a project's ``instances`` settings
+        (benchmarks/RESULTS.md, issue 9: it helps the forests, and is neutral for U-Nets).
     seeds : {"boundaries", "shape"}, optional
         (3 classes) Seed objects at their interiors away from predicted boundaries (the
         default), or at the peaks of the distance to the background, as two classes are:
