@@ -83,7 +83,7 @@ def test_nuclei_split_keeps_train_and_test_apart():
 def test_deep_benchmark_rows_and_targets(tiny, tmp_path):
     result = bench_deep.run(tiny, ["cpu"])
     forests = ["scikit-image forest (reference)", "workbench forest (classic path)"]
-    # Each forest twice: default post-processing, and with seeds cut at their necks as a U-Net may.
+    # Each forest twice: default post-processing, and with seeds cut at their necks (a project setting).
     assert [row["method"] for row in result.rows][:4] == forests + [f + ", seeds cut at necks" for f in forests]
     assert all(row.get("forest") for row in result.rows[:4])
     curve = [row for row in result.rows if not row.get("spread") and not row.get("default_thresholds")]

@@ -78,9 +78,9 @@ def test_predictions_use_the_thresholds_the_model_chose_under_the_projects_own(t
     assert {key: options[key] for key in card.instance_options} == card.instance_options
     assert options["min_size"] == pipeline.auto_min_size(project)
 
-    project.update_settings(instances={"boundary_threshold": 0.42})
+    project.update_settings(instances={"boundary_threshold": 0.42, "neck_ratio": 0.5})
     options = pipeline.instance_options(project, segmenter=segmenter)
-    assert options["boundary_threshold"] == 0.42
+    assert options["boundary_threshold"] == 0.42 and options["neck_ratio"] == 0.5
     assert options["foreground_threshold"] == card.instance_options["foreground_threshold"]
 
 

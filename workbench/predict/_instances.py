@@ -52,9 +52,9 @@ __all__ = ["InstancesError", "instances_from_probabilities", "semantic_from_prob
 SEEDS = ("boundaries", "shape")
 
 #: A seed is cut where it narrows to less than this fraction of the thinner part's width
-#: (`_split_at_necks`), when asked for (``neck_ratio``). Chosen on generated images (hard synthetic nuclei and the six corpus
-#: styles, where 0.6-0.8 began to cut brightfield and membrane cells), not on the real nuclei
-#: (benchmarks/RESULTS.md, issue 9).
+#: (`_split_at_necks`), when asked for (``neck_ratio``). Chosen on generated images (hard
+#: synthetic nuclei and the six corpus styles, where 0.6-0.8 began to cut brightfield and
+#: membrane cells), not on the real nuclei (benchmarks/RESULTS.md, issue 9).
 NECK_RATIO = 0.5
 #: Distances (pixels) below this count as this in the logarithm: seed edges after smoothing.
 _NECK_FLOOR = 0.5
