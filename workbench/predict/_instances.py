@@ -17,8 +17,8 @@ are read one channel at a time, and the peak is about 30 bytes per pixel
 (float32 elevation, boolean masks, int32 markers and labels, and the
 watershed's own queue), i.e. about 1 GB for a 6000 x 6000 image or a
 64 x 1024 x 512 volume. Cutting seeds at their necks adds the distance transform: about 40 bytes
-per pixel and up to 2.5x the time (2048 x 2048 tiled nuclei, one busy core: 0.94 s and 112 MiB
-with seeds whole, 2.25 s and 156 MiB cut).
+per pixel and 3.5x the time (forest probabilities of 2048 x 2048 tiled nuclei, idle 2-core
+machine: 0.42 s and 111 MiB with seeds whole, 1.49 s and 156 MiB cut; benchmarks/RESULTS.md).
 
 Example
 -------
