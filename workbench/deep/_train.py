@@ -34,7 +34,6 @@ from workbench.deep._device import configure_cpu_threads, pick_device
 from workbench.conventions import INSTANCE_CLASSES, MODES as _MODES
 from workbench.errors import WorkbenchError
 from workbench.validate import whole_number
-from workbench.deep._touching import TouchingPairs
 from workbench.deep._models import ModelCard, build_unet, check_model_fits, load_model, save_model
 from workbench.normalize import PercentileNormalizer
 from workbench.deep._validation import (InstanceCalibration, calibrate_instances, held_out_pixels, hold_out,
@@ -98,10 +97,6 @@ class TrainSettings:
         Side of the blocks that are held out.
     annotated_patch_fraction : float
         Share of patches centred on an annotated pixel (the rest anywhere).
-    touching_pairs : float
-        Instance mode: share of patches in which a copy of a painted object is placed against
-        another painted object, with the boundary between them in the targets (see
-        ``workbench.deep._touching``): partial labels rarely show touching objects.
     seed : int
         Seeds weights, patch sampling and augmentation.
     device : str
@@ -133,7 +128,6 @@ class TrainSettings:
     val_fraction: float = 0.15
     val_block: int = 64
     annotated_patch_fraction: float = 0.9
-    touching_pairs: float = 0.0
     seed: int = 0
     device: str = "auto"
     mode: str = "semantic"
@@ -157,7 +151,7 @@ class TrainSettings:
         if self.minutes is not None and (not isinstance(self.minutes, (int, float)) or not self.minutes > 0):
             raise WorkbenchError(f"`minutes` must be a positive number or None; got {self.minutes!r}.")
         for name, low, high in (("lr", 0.0, 1.0), ("val_fraction", 0.0, 0.9), ("augment", 0.0, 1.0),
-                                ("annotated_patch_fraction", 0.0, 1.0), ("touching_pairs", 0.0, 1.0), ("weight_decay", 0.0, 1.0),
+                                ("annotated_patch_fraction", 0.0, 1.0), ("weight_decay", 0.0, 1.0),
                                 ("dice_weight", 0.0, 100.0), ("ema_decay", 0.0, 0.9999)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
@@ -629,12 +623,6 @@ class _PatchSampler:
         self.annotated_fraction = settings.annotated_patch_fraction
         self.rng = rng
         self.augment = Augmenter(settings.augment, seed=settings.seed)
-        self.touching = None
-        if settings.mode == "instance" and settings.touching_pairs > 0:
-            # Its own generator, so turning it on or off leaves the patches themselves unchanged.
-            self.touching = TouchingPairs(list(zip((image for image, _ in samples), train_targets)), normalizer,
-                                          probability=settings.touching_pairs, max_size=settings.patch_size // 2,
-                                          rng=np.random.default_rng([settings.seed, 1]))
         self.points = []
         for targets in train_targets:
             flat = np.flatnonzero(targets.ravel() >= 0)
@@ -665,8 +653,6 @@ class _PatchSampler:
         y0, x0 = cy - size // 2, cx - size // 2
         image, targets = _crop(self.samples[index][0], self.targets[index], y0, x0, size)
         image = self.normalizer(image)
-        if self.touching:
-            image, targets = self.touching(image, targets)
         return self.augment(image, targets)
 
 
