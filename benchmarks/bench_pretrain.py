@@ -17,6 +17,8 @@ fresh ``workbench pretrain`` output before it ships):
 Run: ``python -m benchmarks.run_all --only pretrain [--quick]``, or alone
 ``python -m benchmarks.bench_pretrain [--quick] [--starter DIR] [--record]``; ``--record`` writes
 the measured scores into the starter's ``starter.json`` (``scores``; the weights' sha256 is unchanged).
+Parts measured in separate runs (``--variants``, ``--parts``, each with ``--jsonl FILE``) become one
+section and one plot with ``--report FILE...``.
 """
 
 from __future__ import annotations
@@ -146,14 +148,13 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",), *, starte
     `variants` limits the curves to some starts, `parts` the measurements to some of `PARTS`
     (e.g. one missing curve or the styles alone, when the others were measured before)."""
     from workbench.datasets import CORPUS_STYLES
-    from workbench.deep import starter_dir, starter_info
+    from workbench.deep import starter_dir
     from workbench.pipeline import min_size_from_labels
 
     started = time.perf_counter()
     starter = Path(starter) if starter is not None else starter_dir()
     if starter is None:
         raise FileNotFoundError("no starter model to measure: workbench/deep/starter/ is missing; pass --starter DIR")
-    info = starter_info(starter)
     device = devices[0]
     budgets = CURVE_BUDGETS_S if config.name == "full" else tuple(config.train_budgets_s)
     whole_run = "curves" in parts and set(variants) == set(VARIANTS)  # only a whole run replaces the plot
@@ -189,7 +190,35 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",), *, starte
             rows.append({"part": "synthetic style", "method": LABELS[variant], "variant": variant, "style": style,
                          "channels": int(_as_cyx(train_image).shape[0]), "device": device, **row})
 
-    plot = _plot(rows, config) if whole_run else None
+    return _result(rows, config, starter, task, style_short, style_long, plot=whole_run, started=started)
+
+
+def report(paths: Sequence[str | Path], config: BenchConfig = FULL, *, starter: str | Path | None = None,
+           plot: bool = True) -> BenchmarkResult:
+    """The section for RESULTS.md from rows that ``--jsonl`` runs appended (``--report FILE...``).
+
+    Curves, zero-shot and styles measured in separate runs (one variant or part each) become one
+    table, one set of targets and, with `plot`, the one plot of all the curves.
+    """
+    import json
+
+    from workbench.deep import starter_dir
+
+    started = time.perf_counter()
+    rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines() if line.strip()]
+    starter = Path(starter) if starter is not None else starter_dir()
+    style_short, style_long = ((STYLE_STARTER_S, STYLE_SCRATCH_S) if config.name == "full"
+                               else (min(config.train_budgets_s), max(config.train_budgets_s)))
+    return _result(rows, config, starter, nuclei_split(config.object_fraction), style_short, style_long,
+                   plot=plot, started=started)
+
+
+def _result(rows: list[dict[str, Any]], config: BenchConfig, starter: Path, task, style_short: float,
+            style_long: float, *, plot: bool, started: float) -> BenchmarkResult:
+    from workbench.deep import starter_info
+
+    info = starter_info(starter)
+    plot = _plot(rows, config) if plot else None
     description = (
         f"Starter: `{starter}` ({info.get('training', {}).get('steps')} steps in "
         f"{info.get('training', {}).get('minutes')} min on {info.get('training', {}).get('device')}; "
@@ -309,7 +338,8 @@ def record_scores(result: BenchmarkResult, starter: str | Path) -> Path:
 
     info = starter_info(starter)
     keep = ("budget_s", "steps", "ap50", "ap75", "map", "iou")
-    scores: dict[str, Any] = {"measured_by": "python -m benchmarks.bench_pretrain", "seconds": round(result.seconds)}
+    scores: dict[str, Any] = {"measured_by": "python -m benchmarks.bench_pretrain",
+                              "measured_on": time.strftime("%Y-%m-%d"), "seconds": round(result.seconds)}
     for row in result.rows:
         key = row["variant"] if row["part"] != "synthetic style" else f"{row['style']}/{row['variant']}"
         entry = {k: (round(row[k], 4) if isinstance(row[k], float) and math.isfinite(row[k]) else row[k])
@@ -335,12 +365,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="curves to run (default: all)")
     parser.add_argument("--parts", default=",".join(PARTS), help="measurements to run (default: all)")
     parser.add_argument("--jsonl", type=Path, help="also append every row as a JSON line to this file")
+    parser.add_argument("--report", type=Path, nargs="+", metavar="FILE",
+                        help="measure nothing: the section and plot from rows earlier runs wrote with --jsonl")
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     starter = args.starter or starter_dir()
-    result = run(config, (args.device,), starter=starter, variants=args.variants.split(","),
-                 parts=args.parts.split(","))
-    if args.jsonl:
+    if args.report:
+        result = report(args.report, config, starter=starter)
+    else:
+        result = run(config, (args.device,), starter=starter, variants=args.variants.split(","),
+                     parts=args.parts.split(","))
+    if args.jsonl and not args.report:
         import json
 
         with open(args.jsonl, "a") as handle:

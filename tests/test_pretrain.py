@@ -147,6 +147,16 @@ def test_the_pretrain_benchmark_runs_on_a_tiny_configuration(tmp_path):
     assert result.targets and all(t.met or t.why for t in result.targets)
     assert (tmp_path / bench_pretrain.PLOT_NAME).is_file()
     assert result.tables[0].count("\n") == len(result.rows) + 1
+    # Parts written by separate runs (--jsonl) come back as one section, plot and targets (--report).
+    (tmp_path / bench_pretrain.PLOT_NAME).unlink()
+    files = [tmp_path / "curves.jsonl", tmp_path / "rest.jsonl"]
+    for path, rows in zip(files, ([r for r in result.rows if r["part"] == "nuclei half split"],
+                                  [r for r in result.rows if r["part"] != "nuclei half split"])):
+        path.write_text("".join(json.dumps(row, default=str) + "\n" for row in rows))
+    again = bench_pretrain.report(files, tiny)
+    assert again.rows == json.loads(json.dumps(result.rows, default=str))
+    assert again.tables == result.tables and (tmp_path / bench_pretrain.PLOT_NAME).is_file()
+    assert [(t.goal, t.measured, t.met) for t in again.targets] == [(t.goal, t.measured, t.met) for t in result.targets]
     # Scores go into a starter's card, leaving its weights (and their sha256) alone.
     folder = pretrain(tmp_path / "starter", PretrainSettings(steps=1, **TINY)).directory
     path = bench_pretrain.record_scores(result, folder)
