@@ -148,13 +148,10 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",), *, starte
     `variants` limits the curves to some starts, `parts` the measurements to some of `PARTS`
     (e.g. one missing curve or the styles alone, when the others were measured before)."""
     from workbench.datasets import CORPUS_STYLES
-    from workbench.deep import starter_dir
     from workbench.pipeline import min_size_from_labels
 
     started = time.perf_counter()
-    starter = Path(starter) if starter is not None else starter_dir()
-    if starter is None:
-        raise FileNotFoundError("no starter model to measure: workbench/deep/starter/ is missing; pass --starter DIR")
+    starter = _starter_folder(starter)
     device = devices[0]
     budgets = CURVE_BUDGETS_S if config.name == "full" else tuple(config.train_budgets_s)
     whole_run = "curves" in parts and set(variants) == set(VARIANTS)  # only a whole run replaces the plot
@@ -177,8 +174,7 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",), *, starte
         rows.append({"part": "zero-shot, right half", "method": "starter, no labels", "variant": "zero-shot",
                      "style": "nuclei", "channels": 1, "device": device, "budget_s": 0.0, "steps": 0, **zero})
 
-    style_short, style_long = ((STYLE_STARTER_S, STYLE_SCRATCH_S) if config.name == "full"
-                               else (min(budgets), max(budgets)))
+    style_short, style_long = _style_budgets(config)
     for style in (styles or tuple(CORPUS_STYLES)) if "styles" in parts else ():
         train_image, labels, targets, test_image, test_gt = style_task(style, tuple(config.synthetic_shape),
                                                                        config.object_fraction)
@@ -202,15 +198,26 @@ def report(paths: Sequence[str | Path], config: BenchConfig = FULL, *, starter: 
     """
     import json
 
-    from workbench.deep import starter_dir
-
     started = time.perf_counter()
     rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines() if line.strip()]
-    starter = Path(starter) if starter is not None else starter_dir()
-    style_short, style_long = ((STYLE_STARTER_S, STYLE_SCRATCH_S) if config.name == "full"
-                               else (min(config.train_budgets_s), max(config.train_budgets_s)))
-    return _result(rows, config, starter, nuclei_split(config.object_fraction), style_short, style_long,
-                   plot=plot, started=started)
+    return _result(rows, config, _starter_folder(starter), nuclei_split(config.object_fraction),
+                   *_style_budgets(config), plot=plot, started=started)
+
+
+def _starter_folder(starter: str | Path | None) -> Path:
+    from workbench.deep import starter_dir
+
+    folder = Path(starter) if starter is not None else starter_dir()
+    if folder is None:
+        raise FileNotFoundError("no starter model to measure: workbench/deep/starter/ is missing; pass --starter DIR")
+    return folder
+
+
+def _style_budgets(config: BenchConfig) -> tuple[float, float]:
+    """Seconds of fine-tuning for the starter and for scratch on the synthetic styles."""
+    if config.name == "full":
+        return STYLE_STARTER_S, STYLE_SCRATCH_S
+    return min(config.train_budgets_s), max(config.train_budgets_s)
 
 
 def _result(rows: list[dict[str, Any]], config: BenchConfig, starter: Path, task, style_short: float,
