@@ -231,7 +231,7 @@ def forest_rows(task: SegmentationTask) -> list[dict[str, Any]]:
     ``forest``): with the default post-processing, then the same probabilities with seeds cut at their
     necks (``neck_ratio``, a project setting), so the deep path is compared with the forests at their
     best, not only at their defaults."""
-    from workbench.predict._instances import NECK_RATIO
+    from workbench.predict import NECK_RATIO
 
     rows, cut = [], []
     for method, fit in (("scikit-image forest (reference)",

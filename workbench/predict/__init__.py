@@ -10,6 +10,7 @@ from workbench.predict._tiling import (
     predict_symmetries,
 )
 from workbench.predict._instances import (
+    NECK_RATIO,
     InstancesError,
     instances_from_probabilities,
     semantic_from_probabilities,
@@ -59,6 +60,7 @@ from workbench.predict._overlay import (
 )
 
 __all__ = [
+    "NECK_RATIO",
     "PaintedShape",
     "VolumeCalibration",
     "calibrate_volume_instances",

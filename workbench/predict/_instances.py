@@ -45,7 +45,7 @@ from skimage.segmentation import relabel_sequential, watershed
 from workbench.errors import WorkbenchError
 from workbench.validate import whole_number
 
-__all__ = ["InstancesError", "instances_from_probabilities", "semantic_from_probabilities", "SEEDS"]
+__all__ = ["InstancesError", "instances_from_probabilities", "semantic_from_probabilities", "SEEDS", "NECK_RATIO"]
 
 #: How three-class probabilities are seeded: connected interiors away from boundaries, or the
 #: object's shape (peaks of the distance to the background, as for two classes).
