@@ -345,8 +345,9 @@ def record_scores(result: BenchmarkResult, starter: str | Path) -> Path:
 
     info = starter_info(starter)
     keep = ("budget_s", "steps", "ap50", "ap75", "map", "iou")
+    # No wall time: a `report` of rows measured earlier would record its own second, not theirs.
     scores: dict[str, Any] = {"measured_by": "python -m benchmarks.bench_pretrain",
-                              "measured_on": time.strftime("%Y-%m-%d"), "seconds": round(result.seconds)}
+                              "measured_on": time.strftime("%Y-%m-%d")}
     for row in result.rows:
         key = row["variant"] if row["part"] != "synthetic style" else f"{row['style']}/{row['variant']}"
         entry = {k: (round(row[k], 4) if isinstance(row[k], float) and math.isfinite(row[k]) else row[k])
