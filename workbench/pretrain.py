@@ -13,6 +13,10 @@ Images reach the network as the starter expects them (`workbench.deep.starter_in
 channel normalised to its percentiles, channels averaged into one); the reason for one channel
 is in `workbench.deep._starter`.
 
+After the last pool, the thresholds that turn the starter's probabilities into objects (what a
+project without labels uses) are chosen on a pool of images drawn for that alone
+(`workbench.deep.calibrate_on_objects`), not on the handful of objects the last pool held out.
+
 The output is a normal model folder (``weights.pt`` + ``card.json``, see
 `workbench.deep.save_model`) plus ``starter.json``: what it was trained on, for how long, on
 which device, the exact command, the seed, the sha256 of the weights and a ``scores`` field for
@@ -360,14 +364,19 @@ def pretrain(out: str | os.PathLike, settings: PretrainSettings | None = None, *
         seconds = time.perf_counter() - started
         final = scratch / "model"
         card = result.card
-        card.metrics = {**card.metrics, "resumed_from": None, "steps": steps, "total_steps": steps,
+        calibration = _calibrate(result.model, card, settings, device)
+        card.instance_options = {} if calibration is None else dict(calibration.options)
+        # The last pool's own choice (on its few held-out objects) would contradict the card's thresholds.
+        last_pool = {key: value for key, value in card.metrics.items()
+                     if key not in ("instance_options", "val_object_iou_calibrated")}
+        card.metrics = {**last_pool, "resumed_from": None, "steps": steps, "total_steps": steps,
                         "seconds": seconds, "stop_reason": stop_reason}
         card.settings = {**card.settings, "weights": None, "minutes": settings.minutes,
                          "pretraining": settings.to_dict()}
         result.card = card
         result.save(final)
         info = _starter_card(settings, device, command, steps, pool, seconds, stop_reason, card.metrics,
-                             sha256_file(final / WEIGHTS_FILENAME))
+                             sha256_file(final / WEIGHTS_FILENAME), calibration)
         write_json_atomic(final / "starter.json", info)
         swap_into_place(final, out)
     finally:
@@ -378,8 +387,21 @@ def pretrain(out: str | os.PathLike, settings: PretrainSettings | None = None, *
                           stop_reason=stop_reason, history=history)
 
 
+def _calibrate(model, card, settings: PretrainSettings, device):
+    """Thresholds for the starter's own use (zero-shot), chosen on a pool of images drawn after training.
+
+    The last pool's run also chose some, on the few objects it held out (a tenth of one pool);
+    a fresh pool gives `calibrate_on_objects` up to 48 objects no pool trained on (seed stream 3,
+    where the pools' images use 1 and their training 2).
+    """
+    from workbench.deep import calibrate_on_objects
+
+    seed = _derived_seed(settings.seed, 0, 3)
+    return calibrate_on_objects(model.to(device), pretrain_pool(seed, settings), card.normalizer(), device, seed=seed)
+
+
 def _starter_card(settings: PretrainSettings, device, command: str, steps: int, pools: int, seconds: float,
-                  stop_reason: str, metrics: dict, sha256: str) -> dict[str, Any]:
+                  stop_reason: str, metrics: dict, sha256: str, calibration=None) -> dict[str, Any]:
     import torch
 
     import workbench
@@ -427,6 +449,14 @@ def _starter_card(settings: PretrainSettings, device, command: str, steps: int, 
                               "--minutes, and CPU threads (WORKBENCH_THREADS)"),
         },
         "held_out_generated": held_out,
+        "instance_options": None if calibration is None else {
+            "options": dict(calibration.options), "held_out_object_iou": round(calibration.score, 4),
+            "with_default_thresholds": round(calibration.default_score, 4), "objects": calibration.objects,
+            "how": (f"chosen after the run by workbench.deep.calibrate_on_objects (test-time augmentation, the "
+                    f"middle of the best-scoring thresholds) on objects of {settings.pool_size} images "
+                    f"generated after training (pretrain_pool seed {_derived_seed(settings.seed, 0, 3)}), none "
+                    "of them trained on"),
+        },
         "command": command,
         "weights_sha256": sha256,
         "scores": {},

@@ -50,6 +50,7 @@ from workbench.deep._device import (
 from workbench.deep._validation import (
     InstanceCalibration,
     calibrate_instances,
+    calibrate_on_objects,
 )
 from workbench.deep._starter import (
     STARTER_DIR,
@@ -103,6 +104,7 @@ __all__ = [
     "fit_normalizer",
     "InstanceCalibration",
     "calibrate_instances",
+    "calibrate_on_objects",
     "STARTER_DIR",
     "STARTER_INFO_FILENAME",
     "starter_dir",

@@ -286,6 +286,20 @@ def calibrate_instances(model, samples, held: Sequence[HeldOut], normalizer, str
                                objects=len(windows))
 
 
+def calibrate_on_objects(model, samples, normalizer, device, *, seed: int,
+                         tta: bool = True) -> InstanceCalibration | None:
+    """`calibrate_instances` on whole objects of images the model never trained on (every object
+    away from the image edges, at most as many as a training run holds out, chosen under `seed`).
+
+    For a model trained on generated images: a fresh draw of the generator has full ground truth,
+    so the thresholds rest on many objects instead of the few a run held out of its last pool.
+    """
+    held = _hold_out_objects(samples, 1.0, np.random.default_rng(seed))
+    stride = int(model.encoder.output_stride)
+    return calibrate_instances(model, samples, held, normalizer, stride, device, min_size=min_object_size(samples),
+                               tta=tta)
+
+
 def _region_logits(model, samples, held: Sequence[HeldOut], normalizer, stride: int, device, *, tta: bool = False):
     """The model's logits over each held-out region with `_MARGIN` of context: (K, h, w) tensors.
 
