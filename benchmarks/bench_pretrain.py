@@ -145,8 +145,8 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",), *, starte
         parts: Sequence[str] = PARTS) -> BenchmarkResult:
     """Fine-tuning curves, zero-shot and per-style fine-tuning of the starter (see the module docstring).
 
-    `variants` limits the curves to some starts, `parts` the measurements to some of `PARTS`
-    (e.g. one missing curve or the styles alone, when the others were measured before)."""
+    `variants` limits the curves and the styles to some starts, `parts` the measurements to some of
+    `PARTS` (e.g. one missing curve, or a new starter's rows alone, when the others were measured before)."""
     from workbench.datasets import CORPUS_STYLES
     from workbench.pipeline import min_size_from_labels
 
@@ -155,6 +155,8 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",), *, starte
     device = devices[0]
     budgets = CURVE_BUDGETS_S if config.name == "full" else tuple(config.train_budgets_s)
     whole_run = "curves" in parts and set(variants) == set(VARIANTS)  # only a whole run replaces the plot
+    # The styles compare the starter with scratch; a new starter needs only its own rows.
+    style_variants = [v for v in ("scratch", "starter") if v in variants]
     variants = [v for v in variants if v != "imagenet" or ("pretrained" in config.deep_variants
                                                             and MOBILENET_V2_WEIGHTS.is_file())]
     if "curves" not in parts:
@@ -179,7 +181,7 @@ def run(config: BenchConfig = FULL, devices: Sequence[str] = ("cpu",), *, starte
         train_image, labels, targets, test_image, test_gt = style_task(style, tuple(config.synthetic_shape),
                                                                        config.object_fraction)
         style_min = min_size_from_labels([labels])
-        for variant, budget in (("scratch", style_long), ("starter", style_short)):
+        for variant, budget in ((v, style_long if v == "scratch" else style_short) for v in style_variants):
             (row,) = _curve(train_image, targets, test_image, test_gt,
                             _variant_settings(variant, starter, device, config), [budget], config,
                             min_size=style_min, device=device)
@@ -370,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--starter", type=Path, help="starter folder to measure (default: the shipped one)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--record", action="store_true", help="write the scores into the starter's starter.json")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="curves to run (default: all)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="starts to run, for the curves and the styles (default: all)")
     parser.add_argument("--parts", default=",".join(PARTS), help="measurements to run (default: all)")
     parser.add_argument("--jsonl", type=Path, help="also append every row as a JSON line to this file")
     parser.add_argument("--report", type=Path, nargs="+", metavar="FILE",

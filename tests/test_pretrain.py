@@ -39,6 +39,11 @@ def test_a_tiny_run_writes_a_model_and_its_starter_card(tmp_path):
     assert "--steps 3" in info["command"] and "--seed 4" in info["command"]
     assert "never used for pretraining" in info["trained_on"]["real_images"]
     assert info["scores"] == {}
+    # Its thresholds were chosen on whole objects of images drawn after training, and the card carries them.
+    calibration = info["instance_options"]
+    assert calibration["objects"] >= 4 and card.instance_options == calibration["options"]
+    assert set(card.instance_options) == {"boundary_threshold", "foreground_threshold"}
+    assert "instance_options" not in card.metrics, "not the last pool's own choice beside it"
     # The folder is a whole-network start for training, like the shipped starter.
     start = build_unet(1, 3, weights=folder).state_dict()
     assert all(torch.equal(start[key], value) for key, value in model.state_dict().items())
@@ -157,6 +162,10 @@ def test_the_pretrain_benchmark_runs_on_a_tiny_configuration(tmp_path):
     assert again.rows == json.loads(json.dumps(result.rows, default=str))
     assert again.tables == result.tables and (tmp_path / bench_pretrain.PLOT_NAME).is_file()
     assert [(t.goal, t.measured, t.met) for t in again.targets] == [(t.goal, t.measured, t.met) for t in result.targets]
+    # A new starter's style rows alone (--parts styles --variants starter) are the whole run's starter rows.
+    alone = bench_pretrain.run(tiny, ("cpu",), styles=("fluorescence", "histology"), variants=("starter",),
+                               parts=("styles",))
+    assert alone.rows == [r for r in result.rows if r["part"] == "synthetic style" and r["variant"] == "starter"]
     # Scores go into a starter's card, leaving its weights (and their sha256) alone.
     folder = pretrain(tmp_path / "starter", PretrainSettings(steps=1, **TINY)).directory
     path = bench_pretrain.record_scores(result, folder)
