@@ -387,16 +387,20 @@ def pretrain(out: str | os.PathLike, settings: PretrainSettings | None = None, *
                           stop_reason=stop_reason, history=history)
 
 
+def _calibration_seed(settings: PretrainSettings) -> int:
+    """Seed of the pool the thresholds are chosen on: stream 3, where the pools' images use 1 and their training 2."""
+    return _derived_seed(settings.seed, 0, 3)
+
+
 def _calibrate(model, card, settings: PretrainSettings, device):
     """Thresholds for the starter's own use (zero-shot), chosen on a pool of images drawn after training.
 
     The last pool's run also chose some, on the few objects it held out (a tenth of one pool);
-    a fresh pool gives `calibrate_on_objects` up to 48 objects no pool trained on (seed stream 3,
-    where the pools' images use 1 and their training 2).
+    a fresh pool gives `calibrate_on_objects` up to 48 objects no pool trained on.
     """
     from workbench.deep import calibrate_on_objects
 
-    seed = _derived_seed(settings.seed, 0, 3)
+    seed = _calibration_seed(settings)
     return calibrate_on_objects(model.to(device), pretrain_pool(seed, settings), card.normalizer(), device, seed=seed)
 
 
@@ -454,7 +458,7 @@ def _starter_card(settings: PretrainSettings, device, command: str, steps: int, 
             "with_default_thresholds": round(calibration.default_score, 4), "objects": calibration.objects,
             "how": (f"chosen after the run by workbench.deep.calibrate_on_objects (test-time augmentation, the "
                     f"middle of the best-scoring thresholds) on objects of {settings.pool_size} images "
-                    f"generated after training (pretrain_pool seed {_derived_seed(settings.seed, 0, 3)}), none "
+                    f"generated after training (pretrain_pool seed {_calibration_seed(settings)}), none "
                     "of them trained on"),
         },
         "command": command,
