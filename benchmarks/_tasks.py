@@ -328,11 +328,12 @@ def train_and_score_deep_curve(task: SegmentationTask, variant: str, budgets_s, 
             began = time.perf_counter()
             model = trainer.average_model
             card = ModelCard(in_channels=1, n_classes=3, classes=list(INSTANCE_CLASSES), mode="instance",
-                             normalisation=trainer.normalizer.to_dict())
+                             normalisation=trainer.normalizer.to_dict(),
+                             distance=bool(model.workbench_recipe.get("distance")))
             predictor = make_predictor(model, card, device=device)
             # As the product predicts a U-Net: averaged over the eight symmetries of the square.
             predict_s, probabilities = best_of(
-                1, lambda: predict_symmetries(predictor, task.test_image[None, None], len(INSTANCE_CLASSES))[0])
+                1, lambda: predict_symmetries(predictor, task.test_image[None, None], card.n_outputs)[0])
             calibration = trainer.calibrate()
             options = calibration.options if calibration is not None else {}
             model.eval()

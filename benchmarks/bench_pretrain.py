@@ -61,11 +61,11 @@ def _as_cyx(image: np.ndarray) -> np.ndarray:
     return image[None] if image.ndim == 2 else image
 
 
-def _card(in_channels: int, normalizer):
+def _card(in_channels: int, normalizer, model):
     from workbench.deep import INSTANCE_CLASSES, ModelCard
 
     return ModelCard(in_channels=in_channels, n_classes=3, classes=list(INSTANCE_CLASSES), mode="instance",
-                     normalisation=normalizer.to_dict())
+                     normalisation=normalizer.to_dict(), distance=bool(model.workbench_recipe.get("distance")))
 
 
 def _curve(train_image: np.ndarray, train_targets: np.ndarray, test_image: np.ndarray, test_gt: np.ndarray,
@@ -86,8 +86,9 @@ def _curve(train_image: np.ndarray, train_targets: np.ndarray, test_image: np.nd
         def on_epoch_end(self, epoch, logs):
             if logs["steps"] not in steps_at:
                 return
-            predictor = make_predictor(trainer.average_model, _card(test.shape[0], trainer.normalizer), device=device)
-            probabilities = predict_symmetries(predictor, test[None], 3)[0]  # as the product predicts a U-Net
+            card = _card(test.shape[0], trainer.normalizer, trainer.average_model)
+            predictor = make_predictor(trainer.average_model, card, device=device)
+            probabilities = predict_symmetries(predictor, test[None], card.n_outputs)[0]  # as the product predicts a U-Net
             calibration = trainer.calibrate()  # the thresholds the product would use with this model
             options = calibration.options if calibration is not None else {}
             trainer.average_model.eval()
@@ -116,10 +117,11 @@ def zero_shot(image: np.ndarray, gt: np.ndarray, starter: Path, device: str = "c
     from workbench.predict import predict_symmetries
 
     cyx = _as_cyx(image)
-    model = build_unet(cyx.shape[0], 3, weights=str(starter)).eval()
-    predictor = make_predictor(model, _card(cyx.shape[0], PercentileNormalizer().fit([cyx])), device=device)
     _, card = load_model(starter)
-    probabilities = predict_symmetries(predictor, cyx[None], 3)[0]  # as the product predicts a U-Net
+    model = build_unet(cyx.shape[0], 3, weights=str(starter), distance=card.distance).eval()
+    ours = _card(cyx.shape[0], PercentileNormalizer().fit([cyx]), model)
+    predictor = make_predictor(model, ours, device=device)
+    probabilities = predict_symmetries(predictor, cyx[None], ours.n_outputs)[0]  # as the product predicts a U-Net
     return score_instances(gt, probabilities, min_size=min_size, options=card.instance_options)
 
 

@@ -103,4 +103,7 @@ def test_unet_predictions_average_the_symmetries_unless_told_not_to(trained_samp
     default, averaged, plain = probabilities(), probabilities(tta=True), probabilities(tta=False)
     np.testing.assert_array_equal(default, averaged)
     assert np.abs(default - plain).max() > 1e-3
-    np.testing.assert_allclose(default.sum(axis=0), 1.0, atol=1e-4)
+    # Class probabilities, then the U-Net's distance map (0-1, not a class).
+    assert default.shape[0] == 4
+    np.testing.assert_allclose(default[:3].sum(axis=0), 1.0, atol=1e-4)
+    assert 0 <= default[3].min() and default[3].max() <= 1

@@ -166,18 +166,21 @@ def test_whole_painted_objects_are_held_out_and_scored(nuclei_image, nuclei_labe
 
     labels = simulate_partial_labels(nuclei_labels, object_fraction=0.3, region=np.s_[:, :256], seed=0)
     targets = training_targets(labels, "instance")
-    result = train([(nuclei_image[None], targets)], _tiny_settings(epochs=3))
+    trainer = Trainer([(nuclei_image[None], targets)], _tiny_settings(epochs=3))
+    result = trainer.fit()
     held = result.labelled_pixels["validation_objects"]
     assert held >= 2
     assert result.best_metrics["val_objects"] == held
     assert 0.0 <= result.best_metrics["val_object_iou"] <= 1.0
     assert result.best_metrics["val_score"] == result.best_metrics["val_object_iou"]
     # The thresholds the model chose on those objects travel with it, and never score worse than the defaults.
-    from workbench.deep._validation import THRESHOLD_CANDIDATES
+    from workbench.deep._validation import DISTANCE_CANDIDATES
 
-    assert result.card.instance_options in THRESHOLD_CANDIDATES
+    assert result.card.distance and result.card.instance_options in DISTANCE_CANDIDATES
     assert result.best_metrics["instance_options"] == result.card.instance_options
-    assert result.best_metrics["val_object_iou_calibrated"] >= result.best_metrics["val_object_iou"]
+    calibration = trainer.calibrate()  # the same choice again, with its scores
+    assert calibration.options == result.card.instance_options
+    assert result.best_metrics["val_object_iou_calibrated"] == calibration.score >= calibration.default_score
     # The held-out objects and their background ring are not trained on.
     assert result.labelled_pixels["train"] + result.labelled_pixels["validation"] == int((targets >= 0).sum())
 

@@ -646,7 +646,7 @@ def _write_container(job: _Job, project, final: Path, with_probabilities: bool) 
     import dask.array as da
     import zarr
 
-    from workbench.pipeline import _label_layers, _output_classes
+    from workbench.pipeline import _label_layers, _probability_names
     from workbench.store._omezarr import write_ome_zarr
 
     container = job.scratch_path / "result.ome.zarr"
@@ -657,7 +657,9 @@ def _write_container(job: _Job, project, final: Path, with_probabilities: bool) 
     probabilities = da.from_zarr(zarr.open_array(str(job.scratch_path / "probabilities.zarr"), mode="r")) \
         if with_probabilities else None
     write_ome_zarr(container, _lazy_image(job, job.block), image_axes="cyx", labels=layers,
-                   probabilities=probabilities, probability_names=_output_classes(project),
+                   probabilities=probabilities,
+                   probability_names=None if probabilities is None else _probability_names(
+                       project, probabilities.shape[0]),
                    pixel_size=job.pixel_size, chunk=job.block, name=job.name)
     os.rename(container, final)
 

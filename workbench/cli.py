@@ -213,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-steps", type=int, default=200,
                    help="optimiser steps on one pool before fresh images are drawn (default: 200)")
     p.add_argument("--image-size", type=int, default=256, help="side of the generated images (default: 256)")
+    p.add_argument("--distance", action="store_true",
+                   help="also learn the distance-to-edge output fine-tuned U-Nets learn (the shipped starter has none)")
     p.add_argument("--force", action="store_true", help="replace the model already in OUT")
 
     p = sub.add_parser("demo", help="build the sample project, train, predict, write an overlay and a table")
@@ -474,7 +476,7 @@ def _cmd_pretrain(args) -> None:
     minutes = args.minutes if args.minutes is not None or args.steps is not None else 60.0
     settings = PretrainSettings(minutes=minutes, steps=args.steps, preset=args.preset, device=args.device,
                                 seed=args.seed, pool_size=args.pool_size, pool_steps=args.pool_steps,
-                                image_size=args.image_size)
+                                image_size=args.image_size, distance=args.distance)
     command = shlex.join(["workbench", *getattr(args, "argv", ["pretrain", str(args.out)])])
     bar = _progress_bar("pretraining")
     try:

@@ -3,7 +3,8 @@
 Label layer values follow APEER and ilastik: 0 = not annotated, 1 = background, 2.. = classes
 (value = class index + 1). In instance mode a model predicts three classes, `INSTANCE_CLASSES`,
 whose names are the ones `workbench.predict` reads (interior and boundary probabilities feed the
-seeded watershed). Training targets use `IGNORE` where nothing was painted.
+seeded watershed); a U-Net adds one output after them, `DISTANCE_OUTPUT`, whose cores seed the
+watershed instead. Training targets use `IGNORE` where nothing was painted.
 
 This module imports nothing from the engine, so every layer may import it.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
-    "MODES", "METHODS", "UNLABELLED", "BACKGROUND", "OBJECT", "IGNORE", "INSTANCE_CLASSES",
+    "MODES", "METHODS", "UNLABELLED", "BACKGROUND", "OBJECT", "IGNORE", "INSTANCE_CLASSES", "DISTANCE_OUTPUT",
     "TIFF_SUFFIXES", "PLAIN_IMAGE_SUFFIXES", "IMAGE_SUFFIXES", "OME_ZARR_SUFFIX", "OUTPUT_SUFFIXES",
     "check_mode", "check_method", "is_image_path", "is_ome_zarr_path", "image_stem",
 ]
@@ -44,6 +45,11 @@ IGNORE = -1
 
 INSTANCE_CLASSES = ("background", "interior", "boundary")
 """Output classes of a model in instance mode; the boundary class is derived, never painted."""
+
+DISTANCE_OUTPUT = "distance"
+"""The output an instance-mode U-Net predicts after `INSTANCE_CLASSES` (a sigmoid, not a class):
+each object pixel's distance to its object's edge as a share of that object's largest, 0 outside
+objects. Derived from painted whole objects, never painted."""
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")

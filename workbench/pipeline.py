@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from workbench import config, speed
-from workbench.conventions import (INSTANCE_CLASSES, METHODS, OUTPUT_SUFFIXES, check_method,  # noqa: F401 - METHODS is public here
+from workbench.conventions import (DISTANCE_OUTPUT, INSTANCE_CLASSES, METHODS, OUTPUT_SUFFIXES, check_method,  # noqa: F401 - METHODS is public here
                                    image_stem, is_ome_zarr_path)
 from workbench.errors import WorkbenchError, app_message
 from workbench.records import ModelCardInfo, ModelRecord, TrainingChoices, TrainingPlan
@@ -239,7 +239,7 @@ def load_segmenter(project: Project, version: int | None = None, *, method: str 
         else:
             model, card = load_model(directory, device=device)
             predictor = make_predictor(model, card, device=device, **options)
-        return Segmenter(predictor, card.n_classes, card.in_channels, 0, record,
+        return Segmenter(predictor, card.n_outputs, card.in_channels, 0, record,
                          instance_options=dict(card.instance_options))
     if record.method == "forest":
         from workbench.classic import ForestModel
@@ -260,6 +260,11 @@ def _unet_settings(project: Project, settings: dict, *, new_model: bool = True):
         mapped["weights"] = default_weights(project, mapped)
     if mapped.get("weights") == "none":
         mapped["weights"] = None
+    if "distance" not in mapped and project.image_names and all(
+            segments_volumes(project, name) for name in project.image_names):
+        # Stacks split in 3-D are seeded by the painted objects' shape, never by the distance output,
+        # and learning it cost the 3-D U-Net (tests/test_volumes.py's draw: AP@0.5 0.676 -> 0.575).
+        mapped["distance"] = False
     unknown = sorted(set(mapped) - known)
     if unknown:
         raise WorkbenchError(
@@ -271,6 +276,13 @@ def _unet_settings(project: Project, settings: dict, *, new_model: bool = True):
 
 def _output_classes(project: Project) -> list[str]:
     return list(INSTANCE_CLASSES) if project.mode == "instance" else project.class_names
+
+
+def _probability_names(project: Project, n_channels: int) -> list[str]:
+    """Names of the channels of a stored probability map: the classes, then the distance map of a
+    U-Net that predicts one (`workbench.conventions.DISTANCE_OUTPUT`)."""
+    names = _output_classes(project)
+    return names + [DISTANCE_OUTPUT] if n_channels == len(names) + 1 else names
 
 
 def train_model(project: Project, *, method: str = "unet", settings: dict | None = None, resume: bool = False,
@@ -601,9 +613,10 @@ def segments_volumes(project: Project, name: str | None = None) -> bool:
     return name is None or "Z" in project.image_info(name).axes
 
 
-def uncertainty(probabilities: np.ndarray) -> np.ndarray:
-    """Per-pixel uncertainty in [0, 1]: 1 - (top probability - second probability)."""
-    probabilities = np.asarray(probabilities, np.float32)
+def uncertainty(probabilities: np.ndarray, n_classes: int | None = None) -> np.ndarray:
+    """Per-pixel uncertainty in [0, 1]: 1 - (top probability - second probability), over the first
+    `n_classes` channels (all by default): the classes, not a U-Net's distance map after them."""
+    probabilities = np.asarray(probabilities[:n_classes], np.float32)
     top2 = np.sort(probabilities, axis=0)[-2:]
     return 1.0 - (top2[1] - top2[0])
 
@@ -799,8 +812,8 @@ def result_warnings(project: Project, labels) -> list[str]:
     return sanity_warnings(labels, project.mode, painted_areas=painted)
 
 
-def _summary(probabilities, labels, mode: str) -> dict:
-    probs = np.asarray(probabilities)
+def _summary(probabilities, labels, mode: str, n_classes: int) -> dict:
+    probs = np.asarray(probabilities)[:n_classes]
     info = {"mean_uncertainty": float(uncertainty(probs).mean())}
     if mode == "instance":
         info["objects"] = int(len(np.unique(labels)) - (1 if (labels == 0).any() else 0))
@@ -859,7 +872,8 @@ def starter_model(project: Project) -> ModelRecord:
     starter_card = _json_card(folder / CARD_FILENAME)
     preset = (starter_card.get("settings") or {}).get("preset") or "fast"
     with project.job("preparing the starter model"):
-        model = build_unet(in_channels, len(CLASSES), preset=preset, weights=STARTER)
+        distance = bool(starter_card.get("distance"))
+        model = build_unet(in_channels, len(CLASSES), preset=preset, weights=STARTER, distance=distance)
         normalizer = PercentileNormalizer().fit(_planes_for_normalisation(project))
         settings = {"preset": preset, "weights": STARTER, "zero_shot": True, "starter_sha256": sha256,
                     "boundary_width": project.boundary_width}
@@ -871,7 +885,7 @@ def starter_model(project: Project) -> ModelRecord:
         # The object-finding thresholds the starter chose on its held-out generated objects go with it.
         card = ModelCard(in_channels=in_channels, n_classes=len(CLASSES), classes=list(CLASSES), mode="instance",
                          normalisation=normalizer.to_dict(), settings=settings, metrics=metrics,
-                         instance_options=dict(starter_card.get("instance_options") or {}))
+                         instance_options=dict(starter_card.get("instance_options") or {}), distance=distance)
         version, directory = project.new_model_dir("unet")
         try:
             save_model(directory, model, card)
@@ -975,14 +989,14 @@ def _predict_project(project, names, model_version, tile_size, overlap, tta, dev
                            progress=plane_progress)
             plane_probs = out[...] if not stacked else probs[z]
             if volume:  # objects through the stack, once every plane has its probabilities
-                plane_summaries.append({"mean_uncertainty": float(uncertainty(plane_probs).mean())})
+                plane_summaries.append({"mean_uncertainty": float(uncertainty(plane_probs, project.n_outputs).mean())})
                 continue
             labels = postprocess(plane_probs, project.mode, **options)
             if stacked:
                 labels_out[z] = labels
             else:
                 labels_out[...] = labels
-            plane_summaries.append(_summary(plane_probs, labels, project.mode))
+            plane_summaries.append(_summary(plane_probs, labels, project.mode, project.n_outputs))
         if volume:
             # The painted objects' z-scale, when known, overrides the voxel size for splitting.
             scratch = owner_tmp(project.path) / f"volume-{index}"
@@ -1207,7 +1221,9 @@ def _write_container(project: Project, out: Path, image, labels, probabilities, 
         probabilities, _ = _channels_first(probabilities, ("Z" if volume else "") + "CYX")
     with atomic_output(out, registry=registry) as tmp:
         write_ome_zarr(tmp, pixels, image_axes=image_axes, labels=_label_layers(project, labels),
-                       probabilities=probabilities, probability_names=_output_classes(project),
+                       probabilities=probabilities,
+                       probability_names=None if probabilities is None else _probability_names(
+                           project, probabilities.shape[0]),
                        pixel_size=None if volume else size, voxel_size=size if volume else None,
                        name=image_stem(out))
 

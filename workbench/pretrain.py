@@ -93,6 +93,11 @@ class PretrainSettings:
         The trainer's augmentation strength.
     val_fraction : float
         Objects of each pool held out to score the run (reported in the card).
+    distance : bool
+        Also learn the distance output (`workbench.conventions.DISTANCE_OUTPUT`) that fine-tuned
+        U-Nets learn. Off by default: the shipped starter predates it and its card's command must
+        reproduce it; fine-tuning from it adds the distance output afresh (its class outputs are
+        kept). A starter with it is not measured yet.
     """
 
     minutes: float | None = 60.0
@@ -109,6 +114,7 @@ class PretrainSettings:
     lr: float = 5e-3
     augment: float = 0.5
     val_fraction: float = 0.1
+    distance: bool = False
 
     def validate(self) -> "PretrainSettings":
         """Check every field; return self.
@@ -139,6 +145,8 @@ class PretrainSettings:
             raise WorkbenchError(f"`patch_size` ({self.patch_size}) must not exceed `image_size` ({self.image_size}).")
         if self.preset not in PRESETS:
             raise WorkbenchError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}.")
+        if not isinstance(self.distance, bool):
+            raise WorkbenchError(f"`distance` must be true or false; got {self.distance!r}.")
         if self.styles is not None:
             unknown = [s for s in self.styles if s not in CORPUS_STYLES]
             if unknown or not self.styles:
@@ -194,6 +202,8 @@ def pretrain_command(out: str | os.PathLike, settings: PretrainSettings) -> str:
                        ("pool_size", "--pool-size"), ("pool_steps", "--pool-steps"), ("image_size", "--image-size")):
         if getattr(settings, name) != getattr(defaults, name):
             parts += [flag, str(getattr(settings, name))]
+    if settings.distance:
+        parts.append("--distance")
     return shlex.join(parts)
 
 
@@ -344,7 +354,7 @@ def pretrain(out: str | os.PathLike, settings: PretrainSettings | None = None, *
                 epochs=round_steps // per_epoch, steps_per_epoch=per_epoch,
                 minutes=None if left_seconds is None else max(left_seconds, _MIN_ROUND_SECONDS) / 60.0,
                 patch_size=settings.patch_size, batch_size=settings.batch_size, lr=settings.lr,
-                augment=settings.augment, val_fraction=settings.val_fraction,
+                augment=settings.augment, val_fraction=settings.val_fraction, distance=settings.distance,
                 seed=_derived_seed(settings.seed, pool, 2),
             )
             observers = callbacks + [_History()] + ([overall.callback(round_steps, pool)] if overall else [])
@@ -427,7 +437,8 @@ def _starter_card(settings: PretrainSettings, device, command: str, steps: int, 
         "format_version": 1,
         "name": "workbench starter U-Net",
         "model": {"preset": settings.preset, "encoder": PRESETS[settings.preset]["encoder"], "mode": "instance",
-                  "classes": list(INSTANCE_CLASSES), "in_channels": 1, "weights_file": "weights.pt"},
+                  "classes": list(INSTANCE_CLASSES), "distance_output": settings.distance, "in_channels": 1,
+                  "weights_file": "weights.pt"},
         "input": ("each channel normalised to its 1st-99.8th percentiles, channels averaged into one "
                   "(workbench.deep.starter_input); for C channels the first convolution is repeated over the "
                   "channels and divided by C, so the network sees the channel average"),

@@ -138,7 +138,7 @@ def least_certain_regions(project: Project, names: Sequence[str] | None = None, 
             lead = (z,) if stacked else ()
             step = (slice(None, None, stride), slice(None, None, stride))
             probs = np.asarray(probabilities[lead + (slice(None),) + step])
-            unsure = pipeline.uncertainty(probs)
+            unsure = pipeline.uncertainty(probs, project.n_outputs)
             labelled = np.asarray(labels[lead + step]) > 0
             rows, cols = max(1, unsure.shape[0] // cells), max(1, unsure.shape[1] // cells)
             cy, cx = min(cells, unsure.shape[0]), min(cells, unsure.shape[1])
@@ -167,7 +167,7 @@ def stored_summary(project: Project, name: str) -> dict[str, Any] | None:
     first_plane = (0,) * (probabilities.ndim - 3)
     sampled = np.asarray(probabilities[first_plane + (slice(None), slice(None, None, stride),
                                                       slice(None, None, stride))])
-    info = {"mean_uncertainty": float(pipeline.uncertainty(sampled).mean()),
+    info = {"mean_uncertainty": float(pipeline.uncertainty(sampled, project.n_outputs).mean()),
             "model_version": probabilities.attrs.get("model_version")}
     kind = "instances" if project.mode == "instance" else "classes"
     labels = project.prediction(name, kind)
@@ -264,7 +264,7 @@ def region_picture(project: Project, region: UncertainRegion, *, side: int = 224
     lead = (region.z,) if prediction.ndim == 3 else ()
     image = np.asarray(project.image(region.name).plane(region.z)[(slice(None), ys, xs)])
     picture = _overlay(project, image, np.asarray(prediction[lead + (ys, xs)]))
-    unsure = pipeline.uncertainty(np.asarray(probabilities[lead + (slice(None), ys, xs)]))
+    unsure = pipeline.uncertainty(np.asarray(probabilities[lead + (slice(None), ys, xs)]), project.n_outputs)
     # Nearest-neighbour scaling keeps pixels crisp: people should see the pixels they will paint.
     # The hatching is drawn after scaling, so its stripes are as fine on screen whatever the zoom.
     scale = side / max(picture.shape[:2])

@@ -28,6 +28,7 @@ from workbench.deep._device import pick_device
 from workbench.errors import WorkbenchError
 from workbench.validate import whole_number
 from workbench.store import atomic_write, to_jsonable
+from workbench.conventions import DISTANCE_OUTPUT
 from workbench.normalize import PercentileNormalizer
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "load_model",
     "check_model_fits",
     "make_predictor",
+    "output_probabilities",
     "TorchPredictor",
     "WEIGHTS_FILENAME",
     "CARD_FILENAME",
@@ -134,6 +136,10 @@ class ModelCard:
     instance_options : dict
         Post-processing thresholds this model chose on its held-out objects (instance mode;
         see `workbench.deep.calibrate_instances`); empty keeps the defaults.
+    distance : bool
+        The network has one output more than classes, `DISTANCE_OUTPUT` (instance mode), turned
+        into 0-1 by a sigmoid rather than the classes' softmax. Cards without it (older models,
+        forests, the starter) have none.
     architecture : str
         A key of `MODEL_CLASSES`; filled in by `save_model` from the model's recipe.
     init_kwargs : dict
@@ -148,6 +154,7 @@ class ModelCard:
     settings: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     instance_options: dict = field(default_factory=dict)
+    distance: bool = False
     architecture: str = "Unet"
     init_kwargs: dict = field(default_factory=dict)
     format_version: int = CARD_FORMAT_VERSION
@@ -169,6 +176,26 @@ class ModelCard:
         """The stored normalisation, or None if the card has none."""
         return None if self.normalisation is None else PercentileNormalizer.from_dict(self.normalisation)
 
+    @property
+    def n_outputs(self) -> int:
+        """Output channels of the network: the classes, and the distance map if it has one."""
+        return self.n_classes + int(bool(self.distance))
+
+    @property
+    def output_names(self) -> list[str]:
+        """A name for every output channel (the class names, then `DISTANCE_OUTPUT`)."""
+        names = list(self.classes) or [f"class {k}" for k in range(self.n_classes)]
+        return names + ([DISTANCE_OUTPUT] if self.distance else [])
+
+
+def output_probabilities(logits: torch.Tensor, n_classes: int, dim: int = 1) -> torch.Tensor:
+    """The network's outputs as the engine uses them: softmax over the first `n_classes` channels
+    (class probabilities) and a sigmoid of any channel after them (the distance map, 0-1)."""
+    if logits.shape[dim] == n_classes:
+        return torch.softmax(logits, dim=dim)
+    classes, extra = logits.split([n_classes, logits.shape[dim] - n_classes], dim=dim)
+    return torch.cat([torch.softmax(classes, dim=dim), torch.sigmoid(extra)], dim=dim)
+
 
 def build_unet(
     in_channels: int,
@@ -179,6 +206,7 @@ def build_unet(
     width: float = 1.0,
     depth: int | None = None,
     weights: str | os.PathLike | None = None,
+    distance: bool = False,
 ) -> torch.nn.Module:
     """Build a U-Net (segmentation-models-pytorch) from a preset.
 
@@ -209,6 +237,9 @@ def build_unet(
         adapted to ``in_channels`` (repeated and averaged, smp's
         ``patch_first_conv`` rule); a starter head with another class count
         is trained afresh.
+    distance : bool
+        One output more after the classes: `DISTANCE_OUTPUT` (instance mode). A starter
+        head without it keeps its class outputs; the distance output starts afresh.
 
     Returns
     -------
@@ -235,7 +266,7 @@ def build_unet(
         **unet_architecture(preset=preset, encoder=encoder, width=width, depth=depth),
         "encoder_weights": None,
         "in_channels": in_channels,
-        "classes": n_classes,
+        "classes": n_classes + int(bool(distance)),
     }
     encoder_name = init_kwargs["encoder_name"]
     model_class = MODEL_CLASSES["Unet"]()
@@ -264,7 +295,8 @@ def build_unet(
                 "missing); make one with `workbench pretrain OUT` and pass its folder, or use weights=None."
             )
         model = _construct(model_class, init_kwargs)
-        model.workbench_recipe = {"architecture": "Unet", "init_kwargs": init_kwargs, "preset": preset}
+        model.workbench_recipe = {"architecture": "Unet", "init_kwargs": init_kwargs, "preset": preset,
+                                  "distance": bool(distance)}
         init_from_model(model, folder, source="the starter model" if weights == "starter" else "the model folder")
     elif isinstance(weights, (str, os.PathLike)):
         model = _construct(model_class, dict(init_kwargs, in_channels=3))
@@ -276,7 +308,8 @@ def build_unet(
             f"`weights` must be None, 'imagenet', 'starter', a weights file or a saved model folder; got "
             f"{type(weights).__name__} {weights!r}."
         )
-    model.workbench_recipe = {"architecture": "Unet", "init_kwargs": init_kwargs, "preset": preset}
+    model.workbench_recipe = {"architecture": "Unet", "init_kwargs": init_kwargs, "preset": preset,
+                              "distance": bool(distance)}
     return model
 
 
@@ -364,9 +397,9 @@ def save_model(directory: str | os.PathLike, model: torch.nn.Module, card: Model
     if not isinstance(card, ModelCard):
         raise WorkbenchError(f"`card` must be a workbench.deep.ModelCard; got {type(card).__name__}.")
     init_kwargs = recipe["init_kwargs"]
-    if card.in_channels != init_kwargs["in_channels"] or card.n_classes != init_kwargs["classes"]:
+    if card.in_channels != init_kwargs["in_channels"] or card.n_outputs != init_kwargs["classes"]:
         raise WorkbenchError(
-            f"`card` says {card.in_channels} channel(s) / {card.n_classes} classes but the model has "
+            f"`card` says {card.in_channels} channel(s) / {card.n_outputs} outputs but the model has "
             f"{init_kwargs['in_channels']} / {init_kwargs['classes']}; make the card from the model that is saved."
         )
     card = copy.deepcopy(card)
@@ -434,6 +467,9 @@ def load_model(directory: str | os.PathLike, *, device: str | torch.device | Non
             f"({CARD_FORMAT_VERSION}); update the workbench."
         )
     check_model_fits(card, in_channels=in_channels, n_classes=n_classes, source=f"the model in {directory}")
+    if card.init_kwargs.get("classes", card.n_outputs) != card.n_outputs:
+        raise WorkbenchError(f"{card_path} says {card.n_outputs} outputs but its network has "
+                             f"{card.init_kwargs.get('classes')}; the model folder is damaged: train the model again.")
     if card.architecture not in MODEL_CLASSES:
         raise WorkbenchError(f"{card_path} names architecture {card.architecture!r}; known: {sorted(MODEL_CLASSES)}.")
     init_kwargs = dict(card.init_kwargs, encoder_weights=None)
@@ -463,13 +499,15 @@ def load_model(directory: str | os.PathLike, *, device: str | torch.device | Non
         "architecture": card.architecture,
         "init_kwargs": init_kwargs,
         "preset": card.settings.get("preset"),
+        "distance": bool(card.distance),
     }
     model.eval()
     return model.to(pick_device(device)), card
 
 
 class TorchPredictor:
-    """Callable ``(B, C, h, w)`` raw intensities -> ``(B, K, h, w)`` float32 softmax probabilities.
+    """Callable ``(B, C, h, w)`` raw intensities -> ``(B, K, h, w)`` float32 softmax probabilities
+    (K = the card's `ModelCard.n_outputs`: the classes, and the distance map after them if any).
 
     Made by `make_predictor`. Applies the card's normalisation, pads each batch
     to a multiple of the network's output stride (reflecting the image) and
@@ -477,7 +515,7 @@ class TorchPredictor:
 
     Attributes
     ----------
-    in_channels, n_classes : int
+    in_channels, n_classes, n_outputs : int
     batch_size : int
         Largest number of tiles sent to the network at once.
     device : torch.device
@@ -490,6 +528,7 @@ class TorchPredictor:
         self.device = pick_device(device)
         self.in_channels = card.in_channels
         self.n_classes = card.n_classes
+        self.n_outputs = card.n_outputs
         self.normalizer = card.normalizer()
         self.model = model.to(self.device).eval()
         if self.device.type == "cuda":
@@ -510,7 +549,7 @@ class TorchPredictor:
         outputs = [self._predict_chunk(array[start:start + self.batch_size])
                    for start in range(0, array.shape[0], self.batch_size)]
         if not outputs:
-            return np.zeros((0, self.n_classes) + array.shape[2:], dtype=np.float32)
+            return np.zeros((0, self.n_outputs) + array.shape[2:], dtype=np.float32)
         return np.concatenate(outputs, axis=0)
 
     def _predict_chunk(self, chunk: np.ndarray) -> np.ndarray:
@@ -523,7 +562,7 @@ class TorchPredictor:
             device_type=self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"
         ):
             logits = self.model(tensor)
-        probabilities = torch.softmax(logits.float()[:, :, :height, :width], dim=1)
+        probabilities = output_probabilities(logits.float()[:, :, :height, :width], self.n_classes)
         return probabilities.cpu().numpy().astype(np.float32, copy=False)
 
 

@@ -155,7 +155,9 @@ def init_from_model(model: torch.nn.Module, folder: str | os.PathLike, *, source
     The first convolution is adapted to the model's channels: a pretrained stem with c input
     channels gives channel i of a C-channel stem the weights of its channel ``i % c`` times c / C
     (repeated and averaged, as smp does for ImageNet weights). A segmentation head of another
-    class count keeps its random initialisation.
+    class count keeps its random initialisation, except that a network with a distance output
+    (`build_unet(distance=True)`) from one without takes the class outputs and starts the
+    distance afresh.
 
     Parameters
     ----------
@@ -186,8 +188,11 @@ def init_from_model(model: torch.nn.Module, folder: str | os.PathLike, *, source
             f"{source} ({folder}) cannot initialise this network: {reason}. Use the architecture it was trained "
             "with (the default preset 'fast'), or start from other weights (none or imagenet)."
         )
-    pretrained, _ = load_model(folder, device="cpu")
+    pretrained, card = load_model(folder, device="cpu")
     state = pretrained.state_dict()
+    # Their outputs are our first ones when only our distance output is new.
+    prefix = bool(recipe.get("distance")) and not card.distance \
+        and recipe.get("init_kwargs", {}).get("classes") == card.n_classes + 1
     target = model.state_dict()
     adapted, reinitialised, loaded = [], [], {}
     for key, value in target.items():
@@ -202,6 +207,10 @@ def init_from_model(model: torch.nn.Module, folder: str | os.PathLike, *, source
             index = torch.arange(want) % have
             loaded[key] = theirs[:, index] * (have / want)
             adapted.append(key)
+        elif key.startswith("segmentation_head") and prefix and theirs.shape[1:] == value.shape[1:] \
+                and theirs.shape[0] == card.n_classes:
+            loaded[key] = torch.cat([theirs, value[theirs.shape[0]:]])
+            reinitialised.append(key)
         elif key.startswith("segmentation_head"):
             reinitialised.append(key)
         else:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from workbench.deep._augment import Augmenter
 from workbench.deep._callbacks import Callback, CallbackList
 from workbench.deep._device import configure_cpu_threads, pick_device
+from workbench.deep._distance import DISTANCE_LOSS_WEIGHT, distance_loss, distance_targets
 from workbench.conventions import INSTANCE_CLASSES, MODES as _MODES
 from workbench.errors import WorkbenchError
 from workbench.validate import whole_number
@@ -89,6 +90,12 @@ class TrainSettings:
         Weight the cross-entropy by inverse square-root class frequency.
     dice_weight : float
         Weight of the soft Dice term added to the cross-entropy.
+    distance : bool
+        (Instance mode) Also learn `DISTANCE_OUTPUT`, each object pixel's distance to its edge
+        as a share of the object's largest, whose cores seed the objects (measured on the
+        nuclei half split, 15 runs from the starter: mean AP@0.5 0.908 -> 0.938 after 20 s of
+        training, 0.926 -> 0.941 after 2 minutes; benchmarks/RESULTS.md, issue 9).
+        Ignored in semantic mode and when continuing a model (its own outputs are kept).
     val_fraction : float
         Share held out of training for validation (0 = none): in instance mode whole painted
         objects with their background ring (falling back to blocks with fewer than 4 objects),
@@ -125,6 +132,7 @@ class TrainSettings:
     augment: float = 0.5
     class_balancing: bool = True
     dice_weight: float = 1.0
+    distance: bool = True
     val_fraction: float = 0.15
     val_block: int = 64
     annotated_patch_fraction: float = 0.9
@@ -156,6 +164,8 @@ class TrainSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise WorkbenchError(f"`{name}` must be a number in [{low}, {high}]; got {value!r}.")
+        if not isinstance(self.distance, bool):
+            raise WorkbenchError(f"`distance` must be true or false; got {self.distance!r}.")
         if self.lr == 0:
             raise WorkbenchError("`lr` must be greater than 0; 5e-3 is a good start.")
         if self.mode not in _MODES:
@@ -352,9 +362,12 @@ class Trainer:
                              source=f"the model in {self.init_from} (init_from)")
             normalizer = previous.normalizer() or PercentileNormalizer().fit(image for image, _ in self.samples)
             steps_before = int((previous.metrics or {}).get("total_steps") or (previous.metrics or {}).get("steps") or 0)
+            distance = bool(previous.distance)
         else:
+            distance = settings.distance and settings.mode == "instance"
             model = build_unet(in_channels, n_classes, preset=settings.preset, encoder=settings.encoder,
-                               width=settings.width, depth=settings.depth, weights=settings.weights)
+                               width=settings.width, depth=settings.depth, weights=settings.weights,
+                               distance=distance)
             normalizer = PercentileNormalizer().fit(image for image, _ in self.samples)
             steps_before = 0
         model = model.to(device).to(memory_format=torch.channels_last)
@@ -380,6 +393,13 @@ class Trainer:
 
         def loss_fn(logits, targets):
             return masked_loss(logits, targets, class_weights=class_weights, dice_weight=settings.dice_weight)
+
+        def step_loss(logits, targets, distance_target):
+            if not distance:
+                return loss_fn(logits, targets)
+            target, known = distance_target
+            return (loss_fn(logits[:, :n_classes], targets)
+                    + DISTANCE_LOSS_WEIGHT * distance_loss(logits[:, n_classes], target, known))
 
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         average = _WeightAverage(model, settings.ema_decay)
@@ -417,12 +437,16 @@ class Trainer:
                     group["lr"] = lr
                 images, targets = sampler.batch()
                 step_start = time.perf_counter()
+                distance_target = None
+                if distance:
+                    distance_target = tuple(torch.from_numpy(array).to(device, non_blocking=True)
+                                            for array in distance_targets(targets.numpy()))
                 images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 targets = targets.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                     logits = model(images)
-                loss = loss_fn(logits, targets)
+                loss = step_loss(logits, targets, distance_target)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
@@ -480,7 +504,7 @@ class Trainer:
         card = ModelCard(
             in_channels=in_channels, n_classes=n_classes, classes=list(class_names), mode=settings.mode,
             normalisation=normalizer.to_dict(), settings=settings.to_dict(),
-            instance_options={} if calibration is None else dict(calibration.options),
+            instance_options={} if calibration is None else dict(calibration.options), distance=distance,
             metrics={**final, "labelled_pixels": labelled,
                      "resumed_from": None if self.init_from is None else str(self.init_from)},
         )

@@ -24,7 +24,8 @@ from scipy import ndimage as ndi
 from workbench.predict._volumes import CALIBRATION_TOLERANCE, choose_middle_of_best
 
 __all__ = ["HeldOut", "InstanceCalibration", "hold_out", "validate", "calibrate_instances", "training_hint",
-           "HINT_IMPROVING", "HINT_PLATEAU", "THRESHOLD_CANDIDATES"]
+           "HINT_IMPROVING", "HINT_PLATEAU", "THRESHOLD_CANDIDATES",
+           "DISTANCE_CANDIDATES"]
 
 HINT_IMPROVING = "still improving — training longer should help"
 HINT_PLATEAU = "no longer improving — paint where the model is wrong"
@@ -43,6 +44,13 @@ THRESHOLD_CANDIDATES: tuple[dict[str, float], ...] = tuple(
     for boundary, foreground in [(0.3, 0.5)] + [(b, f) for b in (0.1, 0.15, 0.2, 0.25, 0.3) for f in (0.5, 0.6, 0.7)
                                                 if (b, f) != (0.3, 0.5)]
 )
+#: The same for a model with a distance output, whose seeds are the distance's cores: held-out objects
+#: choose how far the foreground reaches; the first is the default. The core threshold stays
+#: `CORE_THRESHOLD`: isolated objects cannot show the merges a lower one makes, nor, being so few,
+#: the splits a higher one makes (measured: taking the highest core threshold they score as well
+#: chose 0.7 in 4 runs of 4 and cut nuclei of the test half, AP@0.5 0.75-0.96; benchmarks/RESULTS.md).
+DISTANCE_CANDIDATES: tuple[dict[str, Any], ...] = tuple(
+    {"seeds": "distance", "foreground_threshold": foreground} for foreground in (0.6, 0.5, 0.7))
 
 
 @dataclass(frozen=True)
@@ -211,13 +219,13 @@ def validate(model, samples, held: Sequence[HeldOut], normalizer, stride: int, d
     for region, logits in zip(held, _region_logits(model, samples, held, normalizer, stride, device)):
         targets = samples[region.index][1]
         y0, y1, x0, x1 = region.box
-        inner = logits[(slice(None),) + _box_in_window(region, targets)]
+        inner = logits[(slice(0, n_classes),) + _box_in_window(region, targets)]
         block_targets = np.ascontiguousarray(targets[y0:y1, x0:x1])
         if region.object_mask is None:
             scored = block_targets >= 0
         else:
             scored = _held_pixels(block_targets, region.object_mask)
-            probabilities, truth = _object_window(logits, region, targets)
+            probabilities, truth = _object_window(logits, region, targets, n_classes=n_classes)
             object_ious.append(_best_match_iou(probabilities, truth, min_size, instance_options or {}))
         scored_t = torch.from_numpy(scored).to(logits.device)
         all_logits.append(inner.permute(1, 2, 0)[scored_t])
@@ -264,16 +272,18 @@ def calibrate_instances(model, samples, held: Sequence[HeldOut], normalizer, str
         None without held-out objects (nothing to choose on).
     """
     regions = [region for region in held if region.object_mask is not None]
-    windows = [_object_window(logits, region, samples[region.index][1], softmax=not tta)
+    n_classes = _n_classes(model)
+    windows = [_object_window(logits, region, samples[region.index][1], softmax=not tta, n_classes=n_classes)
                for region, logits in zip(regions, _region_logits(model, samples, regions, normalizer, stride, device,
                                                                  tta=tta))]
     if not windows:
         return None
+    candidates = DISTANCE_CANDIDATES if _has_distance(model) else THRESHOLD_CANDIDATES
     scores = {}
-    for options in THRESHOLD_CANDIDATES:
+    for options in candidates:
         scores[tuple(sorted(options.items()))] = float(np.mean(
             [_best_match_iou(probabilities, truth, min_size, options) for probabilities, truth in windows]))
-    default_key = tuple(sorted(THRESHOLD_CANDIDATES[0].items()))
+    default_key = tuple(sorted(candidates[0].items()))
     # Isolated held-out objects cannot tell thresholds that only matter between touching nuclei
     # apart, so several often tie: take the middle of the tied range, not its edge (measured: on
     # the nuclei half split boundary thresholds of 0.1 and 0.3 both merge nuclei that 0.15-0.2 keep
@@ -305,19 +315,21 @@ def _region_logits(model, samples, held: Sequence[HeldOut], normalizer, stride: 
 
     With `tta`, probabilities averaged over the eight symmetries of the square instead of logits.
     """
-    from workbench.deep._models import pad_to_multiple
+    from workbench.deep._models import output_probabilities, pad_to_multiple
     from workbench.predict import predict_symmetries
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
             return model(batch.contiguous(memory_format=torch.channels_last)).float()
 
+    n_classes = _n_classes(model)
+
     def probabilities(batch: np.ndarray) -> np.ndarray:
         # Each symmetry of a window is padded on its own, so no rotation sees padding in the middle.
         tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
         height, width = batch.shape[-2:]
         logits = forward(pad_to_multiple(tensor, stride))[..., :height, :width]
-        return torch.softmax(logits, dim=1).cpu().numpy()
+        return output_probabilities(logits, n_classes or logits.shape[1]).cpu().numpy()
 
     was_training = model.training
     model.eval()
@@ -351,11 +363,26 @@ def _box_in_window(region: HeldOut, targets) -> tuple[slice, slice]:
     return slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0)
 
 
-def _object_window(logits: torch.Tensor, region: HeldOut, targets, *,
-                   softmax: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities over a held-out object's context window (from logits, or as given without
-    `softmax`) and the painted object's mask there."""
-    probabilities = (torch.softmax(logits, dim=0) if softmax else logits).cpu().numpy()
+def _has_distance(model) -> bool:
+    return bool(getattr(model, "workbench_recipe", {}).get("distance"))
+
+
+def _n_classes(model) -> int | None:
+    """Class outputs of a network from `build_unet` (its outputs less the distance map, if any);
+    None for a network without a recipe (all its outputs are classes)."""
+    outputs = getattr(model, "workbench_recipe", {}).get("init_kwargs", {}).get("classes")
+    return None if outputs is None else int(outputs) - int(_has_distance(model))
+
+
+def _object_window(logits: torch.Tensor, region: HeldOut, targets, *, softmax: bool = True,
+                   n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities over a held-out object's context window (from logits of `n_classes` classes and
+    any outputs after them, or as given without `softmax`) and the painted object's mask there."""
+    from workbench.deep._models import output_probabilities
+
+    if softmax:
+        logits = output_probabilities(logits, logits.shape[0] if n_classes is None else n_classes, dim=0)
+    probabilities = logits.cpu().numpy()
     truth = np.zeros(probabilities.shape[1:], bool)
     truth[_box_in_window(region, targets)] = region.object_mask
     return probabilities, truth

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from workbench.conventions import DISTANCE_OUTPUT
 from workbench.errors import WorkbenchError
 from workbench.store import atomic_write
 
@@ -116,7 +117,7 @@ def export_bioimageio(project, out, *, version: int | None = None, name: str | N
 
     from workbench.exchange.bioimageio_unet import WorkbenchUnet
 
-    wrapped = WorkbenchUnet(**card.init_kwargs)
+    wrapped = WorkbenchUnet(distance=card.distance, **card.init_kwargs)
     wrapped.network.load_state_dict(model.state_dict())
     wrapped.eval()
     with torch.inference_mode():
@@ -262,7 +263,9 @@ def _readme(project, record, card, image_name, test_shape) -> str:
         f"A {project.mode} segmentation U-Net (segmentation-models-pytorch, encoder "
         f"`{card.init_kwargs.get('encoder_name')}`, depth {card.init_kwargs.get('encoder_depth')}) trained "
         "with the microscopy segmentation workbench on partial labels. It outputs softmax probabilities for "
-        f"the classes {', '.join(card.classes or map(str, range(card.n_classes)))}.",
+        f"the classes {', '.join(card.classes or map(str, range(card.n_classes)))}"
+        + (" and, after them, each object pixel's distance to the object's edge as a share of the object's "
+           "largest (0-1, a sigmoid; its cores seed the objects)." if card.distance else "."),
         "",
         "## Input and preprocessing",
         "",
@@ -326,9 +329,10 @@ def _description(project, record, card, files, stride, gains, offsets, *, name, 
         kwargs = spec.ScaleLinearAlongAxisKwargs(axis=spec.AxisId("channel"), gain=[float(g) for g in gains],
                                                  offset=[float(o) for o in offsets])
     classes = card.classes or [f"class{k}" for k in range(card.n_classes)]
+    outputs = classes + ([DISTANCE_OUTPUT] if card.distance else [])
     output_axes = [
         spec.BatchAxis(),
-        spec.ChannelAxis(channel_names=[spec.Identifier(_identifier(c, "class")) for c in classes]),
+        spec.ChannelAxis(channel_names=[spec.Identifier(_identifier(c, "class")) for c in outputs]),
         spec.SpaceOutputAxis(id=spec.AxisId("y"), size=spec.SizeReference(
             tensor_id=spec.TensorId(INPUT_ID), axis_id=spec.AxisId("y")), **unit, **scale_y),
         spec.SpaceOutputAxis(id=spec.AxisId("x"), size=spec.SizeReference(
@@ -336,7 +340,7 @@ def _description(project, record, card, files, stride, gains, offsets, *, name, 
     ]
     torch_version = spec.Version(torch.__version__.split("+")[0])
     arch = spec.ArchitectureFromFileDescr(source=files["architecture"], callable=spec.Identifier(ARCHITECTURE_CALLABLE),
-                                          kwargs=dict(card.init_kwargs))
+                                          kwargs=dict(card.init_kwargs, distance=bool(card.distance)))
     mode_text = "instance (background, interior, boundary)" if project.mode == "instance" else "semantic"
     try:
         return spec.ModelDescr(
@@ -360,7 +364,8 @@ def _description(project, record, card, files, stride, gains, offsets, *, name, 
                 id=spec.TensorId(OUTPUT_ID), axes=output_axes,
                 test_tensor=spec.FileDescr(source=files["test_output"]),
                 data=spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
-                description="softmax probability per class",
+                description="softmax probability per class" + (
+                    ", then the distance to the object's edge (0-1)" if card.distance else ""),
             )],
             weights=spec.WeightsDescr(
                 pytorch_state_dict=spec.PytorchStateDictWeightsDescr(

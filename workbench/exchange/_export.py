@@ -83,10 +83,10 @@ def export_model(project, out: str | os.PathLike, *, version: int | None = None,
     else:
         import torch
 
-        from workbench.exchange._onnx import with_softmax
+        from workbench.exchange._onnx import with_probabilities
         from workbench.store import atomic_write
 
-        wrapped = with_softmax(model)
+        wrapped = with_probabilities(model, card.n_classes)
         example = torch.zeros(1, card.in_channels, 256, 256)
         with atomic_write(out) as tmp, warnings.catch_warnings():
             # TorchScript is deprecated in torch but is what bioimage.io, DeepImageJ and Icy run.

@@ -75,7 +75,7 @@ def import_bioimageio(project, package: str | os.PathLike) -> dict:
     except RuntimeError as exc:
         raise WorkbenchError(f"the weights in {package} do not match the architecture its card names: {exc}") from exc
     model.workbench_recipe = {"architecture": card.architecture, "init_kwargs": dict(card.init_kwargs),
-                              "preset": card.settings.get("preset")}
+                              "preset": card.settings.get("preset"), "distance": bool(card.distance)}
     version, directory = project.new_model_dir("unet")
     save_model(directory, model, card)
     settings = dict(card.settings, imported_from=str(package))

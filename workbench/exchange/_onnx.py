@@ -1,8 +1,9 @@
 """ONNX export of a workbench U-Net and an ONNX Runtime predictor for tiled prediction.
 
 The exported graph takes normalised intensities ``(B, C, H, W)`` (H and W multiples of the
-network's output stride, any batch) and returns softmax probabilities ``(B, K, H, W)``: the
-softmax travels with the model, so another tool gets probabilities without knowing our head.
+network's output stride, any batch) and returns softmax probabilities ``(B, K, H, W)`` (and, for
+an instance U-Net, its distance map after them, through a sigmoid): the softmax travels with the
+model, so another tool gets probabilities without knowing our head.
 The normalisation stays outside the graph (it is the model card's, and bioimage.io describes it
 as preprocessing); `OnnxPredictor` applies it exactly as `workbench.deep.TorchPredictor` does,
 so both predictors are interchangeable callables for `workbench.predict.predict_tiled`.
@@ -19,7 +20,7 @@ import numpy as np
 from workbench.errors import WorkbenchError
 from workbench.store import atomic_write
 
-__all__ = ["ONNX_OPSET", "with_softmax", "export_onnx", "OnnxPredictor", "make_onnx_predictor"]
+__all__ = ["ONNX_OPSET", "with_probabilities", "export_onnx", "OnnxPredictor", "make_onnx_predictor"]
 
 #: Opset 17 runs in every ONNX Runtime of the last three years and in bioimage.io's tooling.
 ONNX_OPSET = 17
@@ -27,12 +28,16 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
 
 
-def with_softmax(model):
-    """The logits network wrapped so that it returns softmax probabilities over the class axis.
+def with_probabilities(model, n_classes: int):
+    """The logits network wrapped so that it returns what the engine's predictors return: softmax
+    probabilities over its `n_classes` classes, and the sigmoid of a distance output after them
+    (`workbench.deep.output_probabilities`).
 
     Built lazily so that importing this module does not import torch.
     """
     import torch
+
+    from workbench.deep._models import output_probabilities
 
     class _ProbabilityModel(torch.nn.Module):
         def __init__(self, network: torch.nn.Module):
@@ -40,7 +45,7 @@ def with_softmax(model):
             self.network = network
 
         def forward(self, x):
-            return torch.softmax(self.network(x), dim=1)
+            return output_probabilities(self.network(x), n_classes)
 
     return _ProbabilityModel(model).eval()
 
@@ -53,7 +58,7 @@ def export_onnx(model, card, path: str | os.PathLike, *, tile_size: int = 256, o
     model : torch.nn.Module
         A U-Net from `workbench.deep.load_model` (outputs logits).
     card : workbench.deep.ModelCard
-        Gives the input channel count.
+        Gives the input channel count and which outputs are classes.
     path : path-like
         The ``.onnx`` file to write (atomically).
     tile_size : int
@@ -75,7 +80,7 @@ def export_onnx(model, card, path: str | os.PathLike, *, tile_size: int = 256, o
     import torch
 
     path = Path(path)
-    wrapped = with_softmax(model.to("cpu").eval())
+    wrapped = with_probabilities(model.to("cpu").eval(), int(card.n_classes))
     example = torch.zeros(1, int(card.in_channels), int(tile_size), int(tile_size))
     dynamic = {0: "batch", 2: "height", 3: "width"}
     with atomic_write(path) as tmp, warnings.catch_warnings():
@@ -119,6 +124,7 @@ class OnnxPredictor:
         self.batch_size = batch_size
         self.in_channels = int(card.in_channels)
         self.n_classes = int(card.n_classes)
+        self.n_outputs = int(card.n_outputs)
         self.normalizer = card.normalizer()
         self.stride = int(stride)
         options = ort.SessionOptions()
@@ -140,7 +146,7 @@ class OnnxPredictor:
             )
         array = self.normalizer(array) if self.normalizer is not None else array.astype(np.float32, copy=False)
         if array.shape[0] == 0:
-            return np.zeros((0, self.n_classes) + array.shape[2:], dtype=np.float32)
+            return np.zeros((0, self.n_outputs) + array.shape[2:], dtype=np.float32)
         outputs = [self._predict_chunk(array[start:start + self.batch_size])
                    for start in range(0, array.shape[0], self.batch_size)]
         return np.concatenate(outputs, axis=0)

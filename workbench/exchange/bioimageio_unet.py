@@ -13,18 +13,26 @@ class WorkbenchUnet(torch.nn.Module):
 
     Parameters
     ----------
+    distance : bool
+        The network's last output is not a class but the distance to the object's edge (a share
+        of the object's largest, 0-1): a sigmoid turns it into that, the softmax covers the rest.
+        (The workbench's ``output_probabilities``, repeated because this file travels alone.)
     **init_kwargs
         The keyword arguments of ``segmentation_models_pytorch.Unet`` recorded in the workbench
-        model card (encoder name and depth, decoder channels, in_channels, classes).
+        model card (encoder name and depth, decoder channels, in_channels, classes = outputs).
     """
 
-    def __init__(self, **init_kwargs):
+    def __init__(self, distance=False, **init_kwargs):
         super().__init__()
         import segmentation_models_pytorch as smp
 
         kwargs = dict(init_kwargs, encoder_weights=None)
         kwargs["decoder_channels"] = tuple(kwargs["decoder_channels"])
         self.network = smp.Unet(**kwargs)
+        self.distance = bool(distance)
 
     def forward(self, x):
-        return torch.softmax(self.network(x), dim=1)
+        logits = self.network(x)
+        if not self.distance:
+            return torch.softmax(logits, dim=1)
+        return torch.cat([torch.softmax(logits[:, :-1], dim=1), torch.sigmoid(logits[:, -1:])], dim=1)

@@ -1,0 +1,136 @@
+"""The distance output of instance U-Nets on the real nuclei image: its target, the seeds it gives,
+and how it travels (training, saving, the starter's head, ONNX)."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from workbench.conventions import DISTANCE_OUTPUT
+from workbench.deep import TrainSettings, build_unet, load_model, make_predictor, save_model, train
+from workbench.deep._distance import distance_targets
+from workbench.predict import _metrics as metrics
+from workbench.predict import instances_from_probabilities
+from workbench.store import labels_from_instances, training_targets
+
+
+@pytest.fixture(scope="module")
+def instance_targets(nuclei_labels):
+    return training_targets(labels_from_instances(nuclei_labels), "instance")
+
+
+def test_the_target_peaks_at_each_whole_nucleus_centre(nuclei_labels, instance_targets):
+    crop = np.s_[64:256, 64:256]
+    gt = nuclei_labels[crop]
+    targets = instance_targets[crop].copy()
+    edge = np.unique(np.concatenate([gt[0], gt[-1], gt[:, 0], gt[:, -1]]))
+    inner = [i for i in np.unique(gt) if i and i not in edge]
+    unpainted = inner[0]
+    targets[ndi.binary_dilation(gt == unpainted, iterations=2)] = -1  # a nucleus nobody painted
+    target, known = distance_targets(targets[None])
+    target, known = target[0], known[0]
+    assert target.dtype == np.float32 and 0 <= target.min() and target.max() == 1
+    assert np.all(target[targets != 1] == 0)
+    assert not known[targets == -1].any() and known[targets == 0].all()
+    assert len(inner) >= 10 and len(edge) >= 5
+    for nucleus in inner[1:]:  # every whole nucleus is known, and its deepest point is 1
+        inside = gt == nucleus
+        assert known[inside].all() and target[inside].max() == 1, nucleus
+    for nucleus in edge[edge > 0]:  # a nucleus the patch edge cuts has no known distance
+        assert not known[(gt == nucleus) & (targets > 0)].any(), nucleus
+
+
+def _probabilities_from_truth(labels, boundary_strength):
+    """Ideal class probabilities of `labels` whose boundary class is only `boundary_strength`
+    sure, with the ideal distance map after them."""
+    from skimage.segmentation import find_boundaries
+
+    inside = labels > 0
+    boundary = find_boundaries(labels, mode="inner") & inside
+    probabilities = np.zeros((4,) + labels.shape, np.float32)
+    probabilities[0] = ~inside
+    probabilities[2] = boundary * boundary_strength
+    probabilities[1] = inside - probabilities[2]
+    interior = inside & ~boundary
+    distance = ndi.distance_transform_edt(interior)
+    peaks = ndi.maximum(distance, labels, index=np.arange(labels.max() + 1))
+    probabilities[3] = np.where(interior, distance / np.maximum(peaks[labels], 1), 0)
+    return probabilities
+
+
+def test_distance_seeds_part_touching_nuclei_that_a_faint_boundary_merges(nuclei_labels):
+    probabilities = _probabilities_from_truth(nuclei_labels, boundary_strength=0.2)
+    with_distance = instances_from_probabilities(probabilities, min_size=16)
+    boundaries_only = instances_from_probabilities(probabilities[:3], min_size=16)
+    assert np.array_equal(with_distance, instances_from_probabilities(probabilities, seeds="distance", min_size=16))
+    ap_distance = metrics.average_precision(nuclei_labels, with_distance)["ap50"]
+    ap_boundaries = metrics.average_precision(nuclei_labels, boundaries_only)["ap50"]
+    # The faint boundary joins the touching nuclei's seeds; the distance's cores stay apart.
+    assert ap_distance > 0.95 and ap_distance > ap_boundaries + 0.03, (ap_distance, ap_boundaries)
+    # The boundary seeds of the same four outputs are what the first three give.
+    assert np.array_equal(instances_from_probabilities(probabilities, seeds="boundaries", min_size=16),
+                          boundaries_only)
+
+
+def test_an_instance_unet_learns_the_distance_and_keeps_it(tmp_path, nuclei_image, nuclei_labels, instance_targets):
+    targets = np.full(instance_targets.shape, -1, np.int64)
+    targets[:, :256] = instance_targets[:, :256]
+    settings = TrainSettings(mode="instance", minutes=None, epochs=6, steps_per_epoch=10, device="cpu", seed=0)
+    result = train([(nuclei_image[None], targets)], settings)
+    card = result.card
+    assert card.distance and card.n_outputs == 4 and card.output_names[-1] == DISTANCE_OUTPUT
+    assert card.instance_options["seeds"] == "distance"
+
+    probabilities = make_predictor(result.model, card, device="cpu")(nuclei_image[None, None])[0]
+    assert probabilities.shape == (4, 512, 512)
+    assert np.allclose(probabilities[:3].sum(0), 1, atol=1e-5)
+    distance = probabilities[3, :, 256:]
+    # After 60 steps the map already rises towards the middle of the unseen half's nuclei.
+    truth = _probabilities_from_truth(nuclei_labels[:, 256:], 1.0)[3]
+    assert np.corrcoef(distance.ravel(), truth.ravel())[0, 1] > 0.6
+
+    save_model(tmp_path / "model", result.model, card)
+    model, loaded = load_model(tmp_path / "model")
+    assert loaded.distance and loaded.n_outputs == 4
+    again = make_predictor(model, loaded, device="cpu")(nuclei_image[None, None])[0]
+    assert np.allclose(again, probabilities, atol=1e-5)
+
+    without = train([(nuclei_image[None], targets)],
+                          TrainSettings(mode="instance", minutes=None, epochs=1, steps_per_epoch=2, patch_size=64,
+                                        batch_size=2, device="cpu", distance=False))
+    assert not without.card.distance and without.card.n_outputs == 3
+    assert without.card.instance_options.get("seeds") != "distance"
+
+
+def test_the_starter_gives_its_class_outputs_and_the_distance_starts_afresh():
+    from workbench.deep import starter_dir
+
+    shipped, card = load_model(starter_dir())
+    assert not card.distance  # the shipped starter predates the distance output
+    model = build_unet(1, 3, weights="starter", distance=True)
+    head, theirs = model.segmentation_head[0], shipped.segmentation_head[0]
+    assert head.out_channels == 4
+    assert torch.equal(head.weight[:3], theirs.weight) and torch.equal(head.bias[:3], theirs.bias)
+    assert not torch.equal(head.weight[3], head.weight[2])
+    assert torch.equal(model.state_dict()["decoder.blocks.0.conv1.0.weight"],
+                       shipped.state_dict()["decoder.blocks.0.conv1.0.weight"])
+
+
+def test_onnx_and_torch_predict_the_same_distance(tmp_path, nuclei_image):
+    from workbench.deep import ModelCard, PercentileNormalizer
+    from workbench.exchange import make_onnx_predictor
+
+    torch.manual_seed(0)
+    model = build_unet(1, 3, distance=True).eval()
+    normalizer = PercentileNormalizer().fit([nuclei_image[None]])
+    card = ModelCard(in_channels=1, n_classes=3, mode="instance", distance=True,
+                     classes=["background", "interior", "boundary"], normalisation=normalizer.to_dict())
+    save_model(tmp_path, model, card)
+    model, card = load_model(tmp_path)
+    tile = nuclei_image[None, None, :96, :160]
+    expected = make_predictor(model, card, device="cpu")(tile)
+    got = make_onnx_predictor(model, card, tmp_path)(tile)
+    assert got.shape == expected.shape == (1, 4, 96, 160)
+    assert np.allclose(got, expected, atol=1e-4)
+    assert np.allclose(got[0, :3].sum(0), 1, atol=1e-4) and 0 < got[0, 3].min() and got[0, 3].max() < 1
+
