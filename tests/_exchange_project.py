@@ -29,10 +29,11 @@ def make_unet_project(path: Path, *, size: int = 192, seed: int = 0):
     name = project.add_image(image, name="nuclei", pixel_size=(0.5, 0.5))
     project.import_labels(name, truth, instances=True)
     torch.manual_seed(seed)
-    model = build_unet(1, len(INSTANCE_CLASSES))
+    # With the distance output, as an instance project's U-Net is trained.
+    model = build_unet(1, len(INSTANCE_CLASSES), distance=True)
     card = ModelCard(in_channels=1, n_classes=len(INSTANCE_CLASSES), classes=list(INSTANCE_CLASSES),
                      mode="instance", normalisation=fit_normalizer([image[None]]).to_dict(),
-                     settings={"preset": "fast"})
+                     settings={"preset": "fast"}, distance=True)
     version, directory = project.new_model_dir("unet")
     save_model(directory, model, card)
     project.register_model(version, directory, method="unet", settings={"preset": "fast"},

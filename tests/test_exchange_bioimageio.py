@@ -64,9 +64,11 @@ def test_package_describes_weights_normalisation_axes_and_training(package):
     np.testing.assert_allclose(step["kwargs"]["gain"], 1 / normalizer.scales[0], rtol=1e-6)
     np.testing.assert_allclose(step["kwargs"]["offset"], -normalizer.offsets[0] / normalizer.scales[0], rtol=1e-6)
     [tensor_out] = rdf["outputs"]
-    assert tensor_out["axes"][1]["channel_names"] == model_card.classes
-    assert test_input.shape == (1, 1, 96, 96) and test_output.shape == (1, 3, 96, 96)
-    np.testing.assert_allclose(test_output.sum(axis=1), 1.0, atol=1e-5)
+    assert tensor_out["axes"][1]["channel_names"] == model_card.classes + ["distance"]
+    assert test_input.shape == (1, 1, 96, 96) and test_output.shape == (1, 4, 96, 96)
+    np.testing.assert_allclose(test_output[:, :3].sum(axis=1), 1.0, atol=1e-5)
+    assert 0 < test_output[:, 3].min() and test_output[:, 3].max() < 1  # the distance map, through a sigmoid
+    assert rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]["distance"] is True
     assert "## Training data" in readme and "nuclei" in readme and "## Validation" in readme
     assert rdf["config"]["workbench"]["model_version"] == record.version
 

@@ -60,7 +60,8 @@ def test_reader_returns_project_layers_in_project_colours(plugin_manager, predic
     assert colours[0] == "transparent"
     assert [colours[k + 1] for k in range(predicted_project.n_classes)] == predicted_project.class_colors
     probs, prob_kwargs, kind = by_name["probabilities"]
-    assert kind == "image" and prob_kwargs["channel_axis"] == 0 and len(prob_kwargs["name"]) == probs.shape[0] == 3
+    assert kind == "image" and prob_kwargs["channel_axis"] == 0 and len(prob_kwargs["name"]) == probs.shape[0] == 4
+    assert prob_kwargs["name"][-1] == "nuclei P(distance)"
     instances, _, kind = by_name["nuclei instances"]
     assert kind == "labels"
     outlines = [layer for layer in layers if layer[2] == "shapes"]

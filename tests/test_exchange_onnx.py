@@ -38,7 +38,7 @@ def test_onnx_file_has_dynamic_batch_and_size(model_and_card, onnx_file):
     dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", card.in_channels, "height", "width"]
     out_dims = [d.dim_param or d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
-    assert out_dims[1] == card.n_classes
+    assert out_dims[1] == card.n_outputs == 4  # the classes and the distance map
 
 
 def test_onnx_runtime_matches_torch_through_predict_tiled(unet_project, model_and_card, onnx_file):
@@ -48,11 +48,11 @@ def test_onnx_runtime_matches_torch_through_predict_tiled(unet_project, model_an
     torch_predictor = make_predictor(model, card, device="cpu", batch_size=3)
     # Tiles of 96 and an image edge that is no multiple of the network stride: both pad the same way.
     plane = image[None, :177, :190]
-    expected = predict_tiled(plane, torch_predictor, card.n_classes, tile_size=96, overlap=0.25)
-    got = predict_tiled(plane, onnx_predictor, card.n_classes, tile_size=96, overlap=0.25)
-    assert got.shape == expected.shape == (card.n_classes, 177, 190)
+    expected = predict_tiled(plane, torch_predictor, card.n_outputs, tile_size=96, overlap=0.25)
+    got = predict_tiled(plane, onnx_predictor, card.n_outputs, tile_size=96, overlap=0.25)
+    assert got.shape == expected.shape == (card.n_outputs, 177, 190)
     np.testing.assert_allclose(got, expected, atol=TOLERANCE)
-    np.testing.assert_allclose(got.sum(axis=0), 1.0, atol=TOLERANCE)
+    np.testing.assert_allclose(got[:card.n_classes].sum(axis=0), 1.0, atol=TOLERANCE)
 
 
 def test_onnx_predictor_checks_channels(model_and_card, onnx_file):
@@ -60,7 +60,7 @@ def test_onnx_predictor_checks_channels(model_and_card, onnx_file):
     predictor = OnnxPredictor(onnx_file, card)
     with pytest.raises(WorkbenchError, match="1-channel"):
         predictor(np.zeros((1, 2, 64, 64), np.float32))
-    assert predictor(np.zeros((0, 1, 64, 64), np.float32)).shape == (0, card.n_classes, 64, 64)
+    assert predictor(np.zeros((0, 1, 64, 64), np.float32)).shape == (0, card.n_outputs, 64, 64)
 
 
 def test_onnx_backend_predicts_the_project_like_torch(unet_project, tmp_path):
@@ -99,8 +99,10 @@ def test_export_model_writes_onnx_and_torchscript_that_reproduce_torch(unet_proj
     project, image, _ = unet_project
     model, card = load_model(project.model_dir(), device="cpu")
     tile = card.normalizer()(image[None, None, :128, :128])
+    from workbench.deep import output_probabilities
+
     with torch.inference_mode():
-        expected = torch.softmax(model(torch.from_numpy(tile)), dim=1).numpy()
+        expected = output_probabilities(model(torch.from_numpy(tile)), card.n_classes).numpy()
     onnx_export = export_model(project, tmp_path / "m.onnx")
     assert onnx_export.format == "onnx" and onnx_export.model_version == 1
     import onnxruntime

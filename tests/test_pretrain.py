@@ -49,6 +49,20 @@ def test_a_tiny_run_writes_a_model_and_its_starter_card(tmp_path):
     assert all(torch.equal(start[key], value) for key, value in model.state_dict().items())
 
 
+def test_a_starter_with_the_distance_output_gives_all_its_outputs_to_fine_tuning(tmp_path, nuclei_image):
+    from workbench.deep import make_predictor
+
+    result = pretrain(tmp_path / "starter", PretrainSettings(steps=3, seed=4, distance=True, **TINY))
+    model, card = load_model(result.directory)
+    assert card.distance and card.n_outputs == 4 and result.info["model"]["distance_output"] is True
+    assert result.info["command"].endswith("--distance")
+    assert card.instance_options["seeds"] == "distance"
+    start = build_unet(1, 3, weights=result.directory, distance=True).state_dict()
+    assert all(torch.equal(start[key], value) for key, value in model.state_dict().items())
+    probabilities = make_predictor(model, card, device="cpu")(nuclei_image[None, None, :64, :64])
+    assert probabilities.shape == (1, 4, 64, 64) and np.allclose(probabilities[0, :3].sum(0), 1, atol=1e-5)
+
+
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     settings = dict(steps=4, **TINY)
     first = pretrain(tmp_path / "a", PretrainSettings(seed=1, **settings)).directory

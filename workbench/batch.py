@@ -646,7 +646,8 @@ def _write_container(job: _Job, project, final: Path, with_probabilities: bool) 
     import dask.array as da
     import zarr
 
-    from workbench.pipeline import _label_layers, _probability_names
+    from workbench.conventions import probability_names
+    from workbench.pipeline import _label_layers
     from workbench.store._omezarr import write_ome_zarr
 
     container = job.scratch_path / "result.ome.zarr"
@@ -658,8 +659,8 @@ def _write_container(job: _Job, project, final: Path, with_probabilities: bool) 
         if with_probabilities else None
     write_ome_zarr(container, _lazy_image(job, job.block), image_axes="cyx", labels=layers,
                    probabilities=probabilities,
-                   probability_names=None if probabilities is None else _probability_names(
-                       project, probabilities.shape[0]),
+                   probability_names=None if probabilities is None else probability_names(
+                       project.mode, project.class_names, probabilities.shape[0]),
                    pixel_size=job.pixel_size, chunk=job.block, name=job.name)
     os.rename(container, final)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 __all__ = [
     "MODES", "METHODS", "UNLABELLED", "BACKGROUND", "OBJECT", "IGNORE", "INSTANCE_CLASSES", "DISTANCE_OUTPUT",
     "TIFF_SUFFIXES", "PLAIN_IMAGE_SUFFIXES", "IMAGE_SUFFIXES", "OME_ZARR_SUFFIX", "OUTPUT_SUFFIXES",
-    "check_mode", "check_method", "is_image_path", "is_ome_zarr_path", "image_stem",
+    "check_mode", "check_method", "is_image_path", "is_ome_zarr_path", "image_stem", "probability_names",
 ]
 
 MODES = ("semantic", "instance")
@@ -82,6 +82,17 @@ def check_method(method: str) -> str:
 
         raise WorkbenchError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     return method
+
+
+def probability_names(mode: str, class_names, n_channels: int) -> list[str]:
+    """Names of the channels of a probability map: the output classes (`INSTANCE_CLASSES` in instance
+    mode, else the project's classes), then `DISTANCE_OUTPUT` when there is one channel more.
+
+    >>> probability_names("instance", ["background", "nucleus"], 4)
+    ['background', 'interior', 'boundary', 'distance']
+    """
+    names = list(INSTANCE_CLASSES) if mode == "instance" else list(class_names)
+    return names + [DISTANCE_OUTPUT] if n_channels == len(names) + 1 else names
 
 
 def is_image_path(path) -> bool:

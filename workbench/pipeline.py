@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from workbench import config, speed
-from workbench.conventions import (DISTANCE_OUTPUT, INSTANCE_CLASSES, METHODS, OUTPUT_SUFFIXES, check_method,  # noqa: F401 - METHODS is public here
-                                   image_stem, is_ome_zarr_path)
+from workbench.conventions import (INSTANCE_CLASSES, METHODS, OUTPUT_SUFFIXES, check_method,  # noqa: F401 - METHODS is public here
+                                   image_stem, is_ome_zarr_path, probability_names)
 from workbench.errors import WorkbenchError, app_message
 from workbench.records import ModelCardInfo, ModelRecord, TrainingChoices, TrainingPlan
 from workbench.store import Project
@@ -276,13 +276,6 @@ def _unet_settings(project: Project, settings: dict, *, new_model: bool = True):
 
 def _output_classes(project: Project) -> list[str]:
     return list(INSTANCE_CLASSES) if project.mode == "instance" else project.class_names
-
-
-def _probability_names(project: Project, n_channels: int) -> list[str]:
-    """Names of the channels of a stored probability map: the classes, then the distance map of a
-    U-Net that predicts one (`workbench.conventions.DISTANCE_OUTPUT`)."""
-    names = _output_classes(project)
-    return names + [DISTANCE_OUTPUT] if n_channels == len(names) + 1 else names
 
 
 def train_model(project: Project, *, method: str = "unet", settings: dict | None = None, resume: bool = False,
@@ -1222,8 +1215,8 @@ def _write_container(project: Project, out: Path, image, labels, probabilities, 
     with atomic_output(out, registry=registry) as tmp:
         write_ome_zarr(tmp, pixels, image_axes=image_axes, labels=_label_layers(project, labels),
                        probabilities=probabilities,
-                       probability_names=None if probabilities is None else _probability_names(
-                           project, probabilities.shape[0]),
+                       probability_names=None if probabilities is None else probability_names(
+                           project.mode, project.class_names, probabilities.shape[0]),
                        pixel_size=None if volume else size, voxel_size=size if volume else None,
                        name=image_stem(out))
 

@@ -193,7 +193,7 @@ def output_probabilities(logits: torch.Tensor, n_classes: int, dim: int = 1) -> 
     (class probabilities) and a sigmoid of any channel after them (the distance map, 0-1)."""
     if logits.shape[dim] == n_classes:
         return torch.softmax(logits, dim=dim)
-    classes, extra = logits.split([n_classes, logits.shape[dim] - n_classes], dim=dim)
+    classes, extra = torch.tensor_split(logits, [n_classes], dim=dim)
     return torch.cat([torch.softmax(classes, dim=dim), torch.sigmoid(extra)], dim=dim)
 
 

@@ -24,7 +24,6 @@ from typing import Sequence
 
 import numpy as np
 
-from workbench.conventions import DISTANCE_OUTPUT
 from workbench.errors import WorkbenchError
 from workbench.store import atomic_write
 
@@ -329,7 +328,7 @@ def _description(project, record, card, files, stride, gains, offsets, *, name, 
         kwargs = spec.ScaleLinearAlongAxisKwargs(axis=spec.AxisId("channel"), gain=[float(g) for g in gains],
                                                  offset=[float(o) for o in offsets])
     classes = card.classes or [f"class{k}" for k in range(card.n_classes)]
-    outputs = classes + ([DISTANCE_OUTPUT] if card.distance else [])
+    outputs = classes + card.output_names[card.n_classes:]  # the distance map after the classes, if any
     output_axes = [
         spec.BatchAxis(),
         spec.ChannelAxis(channel_names=[spec.Identifier(_identifier(c, "class")) for c in outputs]),

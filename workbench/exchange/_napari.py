@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from workbench.conventions import probability_names
 from workbench.errors import WorkbenchError
 
 __all__ = ["get_reader", "read_project", "read_ome_zarr", "write_labels", "MANIFEST"]
@@ -97,7 +98,8 @@ def read_project(path: str | os.PathLike) -> list[LayerData]:
         probabilities = project.prediction(name, "probabilities")
         if probabilities is not None:
             channel_axis = probabilities.ndim - 3
-            layers.append((probabilities, {"name": [f"{name} P({c})" for c in _output_names(project)],
+            names = probability_names(project.mode, project.class_names, probabilities.shape[channel_axis])
+            layers.append((probabilities, {"name": [f"{name} P({c})" for c in names],
                                            "channel_axis": channel_axis, "visible": False,
                                            "scale": _scale(source, probabilities.ndim - 1),
                                            "metadata": dict(meta, kind="probabilities")}, "image"))
@@ -116,12 +118,6 @@ def read_project(path: str | os.PathLike) -> list[LayerData]:
                 if outlines is not None:
                     layers.append(outlines)
     return layers
-
-
-def _output_names(project) -> list[str]:
-    from workbench.store import INSTANCE_CLASSES
-
-    return list(INSTANCE_CLASSES) if project.mode == "instance" else project.class_names
 
 
 def _outline_layer(instances: np.ndarray, name: str, meta: dict, scale: list[float]) -> LayerData | None:

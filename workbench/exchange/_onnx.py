@@ -91,6 +91,13 @@ def export_onnx(model, card, path: str | os.PathLike, *, tile_size: int = 256, o
             torch.onnx.export(wrapped, (example,), str(tmp), dynamo=False, opset_version=int(opset),
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: dynamic, OUTPUT_NAME: dynamic})
+            graph = onnx.load(str(tmp))
+            # The exporter leaves the channel count of a concatenation (classes, then the distance
+            # map) symbolic; it is fixed, and readers of the file should see it.
+            channels = graph.graph.output[0].type.tensor_type.shape.dim[1]
+            if not channels.HasField("dim_value"):
+                channels.dim_value = int(card.n_outputs)
+                onnx.save(graph, str(tmp))
             onnx.checker.check_model(str(tmp))
         except Exception as exc:  # exporter and checker raise many types; the message says which
             raise WorkbenchError(f"could not export the model to ONNX ({type(exc).__name__}: {exc})") from exc
