@@ -201,17 +201,21 @@ def test_shown_boundary_follows_the_painted_objects_size(annotator, nuclei_proje
 
 def test_prediction_overlays_toggle(annotator, nuclei_project, nuclei_labels):
     assert annotator.controls.prediction.options == (("none", "none"),)
-    probs = nuclei_project.create_prediction("nuclei", "probabilities", (3, 512, 512), np.float32)
-    p = np.zeros((3, 512, 512), np.float32)
+    # A U-Net's prediction: three classes, then its distance map (no class: not part of the uncertainty).
+    probs = nuclei_project.create_prediction("nuclei", "probabilities", (4, 512, 512), np.float32)
+    p = np.zeros((4, 512, 512), np.float32)
     p[0] = 1.0
-    p[:, :, 256:] = 1 / 3  # right half: as uncertain as it gets
+    p[:3, :, 256:] = 1 / 3  # right half: as uncertain as it gets
+    p[3, :, 256:] = 1.0
     probs[...] = p
     instances = nuclei_project.create_prediction("nuclei", "instances", (512, 512), np.int32)
     instances[...] = nuclei_labels.astype(np.int32)
     nuclei_project.mark_prediction_complete("nuclei")
-    views = [v for _, v in annotator.refresh_predictions()]
+    options = annotator.refresh_predictions()
+    views = [v for _, v in options]
     assert views == ["none", "instance outlines", "uncertainty", "probability:0", "probability:1",
-                     "probability:2"]
+                     "probability:2", "probability:3"]
+    assert options[-1][0] == "probability: distance"
     annotator.fit()
     annotator.show_prediction("uncertainty")
     frame = annotator.frames["prediction"]

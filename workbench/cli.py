@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "size); or a folder: NAME.ome.zarr (image, labels, probabilities) and "
                                             "NAME.csv per input")
     p.add_argument("--probabilities", type=Path, nargs="?", const=True, metavar="FILE",
-                   help="also write class probabilities (.tif or .zarr; one input); with no FILE, into the "
+                   help="also write class probabilities, and a U-Net's distance map after them (.tif or .zarr; "
+                        "one input); with no FILE, into the "
                         "--out NAME.ome.zarr container")
     p.add_argument("--model",
                    help="model version (default: the latest), or 'starter': the model shipped with the workbench, "

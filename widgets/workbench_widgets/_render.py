@@ -168,7 +168,7 @@ PREDICTION_VIEWS = {
 }
 
 
-def prediction_reader(array, view: str, z: int, is_stack: bool):
+def prediction_reader(array, view: str, z: int, is_stack: bool, n_classes: int | None = None):
     """``reader(ys, xs)`` of one z-plane of a stored prediction, as the overlay `view` needs it.
 
     Parameters
@@ -177,6 +177,9 @@ def prediction_reader(array, view: str, z: int, is_stack: bool):
         ``classes`` / ``instances`` (Y, X) or (Z, Y, X); ``probabilities`` (K, Y, X) or (Z, K, Y, X).
     view : str
         A key of `PREDICTION_VIEWS`, or ``"probability:<k>"`` for class `k`'s probability.
+    n_classes : int or None
+        Channels of the probabilities that are classes (the uncertainty reads those, not a
+        U-Net's distance map after them); None: all.
     """
     lead = (int(z),) if is_stack else ()
     if view.startswith("probability:"):
@@ -184,7 +187,7 @@ def prediction_reader(array, view: str, z: int, is_stack: bool):
         return (lambda ys, xs: np.asarray(array[lead + (k, ys, xs)], np.float32)), np.float32
     if view == "uncertainty":
         def uncertainty(ys, xs):
-            probs = np.asarray(array[lead + (slice(None), ys, xs)], np.float32)
+            probs = np.asarray(array[lead + (slice(0, n_classes), ys, xs)], np.float32)
             k = max(probs.shape[0], 2)
             # 0 where one class is certain, 1 where all classes are equally likely.
             return (1.0 - probs.max(axis=0)) * k / (k - 1)

@@ -23,8 +23,9 @@ from ipycanvas import MultiCanvas, hold_canvas
 
 from workbench_widgets import _controls
 from workbench_widgets._render import PREDICTION_VIEWS, RegionPlane, label_overlay, prediction_overlay, prediction_reader
+from workbench.conventions import probability_names
 from workbench.errors import WorkbenchError, app_message
-from workbench.store import INSTANCE_CLASSES, OBJECT, UNLABELLED, boundary_reach
+from workbench.store import OBJECT, UNLABELLED, boundary_reach
 from workbench.annotate import DEFAULT_SAVE_DELAY, Edit, LabelEditor, LabelsChanged
 from workbench.annotate import (ChannelDisplay, NearestPyramid, auto_contrast, default_channel_displays,
                                ensure_pyramid, hex_to_rgb, render_image)
@@ -421,7 +422,8 @@ class Annotator:
             if array is None:  # removed since the menu was filled
                 self.refresh_predictions()
                 return np.zeros((self.viewport.height, self.viewport.width, 4), np.uint8)
-            reader, dtype = prediction_reader(array, view, self.z, self.pyramid.image.n_slices > 1)
+            reader, dtype = prediction_reader(array, view, self.z, self.pyramid.image.n_slices > 1,
+                                              n_classes=self.project.n_outputs)
             plane = NearestPyramid(reader, self.pyramid.shape, self.pyramid.factors, dtype)
             self._prediction_planes[key] = plane
         kind = "heat" if view.startswith("probability:") else PREDICTION_VIEWS[view][1]
@@ -446,7 +448,7 @@ class Annotator:
         if probabilities is not None:
             options.append(("uncertainty", "uncertainty"))
             n = probabilities.shape[-3]
-            names = list(INSTANCE_CLASSES) if self.project.mode == "instance" else self.project.class_names
+            names = probability_names(self.project.mode, self.project.class_names, n)
             options += [(f"probability: {names[k] if k < len(names) else k}", f"probability:{k}")
                         for k in range(n)]
         current = self.controls.prediction.value
