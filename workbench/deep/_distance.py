@@ -61,8 +61,10 @@ def distance_targets(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         regions, count = ndi.label(interior)
         if count:
             distance = ndi.distance_transform_edt(interior).astype(np.float32)
+            # Each region's largest distance (at least 1); np.maximum.at, not ndimage.maximum with an
+            # index, which took 2 ms a patch, 20 % of a CPU training step.
             largest = np.ones(count + 1, np.float32)
-            largest[1:] = np.maximum(ndi.maximum(distance, regions, index=np.arange(1, count + 1)), 1.0)
+            np.maximum.at(largest, regions.ravel(), distance.ravel())
             target[index] = np.where(interior, distance / largest[regions], 0.0)
         objects, n_objects = ndi.label(interior | (patch == _BOUNDARY))
         if n_objects:
