@@ -55,7 +55,10 @@ def test_full_command_line_workflow(files, capsys):
                "--probabilities", files / "probs.tif") == 0
     labels = zarr.open_array(str(files / "labels.zarr"), mode="r")
     assert labels.shape == (512, 512)
-    assert tifffile.imread(files / "probs.tif").shape == (3, 512, 512)
+    # The U-Net's three class probabilities, then its distance map.
+    probabilities = tifffile.imread(files / "probs.tif")
+    assert probabilities.shape == (4, 512, 512)
+    np.testing.assert_allclose(probabilities[:3].sum(axis=0), 1.0, atol=1e-4)
     assert run("predict", proj, "nuclei", "--out", files / "nuclei_labels.tif") == 0
     exported = tifffile.imread(files / "nuclei_labels.tif")
     assert exported.max() > 10  # the forest finds many nuclei
