@@ -42,7 +42,8 @@ def test_the_target_peaks_at_each_whole_nucleus_centre(nuclei_labels, instance_t
 
 def _probabilities_from_truth(labels, boundary_strength):
     """Ideal class probabilities of `labels` whose boundary class is only `boundary_strength`
-    sure, with the ideal distance map after them."""
+    sure, with the ideal distance map after them, smooth as a network predicts it (the exact
+    transform's pixel ripples would be peaks of their own)."""
     from skimage.segmentation import find_boundaries
 
     inside = labels > 0
@@ -54,7 +55,7 @@ def _probabilities_from_truth(labels, boundary_strength):
     interior = inside & ~boundary
     distance = ndi.distance_transform_edt(interior)
     peaks = ndi.maximum(distance, labels, index=np.arange(labels.max() + 1))
-    probabilities[3] = np.where(interior, distance / np.maximum(peaks[labels], 1), 0)
+    probabilities[3] = ndi.gaussian_filter(np.where(interior, distance / np.maximum(peaks[labels], 1), 0), 1.0)
     return probabilities
 
 
@@ -65,11 +66,46 @@ def test_distance_seeds_part_touching_nuclei_that_a_faint_boundary_merges(nuclei
     assert np.array_equal(with_distance, instances_from_probabilities(probabilities, seeds="distance", min_size=16))
     ap_distance = metrics.average_precision(nuclei_labels, with_distance)["ap50"]
     ap_boundaries = metrics.average_precision(nuclei_labels, boundaries_only)["ap50"]
-    # The faint boundary joins the touching nuclei's seeds; the distance's cores stay apart.
+    # The faint boundary joins the touching nuclei's seeds; the distance's peaks stay apart.
     assert ap_distance > 0.95 and ap_distance > ap_boundaries + 0.03, (ap_distance, ap_boundaries)
     # The boundary seeds of the same four outputs are what the first three give.
     assert np.array_equal(instances_from_probabilities(probabilities, seeds="boundaries", min_size=16),
                           boundaries_only)
+
+
+def _two_bumps(dip, shape=(40, 80)):
+    """One foreground blob whose distance map has two peaks (1.0 and 0.9) with the given
+    lowest value between them."""
+    x = np.arange(shape[-1], dtype=np.float32)
+    profile = np.maximum(1.0 - np.abs(x - 25) / 15 * (1 - dip), 0.9 - np.abs(x - 55) / 15 * (0.9 - dip))
+    profile = np.where((x >= 10) & (x <= 70), np.clip(profile, dip, None), 0)
+    probabilities = np.zeros((4,) + shape, np.float32)
+    inside = np.zeros(shape, bool)
+    inside[..., 10:71] = True
+    inside[..., :5, :] = inside[..., -5:, :] = False
+    probabilities[0] = ~inside
+    probabilities[1] = inside
+    probabilities[3] = np.where(inside, profile, 0)
+    return probabilities
+
+
+@pytest.mark.parametrize("shape", [(40, 80), (12, 40, 80)], ids=["2-D", "3-D"])
+@pytest.mark.parametrize("dip, objects", [(0.5, 2), (0.85, 1), (0.0, 2)])
+def test_distance_seeds_are_peaks_deeper_than_the_prominence(shape, dip, objects):
+    # The lower peak (0.9) dips to `dip` before the higher one: 0.4 or 0.9 deep parts, 0.05 does not
+    # (the default prominence is 0.2); asking for more than the dip's depth keeps one object.
+    probabilities = _two_bumps(dip, shape)
+    assert instances_from_probabilities(probabilities, min_size=16).max() == objects
+    assert instances_from_probabilities(probabilities, min_size=16, peak_prominence=0.95 - dip).max() == 1
+
+
+def test_two_equal_tips_on_a_ridge_are_one_seed():
+    probabilities = _two_bumps(0.5)
+    ridge = probabilities[3]
+    ridge[5:-5, 15:66] = 0.95
+    ridge[18:22, 24:27] = ridge[18:22, 54:57] = 1.0  # two tips, equally high, joined at 0.95
+    assert instances_from_probabilities(probabilities, min_size=16, peak_prominence=0.04).max() == 2
+    assert instances_from_probabilities(probabilities, min_size=16).max() == 1
 
 
 def test_an_instance_unet_learns_the_distance_and_keeps_it(tmp_path, nuclei_image, nuclei_labels, instance_targets):

@@ -215,7 +215,7 @@ def test_semantic_is_the_argmax(probabilities):
     [
         (np.zeros((5, 8, 8), np.float32), {}, "expects 3"),
         (np.zeros((3, 8, 8), np.float32), {"seeds": "distance"}, "needs a predicted distance map"),
-        (np.zeros((4, 8, 8), np.float32), {"core_threshold": 2}, "core_threshold"),
+        (np.zeros((4, 8, 8), np.float32), {"peak_prominence": 2}, "peak_prominence"),
         (np.zeros((8, 8), np.float32), {}, r"\(K, Y, X\)"),
         (np.full((3, 8, 8), np.nan, np.float32), {}, "NaN"),
         (np.zeros((3, 8, 8), np.float32), {"interior_threshold": 1.5}, "interior_threshold"),

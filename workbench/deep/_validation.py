@@ -44,11 +44,12 @@ THRESHOLD_CANDIDATES: tuple[dict[str, float], ...] = tuple(
     for boundary, foreground in [(0.3, 0.5)] + [(b, f) for b in (0.1, 0.15, 0.2, 0.25, 0.3) for f in (0.5, 0.6, 0.7)
                                                 if (b, f) != (0.3, 0.5)]
 )
-#: The same for a model with a distance output, whose seeds are the distance's cores: held-out objects
-#: choose how far the foreground reaches; the first is the default. The core threshold stays
-#: `CORE_THRESHOLD`: isolated objects cannot show the merges a lower one makes, nor, being so few,
-#: the splits a higher one makes (measured: taking the highest core threshold they score as well
-#: chose 0.7 in 4 runs of 4 and cut nuclei of the test half, AP@0.5 0.75-0.96; benchmarks/RESULTS.md).
+#: The same for a model with a distance output, seeded at the distance's peaks: held-out objects
+#: choose how far the foreground reaches; the first is the default. How deep a peak must be stays
+#: `PEAK_PROMINENCE`: isolated objects cannot show the merges a shallower criterion avoids, nor,
+#: being so few, the splits it makes (measured with the earlier fixed-level cores: taking the highest
+#: level the held-out objects scored as well chose 0.7 in 4 runs of 4 and cut nuclei of the test
+#: half, AP@0.5 0.75-0.96; benchmarks/RESULTS.md).
 DISTANCE_CANDIDATES: tuple[dict[str, Any], ...] = tuple(
     {"seeds": "distance", "foreground_threshold": foreground} for foreground in (0.6, 0.5, 0.7))
 
