@@ -108,6 +108,42 @@ def test_two_equal_tips_on_a_ridge_are_one_seed():
     assert instances_from_probabilities(probabilities, min_size=16).max() == 1
 
 
+def test_calibration_sees_the_distance_as_the_product_predicts_it(nuclei_image, instance_targets):
+    """The held-out windows a model chooses its thresholds on, predicted with test-time
+    augmentation: three class probabilities that sum to one and the distance beside them (a
+    softmax over all four outputs once skewed both, and the pretrained starter chose on that)."""
+    from workbench.deep import PercentileNormalizer
+    from workbench.deep._validation import _region_logits, _window, hold_out
+    from workbench.predict import predict_symmetries
+
+    torch.manual_seed(0)
+    model = build_unet(1, 3, distance=True).eval()
+    samples = [(nuclei_image[None, :256, :256].astype(np.float32), instance_targets[:256, :256])]
+    normalizer = PercentileNormalizer().fit([samples[0][0]])
+    _, held = hold_out(samples, fraction=0.5, block=64, instance=True, rng=np.random.default_rng(0))
+    regions = [region for region in held if region.object_mask is not None][:3]
+    assert regions
+    for window in _region_logits(model, samples, regions, normalizer, 32, torch.device("cpu"), tta=True):
+        window = window.numpy()
+        assert window.shape[0] == 4
+        assert np.allclose(window[:3].sum(0), 1, atol=1e-5)
+    # and the first window is exactly the product's TTA prediction of the same pixels
+    wy0, wy1, wx0, wx1 = _window(regions[0], (256, 256))
+    crop = normalizer(samples[0][0][:, wy0:wy1, wx0:wx1])
+
+    def product(batch):
+        from workbench.deep._models import output_probabilities, pad_to_multiple
+
+        tensor = torch.from_numpy(np.ascontiguousarray(batch))
+        with torch.inference_mode():
+            logits = model(pad_to_multiple(tensor, 32))[..., :batch.shape[-2], :batch.shape[-1]]
+        return output_probabilities(logits, 3).numpy()
+
+    expected = predict_symmetries(product, crop[None], 4)[0]
+    first = next(_region_logits(model, samples, regions[:1], normalizer, 32, torch.device("cpu"), tta=True)).numpy()
+    assert np.allclose(first, expected, atol=1e-5)
+
+
 def test_an_instance_unet_learns_the_distance_and_keeps_it(tmp_path, nuclei_image, nuclei_labels, instance_targets):
     targets = np.full(instance_targets.shape, -1, np.int64)
     targets[:, :256] = instance_targets[:, :256]

@@ -341,8 +341,10 @@ def _region_logits(model, samples, held: Sequence[HeldOut], normalizer, stride: 
                 wy0, wy1, wx0, wx1 = _window(region, targets.shape)
                 window = normalizer(np.asarray(image[:, wy0:wy1, wx0:wx1]))
                 if tta:
-                    n_classes = probabilities(window[None, :, :1, :1]).shape[1]
-                    yield torch.from_numpy(predict_symmetries(probabilities, window[None], n_classes)[0])
+                    # Its own name: rebinding `n_classes` here would make `probabilities` take the
+                    # distance output for a class (a softmax over all four outputs).
+                    n_outputs = probabilities(window[None, :, :1, :1]).shape[1]
+                    yield torch.from_numpy(predict_symmetries(probabilities, window[None], n_outputs)[0])
                     continue
                 tensor = pad_to_multiple(torch.from_numpy(window)[None].to(device), stride)
                 yield forward(tensor)[0, :, :wy1 - wy0, :wx1 - wx0]
