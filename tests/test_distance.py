@@ -175,7 +175,7 @@ def test_an_instance_unet_learns_the_distance_and_keeps_it(tmp_path, nuclei_imag
 
 
 def test_the_starter_gives_its_class_outputs_and_the_distance_starts_afresh():
-    from workbench.deep import starter_dir
+    from workbench.deep import init_from_model, starter_dir
 
     shipped, card = load_model(starter_dir())
     assert not card.distance  # the shipped starter predates the distance output
@@ -184,8 +184,31 @@ def test_the_starter_gives_its_class_outputs_and_the_distance_starts_afresh():
     assert head.out_channels == 4
     assert torch.equal(head.weight[:3], theirs.weight) and torch.equal(head.bias[:3], theirs.bias)
     assert not torch.equal(head.weight[3], head.weight[2])
+    report = init_from_model(build_unet(1, 3, distance=True), starter_dir())
+    assert report["classes_kept"] and not report["reinitialised"]
     assert torch.equal(model.state_dict()["decoder.blocks.0.conv1.0.weight"],
                        shipped.state_dict()["decoder.blocks.0.conv1.0.weight"])
+
+
+def test_a_model_without_the_distance_output_keeps_the_class_outputs_of_one_with_it(tmp_path, nuclei_image,
+                                                                                  instance_targets):
+    from workbench.deep import init_from_model
+
+    # A 3-D project (or `distance=False`) fine-tuned from a folder whose model has the distance output.
+    result = train([(nuclei_image[None], instance_targets)],
+                   TrainSettings(mode="instance", minutes=None, epochs=1, steps_per_epoch=2, patch_size=64,
+                                 batch_size=2, device="cpu", distance=True))
+    save_model(tmp_path / "with", result.model, result.card)
+    theirs = result.model.segmentation_head[0]
+    model = build_unet(1, 3, distance=False)
+    report = init_from_model(model, tmp_path / "with")
+    head = model.segmentation_head[0]
+    assert head.out_channels == 3 and report["classes_kept"] == ["segmentation_head.0.weight", "segmentation_head.0.bias"]
+    assert torch.equal(head.weight, theirs.weight[:3]) and torch.equal(head.bias, theirs.bias[:3])
+    # and the other way round, as from the shipped starter
+    back = build_unet(1, 3, distance=True)
+    assert init_from_model(back, tmp_path / "with")["classes_kept"] == []  # same outputs: loaded whole
+    assert torch.equal(back.segmentation_head[0].weight, theirs.weight)
 
 
 def test_onnx_and_torch_predict_the_same_distance(tmp_path, nuclei_image):

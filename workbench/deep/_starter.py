@@ -155,9 +155,9 @@ def init_from_model(model: torch.nn.Module, folder: str | os.PathLike, *, source
     The first convolution is adapted to the model's channels: a pretrained stem with c input
     channels gives channel i of a C-channel stem the weights of its channel ``i % c`` times c / C
     (repeated and averaged, as smp does for ImageNet weights). A segmentation head of another
-    class count keeps its random initialisation, except that a network with a distance output
-    (`build_unet(distance=True)`) from one without takes the class outputs and starts the
-    distance afresh.
+    class count keeps its random initialisation. Of a head with the same classes whose distance
+    output (`build_unet(distance=)`) only one of the two has, the class outputs are kept: the
+    distance starts afresh, or the folder's is left out.
 
     Parameters
     ----------
@@ -171,7 +171,9 @@ def init_from_model(model: torch.nn.Module, folder: str | os.PathLike, *, source
     Returns
     -------
     dict
-        ``{"adapted": [...], "reinitialised": [...]}`` parameter names.
+        Parameter names: ``"adapted"`` (the first convolution, to other channels),
+        ``"classes_kept"`` (head tensors whose class outputs were kept, the distance output
+        new or left out) and ``"reinitialised"`` (head tensors left as built).
 
     Raises
     ------
@@ -190,11 +192,12 @@ def init_from_model(model: torch.nn.Module, folder: str | os.PathLike, *, source
         )
     pretrained, card = load_model(folder, device="cpu")
     state = pretrained.state_dict()
-    # Their outputs are our first ones when only our distance output is new.
-    prefix = bool(recipe.get("distance")) and not card.distance \
-        and recipe.get("init_kwargs", {}).get("classes") == card.n_classes + 1
+    # The classes come first and the distance output last, so with the same classes the class
+    # rows are shared whichever of the two heads has a distance output.
+    ours_classes = recipe.get("init_kwargs", {}).get("classes", 0) - int(bool(recipe.get("distance")))
+    same_classes = ours_classes == card.n_classes
     target = model.state_dict()
-    adapted, reinitialised, loaded = [], [], {}
+    adapted, classes_kept, reinitialised, loaded = [], [], [], {}
     for key, value in target.items():
         theirs = state.get(key)
         if theirs is None:
@@ -207,10 +210,9 @@ def init_from_model(model: torch.nn.Module, folder: str | os.PathLike, *, source
             index = torch.arange(want) % have
             loaded[key] = theirs[:, index] * (have / want)
             adapted.append(key)
-        elif key.startswith("segmentation_head") and prefix and theirs.shape[1:] == value.shape[1:] \
-                and theirs.shape[0] == card.n_classes:
-            loaded[key] = torch.cat([theirs, value[theirs.shape[0]:]])
-            reinitialised.append(key)
+        elif key.startswith("segmentation_head") and same_classes and theirs.shape[1:] == value.shape[1:]:
+            loaded[key] = torch.cat([theirs[:card.n_classes], value[card.n_classes:]])
+            classes_kept.append(key)
         elif key.startswith("segmentation_head"):
             reinitialised.append(key)
         else:
@@ -219,4 +221,4 @@ def init_from_model(model: torch.nn.Module, folder: str | os.PathLike, *, source
                 f"{tuple(value.shape)}."
             )
     model.load_state_dict(loaded, strict=False)
-    return {"adapted": adapted, "reinitialised": reinitialised}
+    return {"adapted": adapted, "classes_kept": classes_kept, "reinitialised": reinitialised}

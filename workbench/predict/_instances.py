@@ -23,6 +23,9 @@ watershed's own queue), i.e. about 1 GB for a 6000 x 6000 image or a
 64 x 1024 x 512 volume. Cutting seeds at their necks adds the distance transform: about 40 bytes
 per pixel and 3.5x the time (forest probabilities of 2048 x 2048 tiled nuclei, idle 2-core
 machine: 0.42 s and 111 MiB with seeds whole, 1.49 s and 156 MiB cut; benchmarks/RESULTS.md).
+Distance seeds reconstruct each clump of touching objects on its own box: the same memory and
+about 3.5x the time of a fixed-level seed (a U-Net's four outputs over 2048 x 2048 tiled nuclei,
+beside two other jobs: 1.37 s against 0.39 s, 105 MiB both).
 
 Example
 -------
@@ -64,8 +67,9 @@ SEEDS = ("boundaries", "shape", "distance")
 #: the model predicts either at; a fixed level ("the inner half", distance > 0.5) split objects whose
 #: saddle fell below it and merged contacts that stayed above it. Measured on the nuclei half split
 #: (15 runs each, benchmarks/RESULTS.md, issue 9): 0.2 beat the fixed level 0.5 in all five settings
-#: (scratch at 540 and 1080 steps, starter at 180, 540 and 1080), mean AP@0.5 +0.003 to +0.017,
-#: mAP +0.01 to +0.02, spread equal or lower; 0.1 over-splits early, 0.3 merges.
+#: (scratch at 540 and 1080 steps, starter at 180, 540 and 1080), mean AP@0.5 +0.003 to +0.015,
+#: mAP +0.001 to +0.019, spread equal or lower (rows: benchmarks/deep_distance_peaks_2026-12-07.jsonl);
+#: 0.1 splits nuclei (scratch 0.924 at 1080 steps), 0.3 merges (0.934).
 PEAK_PROMINENCE = 0.2
 
 #: A seed is cut where it narrows to less than this fraction of the thinner part's width
