@@ -3,7 +3,7 @@
 Label layer values follow APEER and ilastik: 0 = not annotated, 1 = background, 2.. = classes
 (value = class index + 1). In instance mode a model predicts three classes, `INSTANCE_CLASSES`,
 whose names are the ones `workbench.predict` reads (interior and boundary probabilities feed the
-seeded watershed); a U-Net adds one output after them, `DISTANCE_OUTPUT`, whose cores seed the
+seeded watershed); a U-Net adds one output after them, `DISTANCE_OUTPUT`, whose peaks seed the
 watershed instead. Training targets use `IGNORE` where nothing was painted.
 
 This module imports nothing from the engine, so every layer may import it.

@@ -2,7 +2,7 @@
 
 Besides background / interior / boundary, an instance U-Net learns `DISTANCE_OUTPUT`: each object
 pixel's distance to its object's edge as a share of that object's largest (StarDist's and
-micro-sam's decoders predict such maps for the same reason). Seeds taken from its cores part
+micro-sam's decoders predict such maps for the same reason). Seeds taken at its peaks part
 touching nuclei whose shared boundary is faint, where the boundary class alone bridges them
 (benchmarks/RESULTS.md, issue 9).
 

@@ -92,9 +92,9 @@ class TrainSettings:
         Weight of the soft Dice term added to the cross-entropy.
     distance : bool
         (Instance mode) Also learn `DISTANCE_OUTPUT`, each object pixel's distance to its edge
-        as a share of the object's largest, whose cores seed the objects (measured on the
-        nuclei half split, 15 runs from the starter: mean AP@0.5 0.908 -> 0.938 after 20 s of
-        training, 0.926 -> 0.941 after 2 minutes; benchmarks/RESULTS.md, issue 9).
+        as a share of the object's largest, whose peaks seed the objects (measured on the
+        nuclei half split, 15 runs from the starter after 2 minutes: mean AP@0.5 0.926 without
+        it, 0.951 with it and its peak seeds; benchmarks/RESULTS.md, issue 9).
         Ignored in semantic mode and when continuing a model (its own outputs are kept).
     val_fraction : float
         Share held out of training for validation (0 = none): in instance mode whole painted

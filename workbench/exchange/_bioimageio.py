@@ -264,7 +264,7 @@ def _readme(project, record, card, image_name, test_shape) -> str:
         "with the microscopy segmentation workbench on partial labels. It outputs softmax probabilities for "
         f"the classes {', '.join(card.classes or map(str, range(card.n_classes)))}"
         + (" and, after them, each object pixel's distance to the object's edge as a share of the object's "
-           "largest (0-1, a sigmoid; its cores seed the objects)." if card.distance else "."),
+           "largest (0-1, a sigmoid; its peaks seed the objects)." if card.distance else "."),
         "",
         "## Input and preprocessing",
         "",

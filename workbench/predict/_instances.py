@@ -24,8 +24,8 @@ watershed's own queue), i.e. about 1 GB for a 6000 x 6000 image or a
 per pixel and 3.5x the time (forest probabilities of 2048 x 2048 tiled nuclei, idle 2-core
 machine: 0.42 s and 111 MiB with seeds whole, 1.49 s and 156 MiB cut; benchmarks/RESULTS.md).
 Distance seeds reconstruct each clump of touching objects on its own box: the same memory and
-about 3.5x the time of a fixed-level seed (a U-Net's four outputs over 2048 x 2048 tiled nuclei,
-beside two other jobs: 1.37 s against 0.39 s, 105 MiB both).
+about 2.6x the time of a fixed-level seed (a U-Net's four outputs over 2048 x 2048 tiled nuclei,
+idle 2-core machine: 1.41 s against 0.54 s, 105 MiB both).
 
 Example
 -------
@@ -214,8 +214,8 @@ def _distance_peaks(distance: np.ndarray, foreground: np.ndarray, prominence: fl
     and two equal peaks joined by a ridge become one plateau, one seed. (skimage's ``h_maxima``
     marks each tip instead, so a nucleus with two equal tips got two seeds.) One foreground
     component at a time, on its bounding box: over a whole 2048 x 2048 map at once skimage's
-    reconstruction took 6.2 s and 74 bytes a pixel, per component these peaks 1.2 s (both beside
-    other jobs); memory then follows the largest clump of touching objects.
+    reconstruction took 6.2 s and 74 bytes a pixel (beside another job), per component these
+    peaks 0.76 s (idle); memory then follows the largest clump of touching objects.
     """
     components, _ = ndi.label(foreground)
     peaks = np.zeros(distance.shape, dtype=bool)
