@@ -108,6 +108,23 @@ def test_two_equal_tips_on_a_ridge_are_one_seed():
     assert instances_from_probabilities(probabilities, min_size=16).max() == 1
 
 
+def test_the_default_candidates_are_what_a_model_that_chose_nothing_predicts_with(nuclei_labels):
+    """A model with no held-out objects keeps no thresholds and predicts with the post-processing's
+    defaults; each candidate list's first entry (its `default_score`) is that same setting."""
+    from workbench.deep._validation import DISTANCE_CANDIDATES, THRESHOLD_CANDIDATES
+
+    probabilities = _probabilities_from_truth(nuclei_labels[:256, :256], boundary_strength=0.6)
+    # a halo of growing certainty around every nucleus, so the foreground threshold moves edges
+    halo = ndi.gaussian_filter(1.0 - probabilities[0], 2.0)
+    probabilities[0] = np.minimum(probabilities[0], 1.0 - 0.9 * halo)
+    probabilities[1] = 1.0 - probabilities[0] - probabilities[2]
+    for outputs, candidates in ((probabilities, DISTANCE_CANDIDATES), (probabilities[:3], THRESHOLD_CANDIDATES)):
+        chose_nothing = instances_from_probabilities(outputs, min_size=16)
+        assert np.array_equal(chose_nothing, instances_from_probabilities(outputs, min_size=16, **candidates[0]))
+        others = [instances_from_probabilities(outputs, min_size=16, **options) for options in candidates[1:]]
+        assert any(not np.array_equal(chose_nothing, other) for other in others)  # the choice matters here
+
+
 def test_calibration_sees_the_distance_as_the_product_predicts_it(nuclei_image, instance_targets):
     """The held-out windows a model chooses its thresholds on, predicted with test-time
     augmentation: three class probabilities that sum to one and the distance beside them (a

@@ -38,20 +38,21 @@ _RING = 3
 #: Context around a held-out region, so its prediction does not suffer from the crop's edges.
 _MARGIN = 32
 _FOUR_CONNECTED = ndi.generate_binary_structure(2, 1)
-#: Post-processing thresholds a model may choose on its held-out objects; the first is the default.
+#: Post-processing thresholds a model may choose on its held-out objects; the first is the default
+#: (what `instances_from_probabilities` uses for a model that had nothing to choose on).
 THRESHOLD_CANDIDATES: tuple[dict[str, float], ...] = tuple(
     {"boundary_threshold": boundary, "foreground_threshold": foreground}
     for boundary, foreground in [(0.3, 0.5)] + [(b, f) for b in (0.1, 0.15, 0.2, 0.25, 0.3) for f in (0.5, 0.6, 0.7)
                                                 if (b, f) != (0.3, 0.5)]
 )
 #: The same for a model with a distance output, seeded at the distance's peaks: held-out objects
-#: choose how far the foreground reaches; the first is the default. How deep a peak must be stays
+#: choose how far the foreground reaches; the first is the default, as above. How deep a peak must be stays
 #: `PEAK_PROMINENCE`: isolated objects cannot show the merges a shallower criterion avoids, nor,
 #: being so few, the splits it makes (measured with the earlier fixed-level cores: taking the highest
 #: level the held-out objects scored as well chose 0.7 in 4 runs of 4 and cut nuclei of the test
 #: half, AP@0.5 0.75-0.96; benchmarks/RESULTS.md).
 DISTANCE_CANDIDATES: tuple[dict[str, Any], ...] = tuple(
-    {"seeds": "distance", "foreground_threshold": foreground} for foreground in (0.6, 0.5, 0.7))
+    {"seeds": "distance", "foreground_threshold": foreground} for foreground in (0.5, 0.6, 0.7))
 
 
 @dataclass(frozen=True)
