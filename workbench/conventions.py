@@ -25,6 +25,7 @@ from pathlib import Path
 
 __all__ = [
     "MODES", "METHODS", "UNLABELLED", "BACKGROUND", "OBJECT", "IGNORE", "INSTANCE_CLASSES", "DISTANCE_OUTPUT",
+    "MIN_OBJECT_FRACTION", "MIN_OBJECT_PIXELS",
     "TIFF_SUFFIXES", "PLAIN_IMAGE_SUFFIXES", "IMAGE_SUFFIXES", "OME_ZARR_SUFFIX", "OUTPUT_SUFFIXES",
     "check_mode", "check_method", "is_image_path", "is_ome_zarr_path", "image_stem", "probability_names",
 ]
@@ -50,6 +51,13 @@ DISTANCE_OUTPUT = "distance"
 """The output an instance-mode U-Net predicts after `INSTANCE_CLASSES` (a sigmoid, not a class):
 each object pixel's distance to its object's edge as a share of that object's largest, 0 outside
 objects. Derived from painted whole objects, never painted."""
+
+MIN_OBJECT_FRACTION = 0.1
+"""The automatic minimum object size: objects below this share of the median painted object's area
+are specks, not objects (post-processing and the held-out objects a model is scored on alike)."""
+
+MIN_OBJECT_PIXELS = 16
+"""The automatic minimum object size is never below this many pixels (voxels in 3-D)."""
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")

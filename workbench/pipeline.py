@@ -21,6 +21,7 @@ import numpy as np
 from workbench import config, speed
 from workbench.conventions import (INSTANCE_CLASSES, METHODS, OUTPUT_SUFFIXES, check_method,  # noqa: F401 - METHODS is public here
                                    image_stem, is_ome_zarr_path, probability_names)
+from workbench.conventions import MIN_OBJECT_FRACTION, MIN_OBJECT_PIXELS
 from workbench.errors import WorkbenchError, app_message
 from workbench.records import ModelCardInfo, ModelRecord, TrainingChoices, TrainingPlan
 from workbench.store import Project
@@ -612,11 +613,6 @@ def uncertainty(probabilities: np.ndarray, n_classes: int | None = None) -> np.n
     probabilities = np.asarray(probabilities[:n_classes], np.float32)
     top2 = np.sort(probabilities, axis=0)[-2:]
     return 1.0 - (top2[1] - top2[0])
-
-
-# Objects below this share of the typical painted object's area are specks, not objects.
-MIN_OBJECT_FRACTION = 0.1
-MIN_OBJECT_PIXELS = 16
 
 
 def instance_options(project: Project, *, volume: bool = False, segmenter: Segmenter | None = None) -> dict:

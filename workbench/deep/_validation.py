@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from workbench.conventions import MIN_OBJECT_FRACTION, MIN_OBJECT_PIXELS
 # Candidates whose held-out object IoU is within CALIBRATION_TOLERANCE of the best count as equally
 # good: the one tolerance and tie rule of every threshold choice, 2-D and 3-D.
 from workbench.predict._volumes import CALIBRATION_TOLERANCE, choose_middle_of_best
@@ -408,15 +409,16 @@ def _best_match_iou(probabilities: np.ndarray, truth: np.ndarray, min_size: int,
 
 
 def min_object_size(samples) -> int:
-    """A tenth of the median painted object's area, at least 16 pixels (as the product's post-processing)."""
+    """`MIN_OBJECT_FRACTION` of the median painted object's area, at least `MIN_OBJECT_PIXELS` (as the
+    product's post-processing, `workbench.pipeline.min_size_from_labels`, which reads label layers)."""
     areas = []
     for _, targets in samples:
         objects, count = ndi.label(targets >= 1, structure=_FOUR_CONNECTED)
         if count:
             areas.append(np.bincount(objects.ravel())[1:])
     if not areas:
-        return 16
-    return max(16, int(0.1 * np.median(np.concatenate(areas))))
+        return MIN_OBJECT_PIXELS
+    return max(MIN_OBJECT_PIXELS, int(MIN_OBJECT_FRACTION * np.median(np.concatenate(areas))))
 
 
 def training_hint(history: Sequence[dict[str, Any]]) -> tuple[str | None, str | None]:

@@ -49,7 +49,7 @@ from skimage.feature import peak_local_max
 from skimage.morphology import h_maxima, local_maxima, reconstruction
 from skimage.segmentation import relabel_sequential, watershed
 
-from workbench.conventions import INSTANCE_CLASSES
+from workbench.conventions import INSTANCE_CLASSES, MIN_OBJECT_PIXELS
 from workbench.errors import WorkbenchError
 from workbench.validate import whole_number
 
@@ -311,7 +311,7 @@ def instances_from_probabilities(
     interior_threshold: float = 0.5,
     boundary_threshold: float = 0.3,
     foreground_threshold: float = 0.5,
-    min_size: int = 16,
+    min_size: int = MIN_OBJECT_PIXELS,
     min_seed_size: int = 4,
     min_distance: int = 4,
     spacing: Any = None,
